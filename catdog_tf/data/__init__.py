@@ -1,0 +1,84 @@
+"""Cats-vs-Dogs data: sources, splits, bad-file scan and the tf.data pipeline.
+
+Typical use::
+
+    from catdog_tf import data
+    splits, skipped = data.prepare_splits("../shared/data/dogs-vs-cats/train",
+                                          sizes=(4096, 1024, 2048), seed=0)
+    decoded = data.decoded_dataset(splits["train"])
+    for images, labels in data.train_batches(decoded, len(splits["train"]), 32, epoch=0):
+        ...
+"""
+
+from __future__ import annotations
+
+from absl import logging
+
+from catdog_tf.data.pipeline import (
+    IMAGE_SIZE,
+    PARALLELISM,
+    AugmentConfig,
+    augment,
+    decode,
+    decoded_dataset,
+    epoch_seed,
+    eval_batches,
+    normalize,
+    pipeline_options,
+    read,
+    resize,
+    train_batches,
+)
+from catdog_tf.data.scan import ScanReport, scan
+from catdog_tf.data.sources import (
+    CAT,
+    DOG,
+    DataSourceError,
+    Examples,
+    describe,
+    list_class_folders,
+    list_folder,
+    list_kaggle_folder,
+    load,
+    load_tfds,
+    synthetic,
+)
+from catdog_tf.data.splits import SPLITS, make_splits, split
+
+__all__ = [
+    "CAT", "DOG", "IMAGE_SIZE", "SPLITS", "AugmentConfig", "DataSourceError", "Examples",
+    "ScanReport", "augment", "decode", "decoded_dataset", "describe", "epoch_seed",
+    "eval_batches", "list_class_folders", "list_folder", "list_kaggle_folder", "load",
+    "load_tfds", "make_splits", "normalize", "PARALLELISM", "pipeline_options", "prepare_splits", "read", "resize", "scan",
+    "split", "synthetic", "train_batches",
+]
+
+
+def prepare_splits(spec: str, sizes: tuple[float, float, float], seed: int = 0,
+                   synthetic_size: int = 512, skip_bad_files: bool = True
+                   ) -> tuple[dict[str, Examples], list[tuple[str, str]]]:
+    """Loads a ``--data`` spec, drops undecodable files, and splits it.
+
+    Bad files are removed before splitting so that split sizes count usable images.
+
+    Args:
+      spec: Folder path, ``tfds:cats_vs_dogs`` or ``synthetic``.
+      sizes: (train, validation, test) counts or fractions; ignored for predefined splits.
+      seed: Split seed.
+      synthetic_size: Number of images of the synthetic source.
+      skip_bad_files: Run :func:`scan` first.
+
+    Returns:
+      (splits, skipped): ``{"train", "validation", "test"}`` examples and the
+      ``(path, reason)`` of every skipped file.
+    """
+    loaded = load(spec, seed=seed, synthetic_size=synthetic_size)
+    skipped: list[tuple[str, str]] = []
+    if skip_bad_files:
+        for name, examples in loaded.items():
+            report = scan(examples)
+            loaded[name] = report.kept
+            skipped.extend(report.skipped)
+            if report.skipped:
+                logging.warning("%s: %s", name, report.summary())
+    return make_splits(loaded, sizes, seed), skipped

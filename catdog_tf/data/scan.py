@@ -1,0 +1,113 @@
+"""Finds files that will not decode, before training, so no epoch dies on one bad file.
+
+A cheap Python look at each file's size and first bytes sorts out empty, unreadable and
+non-image files with a precise reason; the rest are decoded once by TensorFlow itself (the
+same decoder the pipeline uses, in parallel through tf.data) and any that fail, typically
+truncated or corrupt JPEGs, are reported as such.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from catdog_tf.data import pipeline
+from catdog_tf.data.sources import Examples
+
+# Magic numbers of the formats tf.io.decode_image reads.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
+
+
+@dataclasses.dataclass
+class ScanReport:
+    """What :func:`scan` kept and skipped.
+
+    Attributes:
+      kept: The examples that decode.
+      skipped: ``(path, reason)`` for each dropped file.
+    """
+
+    kept: Examples
+    skipped: list[tuple[str, str]]
+
+    def summary(self) -> str:
+        """One line: how many files were kept and how many were skipped for which reason."""
+        reasons = collections.Counter(reason for _, reason in self.skipped)
+        detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common()) or "none"
+        return f"{len(self.kept)} images usable, {len(self.skipped)} skipped ({detail})"
+
+
+def _header_problem(path: str) -> str | None:
+    """Reason a file cannot be an image, from its size and first bytes; None if it may be."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError as e:
+        return f"unreadable ({e.strerror or type(e).__name__})"
+    if not head.startswith(_MAGIC) or (head.startswith(b"RIFF") and head[8:12] != b"WEBP"):
+        return "not an image"
+    return None
+
+
+def _decodes(items: np.ndarray, encoded: bool, num_parallel_calls: int) -> np.ndarray:
+    """Boolean mask: which items TensorFlow's decoder accepts."""
+    index = tf.data.Dataset.range(len(items))
+    source = tf.data.Dataset.from_tensor_slices(items.astype(bytes) if encoded
+                                                else items.astype(str))
+
+    def check(i, item):
+        contents = item if encoded else pipeline.read(item)
+        # A tiny 8x8 DCT-scaled decode still entropy-decodes the whole file (so it finds
+        # truncation) but skips most of the work of a full decode.
+        image = pipeline.decode(contents, ratio=8)
+        return i, tf.shape(image)[0]
+
+    ok = (tf.data.Dataset.zip(index, source)
+          .map(check, num_parallel_calls=num_parallel_calls)
+          .ignore_errors()
+          .map(lambda i, _: i)
+          .batch(4096)
+          .with_options(pipeline.pipeline_options()))
+    mask = np.zeros(len(items), bool)
+    for batch in ok:
+        mask[batch.numpy()] = True
+    return mask
+
+
+def scan(examples: Examples, num_parallel_calls: int = pipeline.PARALLELISM) -> ScanReport:
+    """Checks every example and drops the ones that cannot be decoded.
+
+    Args:
+      examples: Examples to check (paths or encoded bytes).
+      num_parallel_calls: Parallelism of the decode check.
+
+    Returns:
+      A :class:`ScanReport`; the skipped paths and reasons are also logged.
+    """
+    reasons: dict[int, str] = {}
+    if not examples.encoded:
+        for i, path in enumerate(examples.items):
+            problem = _header_problem(path)
+            if problem:
+                reasons[i] = problem
+    candidates = np.array([i for i in range(len(examples)) if i not in reasons], dtype=np.int64)
+    if len(candidates):
+        mask = _decodes(examples.items[candidates], examples.encoded, num_parallel_calls)
+        for i in candidates[~mask]:
+            reasons[int(i)] = "corrupt or truncated image data"
+    keep = np.array([i for i in range(len(examples)) if i not in reasons], dtype=np.int64)
+    names = (examples.items if not examples.encoded
+             else [f"<encoded #{i}>" for i in range(len(examples))])
+    report = ScanReport(kept=examples.subset(keep),
+                        skipped=[(str(names[i]), r) for i, r in sorted(reasons.items())])
+    for path, reason in report.skipped:
+        logging.warning("skipping %s: %s", path, reason)
+    logging.info("scan of %s: %s", examples.origin, report.summary())
+    return report

@@ -1,0 +1,24 @@
+"""Model builders chosen by name: the reference architectures and stronger ones.
+
+>>> from catdog_tf.models import build_model, describe
+>>> model = build_model("conv3")            # 94x125x3 input, one float32 logit
+>>> describe(model)["params"]
+561633
+
+Register your own with :func:`register`; variants are ``functools.partial`` of a builder.
+"""
+
+from catdog_tf.models import reference, strong  # noqa: F401  (import registers the builders)
+from catdog_tf.models.registry import (
+    INPUT_SHAPE,
+    ModelSpec,
+    available_models,
+    build_model,
+    count_flops,
+    describe,
+    get_spec,
+    register,
+)
+
+__all__ = ["INPUT_SHAPE", "ModelSpec", "available_models", "build_model", "count_flops",
+           "describe", "get_spec", "register"]

@@ -1,0 +1,125 @@
+"""The model registry: builders chosen by name, and ``describe()`` for the tables."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+INPUT_SHAPE = (94, 125, 3)
+Builder = Callable[..., keras.Model]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered builder and its training defaults.
+
+    Attributes:
+      builder: ``builder(input_shape=..., **kwargs) -> keras.Model`` returning one logit.
+      learning_rate: Default peak learning rate (used when the config says 0).
+      precision: Default precision under ``precision=auto`` on CPU, chosen from
+        benchmarks/train_step.py measurements.
+      summary: One line for tables and ``--help``.
+    """
+
+    builder: Builder
+    learning_rate: float
+    precision: str
+    summary: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, *, learning_rate: float = 1e-3, precision: str = "float32",
+             summary: str = "") -> Callable[[Builder], Builder]:
+    """Decorator registering a builder under ``name`` (names starting with ``_`` are private).
+
+    Example::
+
+        @register("my_net", learning_rate=1e-3)
+        def my_net(input_shape=INPUT_SHAPE, width=32): ...
+    """
+
+    def wrap(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelSpec(builder, learning_rate, precision,
+                                    summary or (doc[0] if doc else name))
+        return builder
+
+    return wrap
+
+
+def available_models(include_private: bool = False) -> list[str]:
+    """Registered model names, in registration order."""
+    return [n for n in _REGISTRY if include_private or not n.startswith("_")]
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name``; unknown names list the known ones."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: "
+                         f"{', '.join(available_models())}")
+    return _REGISTRY[name]
+
+
+def build_model(name: str, input_shape: tuple[int, int, int] = INPUT_SHAPE,
+                **kwargs: Any) -> keras.Model:
+    """Builds registered model ``name``.
+
+    Args:
+      name: A name from :func:`available_models`.
+      input_shape: (height, width, channels) of the [0, 1]-scaled input images.
+      **kwargs: Builder arguments (widths, depths, dropout, dense sizes, ...).
+
+    Returns:
+      A Keras model mapping images to one float32 logit per image, shape (batch, 1).
+    """
+    return get_spec(name).builder(input_shape=tuple(input_shape), **kwargs)
+
+
+def count_flops(model: keras.Model) -> int | None:
+    """FLOPs of one forward pass of one image, from TensorFlow's graph profiler.
+
+    A multiply-add counts as 2 FLOPs. Returns None where the profiler cannot run.
+    """
+    try:
+        shape = [1, *model.input_shape[1:]]
+        fn = tf.function(lambda x: model(x, training=False))
+        graph = fn.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+        options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+        options["output"] = "none"
+        info = tf.compat.v1.profiler.profile(graph=graph, options=options)
+        return int(info.total_float_ops)
+    except Exception:  # The profiler is internal API; a failure must not break a table.
+        return None
+
+
+def describe(model: keras.Model, flops: bool = True) -> dict[str, Any]:
+    """Size and cost of a model, as shown in the comparison table.
+
+    Returns:
+      ``{"name", "params", "trainable_params", "weight_mb", "flops", "layers", "summary"}``;
+      ``weight_mb`` is the float32 size of all weights in MB (10^6 bytes).
+    """
+    params = int(sum(int(tf.size(v)) for v in model.weights))
+    trainable = int(sum(int(tf.size(v)) for v in model.trainable_weights))
+    n_flops = count_flops(model) if flops else None
+    kinds = [type(layer).__name__ for layer in model.layers
+             if type(layer).__name__ not in ("InputLayer",)]
+    weight_mb = params * 4 / 1e6
+    flops_text = f", {n_flops / 1e6:,.0f} MFLOPs/image" if n_flops else ""
+    return {
+        "name": model.name,
+        "params": params,
+        "trainable_params": trainable,
+        "weight_mb": round(weight_mb, 2),
+        "flops": n_flops,
+        "layers": len(kinds),
+        "summary": f"{model.name}: {params:,} parameters, {weight_mb:.1f} MB{flops_text}",
+    }
