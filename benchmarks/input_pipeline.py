@@ -54,10 +54,17 @@ def _batch_size(batch) -> int:
 
 
 def decode_only(paths: np.ndarray, batch_size: int) -> float:
-    ds = tf.data.Dataset.from_tensor_slices(paths.astype(str)).map(
-        lambda p: tf.io.decode_jpeg(tf.io.read_file(p), channels=3,
-                                    dct_method="INTEGER_FAST")[:1, :1],
-        num_parallel_calls=data.PARALLELISM).batch(batch_size).prefetch(2)
+    ds = (
+        tf.data.Dataset.from_tensor_slices(paths.astype(str))
+        .map(
+            lambda p: tf.io.decode_jpeg(tf.io.read_file(p), channels=3, dct_method="INTEGER_FAST")[
+                :1, :1
+            ],
+            num_parallel_calls=data.PARALLELISM,
+        )
+        .batch(batch_size)
+        .prefetch(2)
+    )
     # The same settings as catdog_tf's pipeline (autotune off), which made it faster here.
     ds = ds.with_options(data.pipeline_options())
     return _rate(ds, lambda b: int(tf.shape(b)[0]))
@@ -72,8 +79,13 @@ def ours(examples: data.Examples, batch_size: int) -> tuple[float, float]:
 
 def keras_loader(class_dir: str, batch_size: int) -> float:
     ds = keras.utils.image_dataset_from_directory(
-        class_dir, image_size=data.IMAGE_SIZE, batch_size=batch_size, shuffle=False,
-        interpolation="bilinear", verbose=False)
+        class_dir,
+        image_size=data.IMAGE_SIZE,
+        batch_size=batch_size,
+        shuffle=False,
+        interpolation="bilinear",
+        verbose=False,
+    )
     return _rate(ds.prefetch(tf.data.AUTOTUNE), _batch_size)
 
 
@@ -101,16 +113,22 @@ def main(argv):
             os.makedirs(os.path.join(tmp, name))
             for p in paths[examples.labels == label]:
                 os.symlink(os.path.abspath(p), os.path.join(tmp, name, os.path.basename(p)))
-        runs: dict[str, list[float]] = {k: [] for k in (
-            "decode_only", "catdog_tf decode epoch", "catdog_tf cached epoch",
-            "keras image_dataset_from_directory", "PIL loop (article)")}
+        runs: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "decode_only",
+                "catdog_tf decode epoch",
+                "catdog_tf cached epoch",
+                "keras image_dataset_from_directory",
+                "PIL loop (article)",
+            )
+        }
         for _ in range(_REPEATS.value):
             runs["decode_only"].append(decode_only(paths, _BATCH.value))
             first, cached = ours(examples, _BATCH.value)
             runs["catdog_tf decode epoch"].append(first)
             runs["catdog_tf cached epoch"].append(cached)
-            runs["keras image_dataset_from_directory"].append(
-                keras_loader(tmp, _BATCH.value))
+            runs["keras image_dataset_from_directory"].append(keras_loader(tmp, _BATCH.value))
             runs["PIL loop (article)"].append(pil_loop(paths[: _PIL_IMAGES.value]))
     result = {k: statistics.median(v) for k, v in runs.items()}
     first = result["catdog_tf decode epoch"]
@@ -120,8 +138,10 @@ def main(argv):
         "decode epoch / decode_only ceiling": first / result["decode_only"],
         "cached epoch / decode epoch": result["catdog_tf cached epoch"] / first,
     }
-    print(f"{len(paths)} images from {_DATA.value}, {data.IMAGE_SIZE[0]}x{data.IMAGE_SIZE[1]}, "
-          f"batch {_BATCH.value}, {os.cpu_count()} CPUs, median of {_REPEATS.value}")
+    print(
+        f"{len(paths)} images from {_DATA.value}, {data.IMAGE_SIZE[0]}x{data.IMAGE_SIZE[1]}, "
+        f"batch {_BATCH.value}, {os.cpu_count()} CPUs, median of {_REPEATS.value}"
+    )
     print("| pipeline | images/s |\n|---|---:|")
     for name, value in result.items():
         print(f"| {name} | {value:,.0f} |")

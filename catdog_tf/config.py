@@ -107,8 +107,7 @@ class Config:
         for name in ("image_height", "image_width", "batch_size", "epochs", "synthetic_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("learning_rate", "weight_decay", "early_stopping_patience",
-                     "steps_per_epoch"):
+        for name in ("learning_rate", "weight_decay", "early_stopping_patience", "steps_per_epoch"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         sizes = (self.train_size, self.val_size, self.test_size)
@@ -121,7 +120,7 @@ class Config:
             raise ConfigError("data is empty: give a folder, tfds:cats_vs_dogs or synthetic")
         from catdog_tf import models  # Local import: models imports TensorFlow.
 
-        if self.model not in models.available_models():
+        if self.model not in models.available_models(include_private=True):
             raise ConfigError(
                 f"unknown model {self.model!r}; known: {', '.join(models.available_models())}"
             )

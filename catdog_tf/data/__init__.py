@@ -46,17 +46,46 @@ from catdog_tf.data.sources import (
 from catdog_tf.data.splits import SPLITS, make_splits, split
 
 __all__ = [
-    "CAT", "DOG", "IMAGE_SIZE", "SPLITS", "AugmentConfig", "DataSourceError", "Examples",
-    "ScanReport", "augment", "decode", "decoded_dataset", "describe", "epoch_seed",
-    "eval_batches", "list_class_folders", "list_folder", "list_kaggle_folder", "load",
-    "load_tfds", "make_splits", "normalize", "PARALLELISM", "pipeline_options", "prepare_splits", "read", "resize", "scan",
-    "split", "synthetic", "train_batches",
+    "CAT",
+    "DOG",
+    "IMAGE_SIZE",
+    "SPLITS",
+    "AugmentConfig",
+    "DataSourceError",
+    "Examples",
+    "ScanReport",
+    "augment",
+    "decode",
+    "decoded_dataset",
+    "describe",
+    "epoch_seed",
+    "eval_batches",
+    "list_class_folders",
+    "list_folder",
+    "list_kaggle_folder",
+    "load",
+    "load_tfds",
+    "make_splits",
+    "normalize",
+    "PARALLELISM",
+    "pipeline_options",
+    "prepare_splits",
+    "read",
+    "resize",
+    "scan",
+    "split",
+    "synthetic",
+    "train_batches",
 ]
 
 
-def prepare_splits(spec: str, sizes: tuple[float, float, float], seed: int = 0,
-                   synthetic_size: int = 512, skip_bad_files: bool = True
-                   ) -> tuple[dict[str, Examples], list[tuple[str, str]]]:
+def prepare_splits(
+    spec: str,
+    sizes: tuple[float, float, float],
+    seed: int = 0,
+    synthetic_size: int = 512,
+    skip_bad_files: bool = True,
+) -> tuple[dict[str, Examples], list[tuple[str, str]]]:
     """Loads a ``--data`` spec, drops undecodable files, and splits it.
 
     Bad files are removed before splitting so that split sizes count usable images.

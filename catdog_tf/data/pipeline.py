@@ -63,13 +63,16 @@ def decode(contents: tf.Tensor, ratio: int = 1, dct_method: str = "INTEGER_FAST"
     return tf.cond(
         is_jpeg,
         lambda: tf.io.decode_jpeg(contents, channels=3, ratio=ratio, dct_method=dct_method),
-        lambda: tf.io.decode_image(contents, channels=3, dtype=tf.uint8,
-                                   expand_animations=False),
+        lambda: tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False),
     )
 
 
-def resize(image: tf.Tensor, size: tuple[int, int] = IMAGE_SIZE,
-           method: str = "bilinear", antialias: bool = False) -> tf.Tensor:
+def resize(
+    image: tf.Tensor,
+    size: tuple[int, int] = IMAGE_SIZE,
+    method: str = "bilinear",
+    antialias: bool = False,
+) -> tf.Tensor:
     """Stage 3: resizes to ``size`` (height, width), keeping uint8 for a compact cache.
 
     Bilinear without antialiasing is the choice of Keras's own loader
@@ -99,8 +102,9 @@ class AugmentConfig:
     shear: float = 0.1
 
 
-def augment(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig = AugmentConfig()
-            ) -> tf.Tensor:
+def augment(
+    images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig = AugmentConfig()
+) -> tf.Tensor:
     """Stage 7: a random affine warp per image of a batch, from a stateless seed.
 
     Args:
@@ -125,14 +129,27 @@ def augment(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig = AugmentC
     m00, m01 = cos * zoom * flip, (cos * shear - sin) * zoom
     m10, m11 = sin * zoom * flip, (sin * shear + cos) * zoom
     cx, cy = (width - 1) / 2, (height - 1) / 2
-    transforms = tf.stack([
-        m00, m01, cx - m00 * cx - m01 * cy + tx,
-        m10, m11, cy - m10 * cx - m11 * cy + ty,
-        tf.zeros([n]), tf.zeros([n]),
-    ], axis=1)
+    transforms = tf.stack(
+        [
+            m00,
+            m01,
+            cx - m00 * cx - m01 * cy + tx,
+            m10,
+            m11,
+            cy - m10 * cx - m11 * cy + ty,
+            tf.zeros([n]),
+            tf.zeros([n]),
+        ],
+        axis=1,
+    )
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
+    )
 
 
 def normalize(images: tf.Tensor) -> tf.Tensor:
@@ -140,9 +157,14 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32) / 255.0
 
 
-def decoded_dataset(examples: Examples, image_size: tuple[int, int] = IMAGE_SIZE,
-                    cache: str = "memory", num_parallel_calls: int = PARALLELISM,
-                    dct_method: str = "INTEGER_FAST", chunk_size: int = 64) -> tf.data.Dataset:
+def decoded_dataset(
+    examples: Examples,
+    image_size: tuple[int, int] = IMAGE_SIZE,
+    cache: str = "memory",
+    num_parallel_calls: int = PARALLELISM,
+    dct_method: str = "INTEGER_FAST",
+    chunk_size: int = 64,
+) -> tf.data.Dataset:
     """Stages 1-4: (uint8 image, int32 label) pairs, decoded once and cached.
 
     Images are decoded in chunks of ``chunk_size`` (a ``tf.map_fn`` inside one parallel
@@ -190,9 +212,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**31 - 1)
 
 
-def train_batches(decoded: tf.data.Dataset, num_examples: int, batch_size: int, epoch: int,
-                  seed: int = 0, augment_config: AugmentConfig | None = None,
-                  num_parallel_calls: int = PARALLELISM) -> tf.data.Dataset:
+def train_batches(
+    decoded: tf.data.Dataset,
+    num_examples: int,
+    batch_size: int,
+    epoch: int,
+    seed: int = 0,
+    augment_config: AugmentConfig | None = None,
+    num_parallel_calls: int = PARALLELISM,
+) -> tf.data.Dataset:
     """Stages 5-9 for one training epoch: shuffled, batched, augmented, normalized.
 
     Args:
@@ -211,18 +239,19 @@ def train_batches(decoded: tf.data.Dataset, num_examples: int, batch_size: int, 
     def per_batch(index, batch):
         images, labels = batch
         if augment_config is not None:
-            images = augment(images, tf.stack([tf.constant(s, tf.int64), index]),
-                             augment_config)
+            images = augment(images, tf.stack([tf.constant(s, tf.int64), index]), augment_config)
         return normalize(images), labels
 
     ds = ds.enumerate().map(per_batch, num_parallel_calls=num_parallel_calls)
     return ds.prefetch(PREFETCH_BATCHES)
 
 
-def eval_batches(decoded: tf.data.Dataset, batch_size: int,
-                 num_parallel_calls: int = PARALLELISM) -> tf.data.Dataset:
+def eval_batches(
+    decoded: tf.data.Dataset, batch_size: int, num_parallel_calls: int = PARALLELISM
+) -> tf.data.Dataset:
     """Stages 6, 8, 9 for evaluation: in order, every example, normalized."""
     ds = decoded.batch(batch_size)
-    ds = ds.map(lambda images, labels: (normalize(images), labels),
-                num_parallel_calls=num_parallel_calls)
+    ds = ds.map(
+        lambda images, labels: (normalize(images), labels), num_parallel_calls=num_parallel_calls
+    )
     return ds.prefetch(PREFETCH_BATCHES)

@@ -59,8 +59,9 @@ def _header_problem(path: str) -> str | None:
 def _decodes(items: np.ndarray, encoded: bool, num_parallel_calls: int) -> np.ndarray:
     """Boolean mask: which items TensorFlow's decoder accepts."""
     index = tf.data.Dataset.range(len(items))
-    source = tf.data.Dataset.from_tensor_slices(items.astype(bytes) if encoded
-                                                else items.astype(str))
+    source = tf.data.Dataset.from_tensor_slices(
+        items.astype(bytes) if encoded else items.astype(str)
+    )
 
     def check(i, item):
         contents = item if encoded else pipeline.read(item)
@@ -69,12 +70,14 @@ def _decodes(items: np.ndarray, encoded: bool, num_parallel_calls: int) -> np.nd
         image = pipeline.decode(contents, ratio=8)
         return i, tf.shape(image)[0]
 
-    ok = (tf.data.Dataset.zip(index, source)
-          .map(check, num_parallel_calls=num_parallel_calls)
-          .ignore_errors()
-          .map(lambda i, _: i)
-          .batch(4096)
-          .with_options(pipeline.pipeline_options()))
+    ok = (
+        tf.data.Dataset.zip(index, source)
+        .map(check, num_parallel_calls=num_parallel_calls)
+        .ignore_errors()
+        .map(lambda i, _: i)
+        .batch(4096)
+        .with_options(pipeline.pipeline_options())
+    )
     mask = np.zeros(len(items), bool)
     for batch in ok:
         mask[batch.numpy()] = True
@@ -103,10 +106,14 @@ def scan(examples: Examples, num_parallel_calls: int = pipeline.PARALLELISM) -> 
         for i in candidates[~mask]:
             reasons[int(i)] = "corrupt or truncated image data"
     keep = np.array([i for i in range(len(examples)) if i not in reasons], dtype=np.int64)
-    names = (examples.items if not examples.encoded
-             else [f"<encoded #{i}>" for i in range(len(examples))])
-    report = ScanReport(kept=examples.subset(keep),
-                        skipped=[(str(names[i]), r) for i, r in sorted(reasons.items())])
+    names = (
+        examples.items
+        if not examples.encoded
+        else [f"<encoded #{i}>" for i in range(len(examples))]
+    )
+    report = ScanReport(
+        kept=examples.subset(keep), skipped=[(str(names[i]), r) for i, r in sorted(reasons.items())]
+    )
     for path, reason in report.skipped:
         logging.warning("skipping %s: %s", path, reason)
     logging.info("scan of %s: %s", examples.origin, report.summary())

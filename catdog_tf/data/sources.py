@@ -20,8 +20,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 # Folder names accepted as a class, compared case-insensitively (PetImages uses Cat/ and Dog/).
 CLASS_FOLDERS = {"cat": CAT, "cats": CAT, "dog": DOG, "dogs": DOG}
 # Folder names accepted as a predefined split of a parent folder.
-SPLIT_FOLDERS = {"train": "train", "val": "validation", "valid": "validation",
-                 "validation": "validation", "test": "test"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "val": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "test": "test",
+}
 _KAGGLE_NAME = re.compile(r"^(cat|dog)[._-]", re.IGNORECASE)
 LAYOUTS_HELP = (
     "accepted layouts: a Kaggle flat folder (cat.1.jpg, dog.1.jpg), a folder with class "
@@ -153,8 +158,9 @@ def find_split_folders(path: str) -> dict[str, str]:
     return splits if "train" in splits else {}
 
 
-def load_tfds(name: str = "cats_vs_dogs", data_dir: str | None = None,
-              download: bool = True) -> Examples:
+def load_tfds(
+    name: str = "cats_vs_dogs", data_dir: str | None = None, download: bool = True
+) -> Examples:
     """Loads a TFDS dataset's encoded images and labels (cats_vs_dogs: 0 = cat, 1 = dog).
 
     Images are kept encoded (``tfds.decode.SkipDecoding``) so that the package's own decode
@@ -171,8 +177,13 @@ def load_tfds(name: str = "cats_vs_dogs", data_dir: str | None = None,
     import tensorflow_datasets as tfds
 
     try:
-        ds = tfds.load(name, split="train", data_dir=data_dir, download=download,
-                       decoders={"image": tfds.decode.SkipDecoding()})
+        ds = tfds.load(
+            name,
+            split="train",
+            data_dir=data_dir,
+            download=download,
+            decoders={"image": tfds.decode.SkipDecoding()},
+        )
     except Exception as e:  # TFDS raises many types (DownloadError, OSError, ...).
         raise DataSourceError(
             f"could not load TFDS '{name}' ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
@@ -184,12 +195,17 @@ def load_tfds(name: str = "cats_vs_dogs", data_dir: str | None = None,
     for example in ds.as_numpy_iterator():
         items.append(example["image"])
         labels.append(example["label"])
-    return Examples(items=np.array(items, dtype=object), labels=np.array(labels, np.int32),
-                    origin=f"tfds:{name}", encoded=True)
+    return Examples(
+        items=np.array(items, dtype=object),
+        labels=np.array(labels, np.int32),
+        origin=f"tfds:{name}",
+        encoded=True,
+    )
 
 
-def synthetic(num_examples: int = 512, size: tuple[int, int] = (64, 80), seed: int = 0,
-              noise: float = 40.0) -> Examples:
+def synthetic(
+    num_examples: int = 512, size: tuple[int, int] = (64, 80), seed: int = 0, noise: float = 40.0
+) -> Examples:
     """Generated JPEGs, NOT real data: 'dogs' hold a bright square, 'cats' a dark disc.
 
     The class is learnable by an MLP or a CNN, so smoke runs and tests can check that
@@ -221,13 +237,18 @@ def synthetic(num_examples: int = 512, size: tuple[int, int] = (64, 80), seed: i
         pixels = np.clip(image, 0, 255).astype(np.uint8)
         items.append(tf.io.encode_jpeg(pixels, quality=90).numpy())
         labels.append(label)
-    return Examples(items=np.array(items, dtype=object), labels=np.array(labels, np.int32),
-                    origin="synthetic (generated shapes, not real data)", encoded=True,
-                    synthetic=True)
+    return Examples(
+        items=np.array(items, dtype=object),
+        labels=np.array(labels, np.int32),
+        origin="synthetic (generated shapes, not real data)",
+        encoded=True,
+        synthetic=True,
+    )
 
 
-def load(spec: str, *, seed: int = 0, synthetic_size: int = 512,
-         tfds_data_dir: str | None = None) -> dict[str, Examples]:
+def load(
+    spec: str, *, seed: int = 0, synthetic_size: int = 512, tfds_data_dir: str | None = None
+) -> dict[str, Examples]:
     """Resolves a ``--data`` spec into examples.
 
     Args:
@@ -256,6 +277,8 @@ def describe(data: Mapping[str, Examples]) -> str:
     lines = []
     for split, examples in data.items():
         c = examples.counts()
-        lines.append(f"{split}: {len(examples)} images ({c['cat']} cats, {c['dog']} dogs) "
-                     f"from {examples.origin}")
+        lines.append(
+            f"{split}: {len(examples)} images ({c['cat']} cats, {c['dog']} dogs) "
+            f"from {examples.origin}"
+        )
     return "\n".join(lines)

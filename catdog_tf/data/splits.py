@@ -11,8 +11,7 @@ SPLITS = ("train", "validation", "test")
 
 def _resolve_counts(sizes: tuple[float, float, float], total: int) -> list[int]:
     """Turns int counts / float fractions into counts; checks they fit in ``total``."""
-    counts = [int(round(s * total)) if isinstance(s, float) and s <= 1 else int(s)
-              for s in sizes]
+    counts = [int(round(s * total)) if isinstance(s, float) and s <= 1 else int(s) for s in sizes]
     if sum(counts) > total:
         raise DataSourceError(
             f"split sizes {dict(zip(SPLITS, counts, strict=True))} need {sum(counts)} images "
@@ -21,8 +20,9 @@ def _resolve_counts(sizes: tuple[float, float, float], total: int) -> list[int]:
     return counts
 
 
-def split(examples: Examples, sizes: tuple[float, float, float], seed: int = 0
-          ) -> dict[str, Examples]:
+def split(
+    examples: Examples, sizes: tuple[float, float, float], seed: int = 0
+) -> dict[str, Examples]:
     """Splits examples into disjoint train/validation/test sets, keeping class balance.
 
     Each class is permuted with ``seed`` and dealt out in proportion to its share of the
@@ -47,7 +47,7 @@ def split(examples: Examples, sizes: tuple[float, float, float], seed: int = 0
     for name, count in zip(SPLITS, counts, strict=True):
         n_dog = int(round(count * share))
         for cls, n in ((0, count - n_dog), (1, n_dog)):
-            take = per_class[cls][offsets[cls]: offsets[cls] + n]
+            take = per_class[cls][offsets[cls] : offsets[cls] + n]
             if len(take) < n:
                 raise DataSourceError(f"not enough class-{cls} images for the {name} split")
             chosen[name].append(take)
@@ -60,8 +60,9 @@ def split(examples: Examples, sizes: tuple[float, float, float], seed: int = 0
     return result
 
 
-def make_splits(data: dict[str, Examples], sizes: tuple[float, float, float], seed: int = 0
-                ) -> dict[str, Examples]:
+def make_splits(
+    data: dict[str, Examples], sizes: tuple[float, float, float], seed: int = 0
+) -> dict[str, Examples]:
     """Splits ``{"all": ...}`` data, or keeps a folder's predefined splits.
 
     With predefined ``train``/``validation`` folders but no ``test``, the validation folder is

@@ -20,5 +20,13 @@ from catdog_tf.models.registry import (
     register,
 )
 
-__all__ = ["INPUT_SHAPE", "ModelSpec", "available_models", "build_model", "count_flops",
-           "describe", "get_spec", "register"]
+__all__ = [
+    "INPUT_SHAPE",
+    "ModelSpec",
+    "available_models",
+    "build_model",
+    "count_flops",
+    "describe",
+    "get_spec",
+    "register",
+]

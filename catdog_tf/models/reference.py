@@ -29,9 +29,16 @@ def _dense_head(x, dense_units: Sequence[int], dropout: float):
     return _logit(x)
 
 
-@register("mlp", learning_rate=1e-5, summary="flatten, dense 256 ReLU, logit (article MLP)")
-def mlp(input_shape: tuple[int, int, int] = INPUT_SHAPE, hidden_units: int = 256,
-        dropout: float = 0.0, name: str = "mlp") -> keras.Model:
+# Precision and XLA defaults: the fastest setting of each model's custom-loop train step in
+# benchmarks/train_step.py on the 2-core CPU (BENCHMARKS.md).
+@register("mlp", learning_rate=1e-5, xla_on_cpu=True,
+          summary="flatten, dense 256 ReLU, logit (article MLP)")
+def mlp(
+    input_shape: tuple[int, int, int] = INPUT_SHAPE,
+    hidden_units: int = 256,
+    dropout: float = 0.0,
+    name: str = "mlp",
+) -> keras.Model:
     """The article's multilayer perceptron: flatten, one hidden ReLU layer, logit.
 
     At 94x125x3 the flatten has 35,250 inputs: 9,024,513 parameters with 256 hidden units.
@@ -41,9 +48,13 @@ def mlp(input_shape: tuple[int, int, int] = INPUT_SHAPE, hidden_units: int = 256
     return keras.Model(inputs, _dense_head(x, [hidden_units], dropout), name=name)
 
 
-def conv_net(input_shape: tuple[int, int, int] = INPUT_SHAPE,
-             filters: Sequence[int] = (24,), dense_units: Sequence[int] = (768, 128),
-             dropout: float = 0.0, name: str = "conv") -> keras.Model:
+def conv_net(
+    input_shape: tuple[int, int, int] = INPUT_SHAPE,
+    filters: Sequence[int] = (24,),
+    dense_units: Sequence[int] = (768, 128),
+    dropout: float = 0.0,
+    name: str = "conv",
+) -> keras.Model:
     """Conv blocks (3x3 'valid' conv + ReLU, 2x2 max-pool), flatten, dense head, logit.
 
     The article's nets are this with ``filters=(24,)``, ``(48, 48)`` and ``(128, 128)``. The
@@ -67,27 +78,42 @@ def conv_net(input_shape: tuple[int, int, int] = INPUT_SHAPE,
 
 
 conv1 = register(
-    "conv1", learning_rate=1e-4, precision="mixed_bfloat16",
+    "conv1",
+    learning_rate=1e-4,
+    precision="mixed_bfloat16",
     summary="conv 24, pool, dense 768-128 (article 1-conv; flatten 67,344; 51.8M params)",
 )(functools.partial(conv_net, filters=(24,), name="conv1"))
 conv2 = register(
-    "conv2", learning_rate=1e-4, precision="mixed_bfloat16",
+    "conv2",
+    learning_rate=1e-4,
+    precision="mixed_bfloat16",
     summary="2x (conv 48, pool), dense 768-128 (article 2-conv; flatten 30,624)",
 )(functools.partial(conv_net, filters=(48, 48), name="conv2"))
 conv2_wide = register(
-    "conv2_wide", learning_rate=1e-4, precision="mixed_bfloat16",
+    "conv2_wide",
+    learning_rate=1e-4,
+    precision="mixed_bfloat16",
     summary="2x (conv 128, pool), dense 768-128 (article wide 2-conv; flatten 81,664)",
 )(functools.partial(conv_net, filters=(128, 128), name="conv2_wide"))
 
 
-@register("conv3", learning_rate=1e-3, precision="mixed_bfloat16",
-          summary="conv 32-32-64 + pools, dense 64, dropout 0.5 (Keras blog)")
-def conv3(input_shape: tuple[int, int, int] = INPUT_SHAPE,
-          filters: Sequence[int] = (32, 32, 64), dense_units: int = 64,
-          dropout: float = 0.5, name: str = "conv3") -> keras.Model:
+@register(
+    "conv3",
+    learning_rate=1e-3,
+    precision="mixed_bfloat16",
+    summary="conv 32-32-64 + pools, dense 64, dropout 0.5 (Keras blog)",
+)
+def conv3(
+    input_shape: tuple[int, int, int] = INPUT_SHAPE,
+    filters: Sequence[int] = (32, 32, 64),
+    dense_units: int = 64,
+    dropout: float = 0.5,
+    name: str = "conv3",
+) -> keras.Model:
     """The Keras-blog 3-block net: conv 32, 32, 64 (3x3, ReLU, 2x2 pool), dense 64, dropout.
 
     At 94x125 the flatten has 10x13x64 = 8,320 inputs: 561,249 parameters.
     """
-    return conv_net(input_shape, filters=filters, dense_units=(dense_units,), dropout=dropout,
-                    name=name)
+    return conv_net(
+        input_shape, filters=filters, dense_units=(dense_units,), dropout=dropout, name=name
+    )

@@ -21,21 +21,25 @@ class ModelSpec:
       builder: ``builder(input_shape=..., **kwargs) -> keras.Model`` returning one logit.
       learning_rate: Default peak learning rate (used when the config says 0).
       precision: Default precision under ``precision=auto`` on CPU, chosen from
-        benchmarks/train_step.py measurements.
+        benchmarks/train_step.py measurements (BENCHMARKS.md).
+      xla_on_cpu: Whether ``jit_compile=auto`` turns XLA on for this model on CPU (measured
+        faster only for the dense-heavy mlp and conv1; on GPU ``auto`` is always on).
       summary: One line for tables and ``--help``.
     """
 
     builder: Builder
     learning_rate: float
     precision: str
+    xla_on_cpu: bool
     summary: str
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, *, learning_rate: float = 1e-3, precision: str = "float32",
-             summary: str = "") -> Callable[[Builder], Builder]:
+def register(
+    name: str, *, learning_rate: float = 1e-3, precision: str = "float32", summary: str = ""
+) -> Callable[[Builder], Builder]:
     """Decorator registering a builder under ``name`` (names starting with ``_`` are private).
 
     Example::
@@ -48,8 +52,9 @@ def register(name: str, *, learning_rate: float = 1e-3, precision: str = "float3
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         doc = (builder.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelSpec(builder, learning_rate, precision,
-                                    summary or (doc[0] if doc else name))
+        _REGISTRY[name] = ModelSpec(
+            builder, learning_rate, precision, summary or (doc[0] if doc else name)
+        )
         return builder
 
     return wrap
@@ -63,13 +68,13 @@ def available_models(include_private: bool = False) -> list[str]:
 def get_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` of ``name``; unknown names list the known ones."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: "
-                         f"{', '.join(available_models())}")
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
     return _REGISTRY[name]
 
 
-def build_model(name: str, input_shape: tuple[int, int, int] = INPUT_SHAPE,
-                **kwargs: Any) -> keras.Model:
+def build_model(
+    name: str, input_shape: tuple[int, int, int] = INPUT_SHAPE, **kwargs: Any
+) -> keras.Model:
     """Builds registered model ``name``.
 
     Args:
@@ -110,8 +115,11 @@ def describe(model: keras.Model, flops: bool = True) -> dict[str, Any]:
     params = int(sum(int(tf.size(v)) for v in model.weights))
     trainable = int(sum(int(tf.size(v)) for v in model.trainable_weights))
     n_flops = count_flops(model) if flops else None
-    kinds = [type(layer).__name__ for layer in model.layers
-             if type(layer).__name__ not in ("InputLayer",)]
+    kinds = [
+        type(layer).__name__
+        for layer in model.layers
+        if type(layer).__name__ not in ("InputLayer",)
+    ]
     weight_mb = params * 4 / 1e6
     flops_text = f", {n_flops / 1e6:,.0f} MFLOPs/image" if n_flops else ""
     return {

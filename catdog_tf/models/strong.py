@@ -19,16 +19,21 @@ from catdog_tf.models.registry import INPUT_SHAPE, register
 
 
 def _conv_bn_relu(x, filters: int, name: str, strides: int = 1):
-    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
-                      name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
 @register("conv4_bn", learning_rate=1e-3, summary="4x (conv-BN-ReLU, pool) 32-64-128-256, GAP")
-def conv4_bn(input_shape: tuple[int, int, int] = INPUT_SHAPE,
-             filters: Sequence[int] = (32, 64, 128, 256), convs_per_block: int = 1,
-             dropout: float = 0.3, name: str = "conv4_bn") -> keras.Model:
+def conv4_bn(
+    input_shape: tuple[int, int, int] = INPUT_SHAPE,
+    filters: Sequence[int] = (32, 64, 128, 256),
+    convs_per_block: int = 1,
+    dropout: float = 0.3,
+    name: str = "conv4_bn",
+) -> keras.Model:
     """Conv-BN-ReLU blocks with 2x2 max pooling, global average pooling, dropout, logit.
 
     Args:
@@ -49,11 +54,18 @@ def conv4_bn(input_shape: tuple[int, int, int] = INPUT_SHAPE,
     return keras.Model(inputs, _logit(x), name=name)
 
 
-@register("sepnet", learning_rate=1e-3,
-          summary="Xception-style residual separable-conv net 64-128-256-512, GAP")
-def sepnet(input_shape: tuple[int, int, int] = INPUT_SHAPE, stem_filters: int = 32,
-           block_filters: Sequence[int] = (64, 128, 256, 512), dropout: float = 0.3,
-           name: str = "sepnet") -> keras.Model:
+@register(
+    "sepnet",
+    learning_rate=1e-3,
+    summary="Xception-style residual separable-conv net 64-128-256-512, GAP",
+)
+def sepnet(
+    input_shape: tuple[int, int, int] = INPUT_SHAPE,
+    stem_filters: int = 32,
+    block_filters: Sequence[int] = (64, 128, 256, 512),
+    dropout: float = 0.3,
+    name: str = "sepnet",
+) -> keras.Model:
     """Residual blocks of two separable convs + strided max pool, with 1x1 strided shortcuts.
 
     Args:
@@ -69,8 +81,9 @@ def sepnet(input_shape: tuple[int, int, int] = INPUT_SHAPE, stem_filters: int = 
         shortcut = layers.Conv2D(f, 1, strides=2, padding="same", name=f"block{b + 1}_skip")(x)
         for c in range(2):
             x = layers.ReLU(name=f"block{b + 1}_{c + 1}_relu")(x)
-            x = layers.SeparableConv2D(f, 3, padding="same", use_bias=False,
-                                       name=f"block{b + 1}_{c + 1}_sep")(x)
+            x = layers.SeparableConv2D(
+                f, 3, padding="same", use_bias=False, name=f"block{b + 1}_{c + 1}_sep"
+            )(x)
             x = layers.BatchNormalization(name=f"block{b + 1}_{c + 1}_bn")(x)
         x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"block{b + 1}_pool")(x)
         x = layers.Add(name=f"block{b + 1}_add")([x, shortcut])
@@ -81,8 +94,12 @@ def sepnet(input_shape: tuple[int, int, int] = INPUT_SHAPE, stem_filters: int = 
 
 
 @register("_tiny", learning_rate=1e-2, summary="tiny test model: conv 8, GAP, logit")
-def tiny(input_shape: tuple[int, int, int] = INPUT_SHAPE, filters: int = 8,
-         dropout: float = 0.0, name: str = "tiny") -> keras.Model:
+def tiny(
+    input_shape: tuple[int, int, int] = INPUT_SHAPE,
+    filters: int = 8,
+    dropout: float = 0.0,
+    name: str = "tiny",
+) -> keras.Model:
     """A few hundred parameters, for fast tests; not in ``available_models()``."""
     inputs = keras.Input(input_shape, name="image")
     x = layers.Conv2D(filters, 3, strides=2, activation="relu", name="conv")(inputs)

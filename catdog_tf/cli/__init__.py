@@ -1,0 +1,1 @@
+"""Command-line entry points (absl): thin wrappers that parse flags and call the library."""

@@ -1,0 +1,50 @@
+"""catdog-compare: train models x losses under a preset and write the comparison table.
+
+Examples::
+
+    catdog-compare --preset=article --data=../shared/data/dogs-vs-cats/train --workdir=runs/article
+    catdog-compare --preset=full --data=../shared/data/dogs-vs-cats/train --workdir=runs/full
+    catdog-compare --preset=smoke --workdir=/tmp/smoke
+"""
+
+from absl import flags
+
+from catdog_tf.cli import common
+from catdog_tf.compare import compare
+
+DEFAULT_MODELS = {
+    "article": ["mlp", "conv1", "conv2", "conv2_wide", "conv3"],
+    "full": ["conv3", "conv4_bn", "sepnet"],
+    "smoke": ["mlp", "conv1", "conv2", "conv2_wide", "conv3"],
+}
+DEFAULT_LOSSES = {"article": ["mse"], "full": ["cross_entropy"], "smoke": ["mse"]}
+
+common.define_config_flags(default_preset="article")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Comparison directory.", required=True)
+_MODELS = flags.DEFINE_list("models", None, "Models (default: the preset's set).")
+_LOSSES = flags.DEFINE_list("losses", None, "Losses, e.g. mse,cross_entropy.")
+_RERUN = flags.DEFINE_bool("rerun", False, "Retrain runs that already finished.")
+
+
+def main(argv: list[str]) -> None:
+    """Builds one config per (model, loss) from the flags and runs the comparison."""
+    del argv
+    preset = common.FLAGS.preset
+    models = _MODELS.value or DEFAULT_MODELS[preset]
+    losses = _LOSSES.value or DEFAULT_LOSSES[preset]
+
+    def make_config(model: str, loss: str):
+        return common.config_from_flags(model=model).replace(loss=loss)
+
+    compare(make_config, models, losses, _WORKDIR.value, rerun=_RERUN.value)
+    with open(f"{_WORKDIR.value}/table.md") as f:
+        print(f.read())
+
+
+def run() -> None:
+    """Console-script entry point."""
+    common.run(main)
+
+
+if __name__ == "__main__":
+    run()

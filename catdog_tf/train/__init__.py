@@ -1,0 +1,26 @@
+"""Training and evaluation: GradientTape steps, the resumable epoch loop and metrics."""
+
+from catdog_tf.train import metrics
+from catdog_tf.train.evaluate import evaluate_workdir, load_run, predict_files
+from catdog_tf.train.loop import (
+    NonFiniteLossError,
+    WorkdirConfigError,
+    check_workdir,
+    train_and_evaluate,
+)
+from catdog_tf.train.steps import Steps, per_example_loss, resolve_jit, resolve_precision
+
+__all__ = [
+    "NonFiniteLossError",
+    "Steps",
+    "WorkdirConfigError",
+    "check_workdir",
+    "evaluate_workdir",
+    "load_run",
+    "metrics",
+    "per_example_loss",
+    "predict_files",
+    "resolve_jit",
+    "resolve_precision",
+    "train_and_evaluate",
+]

@@ -1,0 +1,97 @@
+"""The command line, run as a user would: subprocesses of the installed entry points."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_image, make_kaggle_folder
+
+from catdog_tf.utils import read_json
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def cli(module, *args, check=True):
+    out = subprocess.run(
+        [sys.executable, "-m", f"catdog_tf.cli.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_help():
+    out = cli("train", "--helpfull")
+    assert "--workdir" in out.stdout and "--preset" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model=nope"], "unknown model 'nope'"),
+        (["--epochs=-1"], "epochs must be positive"),
+        (["--data=/does/not/exist", "--epochs=1"], "no such file or folder"),
+        (["--set=colour=red"], "unknown config field 'colour'"),
+    ],
+)
+def test_bad_flags_give_one_clear_line(tmp_path, args, message):
+    out = cli("train", f"--workdir={tmp_path}/w", "--preset=smoke", *args, check=False)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_train_eval_predict_end_to_end(tmp_path):
+    train_dir = make_kaggle_folder(str(tmp_path / "train"), n_per_class=8)
+    other = make_kaggle_folder(str(tmp_path / "other"), n_per_class=3)
+    workdir = str(tmp_path / "run")
+    cli(
+        "train",
+        "--preset=smoke",
+        "--model=_tiny",
+        f"--data={train_dir}",
+        f"--workdir={workdir}",
+        "--epochs=1",
+        "--batch_size=4",
+        "--set=train_size=8",
+        "--set=val_size=4",
+        "--set=test_size=4",
+        "--set=image_height=24",
+        "--set=image_width=32",
+    )
+    result = read_json(os.path.join(workdir, "result.json"))
+    assert result["epochs_run"] == 1 and result["test"]["n"] == 4
+
+    out = cli("evaluate", f"--workdir={workdir}", f"--data={other}")
+    report = json.loads(out.stdout[out.stdout.index("{") :])
+    assert report["n"] == 6 and report["best_threshold"] == result["validation"]["best_threshold"]
+    assert os.path.exists(os.path.join(workdir, "eval-other.json"))
+
+    test1 = tmp_path / "test1"
+    for i in (3, 1, 2):
+        make_image(str(test1 / f"{i}.jpg"), i % 2)
+    (test1 / "4.jpg").write_text("broken")
+    submission = str(tmp_path / "submission.csv")
+    out = cli("predict", f"--workdir={workdir}", f"--submission={submission}", str(test1))
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 4 and lines[-1].endswith("unreadable")
+    rows = list(csv.reader(Path(submission).read_text().splitlines()))
+    assert rows[0] == ["id", "label"] and [r[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    assert all(0 <= float(r[1]) <= 1 for r in rows[1:])
+
+
+def test_data_summary(tmp_path):
+    folder = make_kaggle_folder(str(tmp_path / "d"), n_per_class=2)
+    open(os.path.join(folder, "cat.9.jpg"), "w").close()
+    out = cli("data", f"--data={folder}")
+    assert "5 images (3 cats, 2 dogs)" in out.stdout
+    assert "1 skipped (1 empty file)" in out.stdout

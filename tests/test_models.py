@@ -1,0 +1,101 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from catdog_tf import models
+
+REFERENCE = ["mlp", "conv1", "conv2", "conv2_wide", "conv3"]
+
+
+def _conv(k_in, k_out):
+    return 9 * k_in * k_out + k_out
+
+
+def _dense(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+# Closed-form parameter counts at 94x125x3 ('valid' 3x3 convs, 2x2 pools).
+EXPECTED_PARAMS = {
+    "mlp": _dense(94 * 125 * 3, 256) + _dense(256, 1),
+    # conv 92x123 -> pool 46x61.
+    "conv1": _conv(3, 24) + _dense(46 * 61 * 24, 768) + _dense(768, 128) + _dense(128, 1),
+    # 92x123 -> 46x61 -> 44x59 -> 22x29.
+    "conv2": _conv(3, 48)
+    + _conv(48, 48)
+    + _dense(22 * 29 * 48, 768)
+    + _dense(768, 128)
+    + _dense(128, 1),
+    "conv2_wide": _conv(3, 128)
+    + _conv(128, 128)
+    + _dense(22 * 29 * 128, 768)
+    + _dense(768, 128)
+    + _dense(128, 1),
+    # ... -> 20x27 -> 10x13.
+    "conv3": _conv(3, 32)
+    + _conv(32, 32)
+    + _conv(32, 64)
+    + _dense(10 * 13 * 64, 64)
+    + _dense(64, 1),
+}
+
+
+@pytest.mark.parametrize("name", models.available_models())
+@pytest.mark.parametrize("shape", [(94, 125, 3), (64, 72, 3)])
+def test_output_shape_and_dtype(name, shape):
+    model = models.build_model(name, input_shape=shape)
+    out = model(np.random.default_rng(0).random((2, *shape), np.float32))
+    assert out.shape == (2, 1) and out.dtype == tf.float32
+
+
+@pytest.mark.parametrize("name", REFERENCE)
+def test_reference_param_counts(name):
+    assert models.build_model(name).count_params() == EXPECTED_PARAMS[name]
+
+
+def test_conv1_is_heavy_as_in_the_article():
+    info = models.describe(models.build_model("conv1"))
+    assert info["weight_mb"] > 200
+    assert info["params"] == EXPECTED_PARAMS["conv1"]
+
+
+def test_describe_flops_match_closed_form_for_mlp():
+    info = models.describe(models.build_model("mlp"))
+    # Dense layers: 2 FLOPs per multiply-add, plus one add per bias.
+    mults = 94 * 125 * 3 * 256 + 256
+    assert abs(info["flops"] - 2 * mults) / (2 * mults) < 0.01
+    assert "parameters" in info["summary"]
+
+
+@pytest.mark.parametrize("name", ["conv3", "conv4_bn"])
+def test_mixed_bfloat16_returns_float32_logits(name):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = models.build_model(name, input_shape=(32, 40, 3))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer(index=1).compute_dtype == "bfloat16"
+    out = model(np.zeros((2, 32, 40, 3), np.float32))
+    assert out.dtype == tf.float32
+
+
+def test_builder_arguments():
+    model = models.build_model("conv3", filters=(8, 8, 16), dense_units=32, dropout=0.2)
+    assert model.get_layer("conv1").filters == 8 and model.get_layer("dense1").units == 32
+    assert model.get_layer("dropout1").rate == 0.2
+
+
+def test_unknown_model_lists_known():
+    with pytest.raises(ValueError, match="known models: mlp, conv1"):
+        models.build_model("resnet9000")
+
+
+def test_private_models_hidden_but_buildable():
+    assert "_tiny" not in models.available_models()
+    assert models.build_model("_tiny", input_shape=(16, 16, 3)).count_params() < 1000
+
+
+def test_register_twice_fails():
+    with pytest.raises(ValueError, match="registered twice"):
+        models.register("conv3")(lambda **kw: None)

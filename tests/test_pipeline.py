@@ -1,0 +1,152 @@
+"""Each pipeline stage eagerly and inside tf.data, then the assembled datasets."""
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import make_image
+from PIL import Image
+
+from catdog_tf import data
+
+
+def _encoded(fmt: str, mode: str = "RGB", size=(20, 30)) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def _in_tf_data(fn, *inputs):
+    """Runs a stage inside a tf.data map and returns its single output."""
+    ds = tf.data.Dataset.from_tensors(inputs).map(fn)
+    return next(iter(ds))
+
+
+def test_read_eager_and_in_tf_data(tmp_path):
+    path = make_image(str(tmp_path / "cat.1.jpg"), 0)
+    expected = Path(path).read_bytes()
+    assert data.read(tf.constant(path)).numpy() == expected
+    assert _in_tf_data(data.read, tf.constant(path)).numpy() == expected
+
+
+@pytest.mark.parametrize(
+    "fmt,mode",
+    [
+        ("JPEG", "RGB"),
+        ("JPEG", "L"),
+        ("JPEG", "CMYK"),
+        ("PNG", "RGB"),
+        ("PNG", "L"),
+        ("PNG", "RGBA"),
+        ("GIF", "RGB"),
+        ("BMP", "RGB"),
+        ("WEBP", "RGB"),
+    ],
+)
+def test_decode_formats_to_rgb_uint8(fmt, mode):
+    contents = tf.constant(_encoded(fmt, mode))
+    for image in (data.decode(contents), _in_tf_data(data.decode, contents)):
+        assert image.shape == (20, 30, 3) and image.dtype == tf.uint8
+
+
+def test_decode_matches_pil_for_png():
+    contents = _encoded("PNG")
+    expected = np.array(Image.open(io.BytesIO(contents)).convert("RGB"))
+    np.testing.assert_array_equal(data.decode(tf.constant(contents)).numpy(), expected)
+
+
+def test_decode_jpeg_close_to_pil():
+    contents = _encoded("JPEG")
+    expected = np.array(Image.open(io.BytesIO(contents)).convert("RGB"), np.float32)
+    got = data.decode(tf.constant(contents)).numpy().astype(np.float32)
+    # INTEGER_FAST differs slightly from the accurate DCT PIL uses.
+    assert np.abs(got - expected).mean() < 2.0
+
+
+def test_resize_eager_and_in_tf_data():
+    image = tf.constant(np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8))
+    for out in (data.resize(image), _in_tf_data(data.resize, image)):
+        assert out.shape == (94, 125, 3) and out.dtype == tf.uint8
+    ref = tf.image.resize(image, (94, 125))
+    assert np.abs(data.resize(image).numpy() - ref.numpy()).max() <= 0.5 + 1e-6
+
+
+def test_normalize_eager_and_in_tf_data():
+    images = tf.constant([[[[0, 128, 255]]]], tf.uint8)
+    for out in (data.normalize(images), _in_tf_data(data.normalize, images)):
+        np.testing.assert_allclose(out.numpy().ravel(), [0, 128 / 255, 1.0])
+        assert out.dtype == tf.float32
+
+
+def test_augment_deterministic_and_shape_preserving():
+    images = tf.constant(np.random.default_rng(0).integers(0, 255, (4, 30, 40, 3), np.uint8))
+    seed = tf.constant([1, 2], tf.int64)
+    a = data.augment(images, seed)
+    b = _in_tf_data(lambda x: data.augment(x, seed), images)
+    c = data.augment(images, tf.constant([1, 3], tf.int64))
+    assert a.shape == images.shape and a.dtype == images.dtype
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(a.numpy(), c.numpy())
+
+
+def test_augment_identity_when_ranges_are_zero():
+    images = tf.constant(np.random.default_rng(0).integers(0, 255, (3, 16, 20, 3), np.uint8))
+    still = data.AugmentConfig(flip=False, rotation_deg=0, zoom=0, shift=0, shear=0)
+    out = data.augment(images, tf.constant([0, 0], tf.int64), still)
+    np.testing.assert_array_equal(out.numpy(), images.numpy())
+
+
+def test_augment_flip_only_mirrors():
+    images = tf.constant(np.random.default_rng(0).integers(0, 255, (8, 16, 20, 3), np.uint8))
+    flip = data.AugmentConfig(flip=True, rotation_deg=0, zoom=0, shift=0, shear=0)
+    out = data.augment(images, tf.constant([5, 5], tf.int64), flip).numpy()
+    for original, warped in zip(images.numpy(), out, strict=True):
+        assert np.array_equal(warped, original) or np.array_equal(warped, original[:, ::-1])
+
+
+def test_decoded_dataset_shapes_dtypes_labels(kaggle_dir):
+    examples = data.list_folder(kaggle_dir)
+    items = list(data.decoded_dataset(examples, image_size=(16, 20), chunk_size=5))
+    assert len(items) == len(examples)
+    for (image, label), expected in zip(items, examples.labels, strict=True):
+        assert image.shape == (16, 20, 3) and image.dtype == tf.uint8
+        assert int(label) == expected
+
+
+def test_train_batches_seeded_per_epoch(kaggle_dir):
+    examples = data.list_folder(kaggle_dir)
+    decoded = data.decoded_dataset(examples, image_size=(16, 20))
+
+    def labels(epoch, seed=0):
+        batches = data.train_batches(decoded, len(examples), 4, epoch, seed, data.AugmentConfig())
+        return [(x.numpy(), y.numpy()) for x, y in batches]
+
+    first, again, other = labels(0), labels(0), labels(1)
+    assert len(first) == 3  # 12 images, batch 4, remainder dropped.
+    for (xa, ya), (xb, yb) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(first, other, strict=True))
+    x, _ = first[0]
+    assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
+
+
+def test_eval_batches_keep_order_and_remainder(kaggle_dir):
+    examples = data.list_folder(kaggle_dir)
+    batches = list(data.eval_batches(data.decoded_dataset(examples, (16, 20)), 5))
+    assert [len(y) for _, y in batches] == [5, 5, 2]
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), examples.labels)
+
+
+def test_file_cache(kaggle_dir, tmp_path):
+    examples = data.list_folder(kaggle_dir)
+    prefix = str(tmp_path / "cache" / "train")
+    os.makedirs(os.path.dirname(prefix))
+    first = [y.numpy() for _, y in data.decoded_dataset(examples, (16, 20), cache=prefix)]
+    assert any(name.startswith("train") for name in os.listdir(tmp_path / "cache"))
+    second = [y.numpy() for _, y in data.decoded_dataset(examples, (16, 20), cache=prefix)]
+    assert first == second

@@ -1,0 +1,222 @@
+"""The training loop: it learns, does not retrace, resumes exactly, stops early, guards NaN."""
+
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from catdog_tf import data
+from catdog_tf.config import Config, smoke
+from catdog_tf.train import NonFiniteLossError, Steps, WorkdirConfigError, loop, train_and_evaluate
+from catdog_tf.train import steps as steps_module
+from catdog_tf.utils import read_json
+
+
+def tiny_config(**changes) -> Config:
+    base = smoke("_tiny").replace(
+        synthetic_size=128,
+        image_height=24,
+        image_width=32,
+        batch_size=16,
+        epochs=2,
+        learning_rate=1e-2,
+    )
+    return base.replace(**changes)
+
+
+def _weights(path):
+    return [w.numpy() for w in keras.saving.load_model(path).weights]
+
+
+def test_tiny_model_learns_synthetic(tmp_path):
+    config = tiny_config(synthetic_size=256, epochs=6, image_height=32, image_width=40)
+    result = train_and_evaluate(config, str(tmp_path / "run"), verbose=False)
+    assert result["validation"]["accuracy_at_0.5"] > 0.8
+    assert result["test"]["best_accuracy"] > 0.8
+    assert result["data"]["train"]["synthetic"] is True
+    for name in ("config.json", "history.json", "result.json", "model.keras", "predictions.npz"):
+        assert os.path.exists(tmp_path / "run" / name)
+    history = read_json(tmp_path / "run" / "history.json")
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert os.listdir(tmp_path / "run" / "tensorboard")
+
+
+def test_train_step_traced_once():
+    config = tiny_config()
+    steps = Steps(config, steps_per_epoch=4)
+    images = tf.random.uniform([16, 24, 32, 3])
+    labels = tf.constant([0, 1] * 8, tf.int32)
+    for _ in range(5):
+        steps.train_step(images, labels)
+    for batch in (16, 16, 5):
+        steps.eval_step(images[:batch], labels[:batch])
+    assert steps.traces["train"] == 1
+    assert steps.traces["eval"] <= 2
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_per_example_loss_matches_keras(loss):
+    labels = tf.constant([0, 1, 1, 0])
+    logits = tf.constant([[-3.0], [0.5], [4.0], [1.0]])
+    ours = steps_module.per_example_loss(loss, labels, logits).numpy()
+    y = tf.cast(labels, tf.float32)[:, None]
+    if loss == "mse":
+        expected = keras.losses.MeanSquaredError(reduction=None)(y, tf.sigmoid(logits))
+    else:
+        expected = keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)(y, logits)
+    np.testing.assert_allclose(ours, np.ravel(expected), rtol=1e-5)
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch):
+    config = tiny_config(epochs=3, model_kwargs={"dropout": 0.3}, augment=True)
+    full = train_and_evaluate(config, str(tmp_path / "full"), verbose=False)
+
+    original = loop._summaries
+
+    def killed_after_first_epoch(writer, entry, epoch):
+        original(writer, entry, epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt  # Like Ctrl-C after epoch 1's checkpoint.
+
+    monkeypatch.setattr(loop, "_summaries", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(config, str(tmp_path / "resumed"), verbose=False)
+    monkeypatch.setattr(loop, "_summaries", original)
+    resumed = train_and_evaluate(config, str(tmp_path / "resumed"), verbose=False)
+
+    history_full = read_json(tmp_path / "full" / "history.json")
+    history_resumed = read_json(tmp_path / "resumed" / "history.json")
+    assert [h["train_loss"] for h in history_full] == [h["train_loss"] for h in history_resumed]
+    for a, b in zip(
+        _weights(tmp_path / "full" / "model.keras"),
+        _weights(tmp_path / "resumed" / "model.keras"),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert full["validation"] == resumed["validation"]
+
+
+def test_two_seeded_runs_identical(tmp_path):
+    config = tiny_config(epochs=2, augment=True)
+    a = train_and_evaluate(config, str(tmp_path / "a"), verbose=False)
+    b = train_and_evaluate(config, str(tmp_path / "b"), verbose=False)
+    ha = read_json(tmp_path / "a" / "history.json")
+    hb = read_json(tmp_path / "b" / "history.json")
+    assert [h["train_loss"] for h in ha] == [h["train_loss"] for h in hb]
+    assert a["validation"] == b["validation"]
+
+
+def test_early_stopping_restores_best_weights(tmp_path, monkeypatch):
+    scripted = iter([0.5, 0.4, 0.6, 0.7, 0.8, 0.9])
+    snapshots = []
+    original = loop._evaluate
+
+    def scripted_eval(steps, dataset, threshold=None):
+        result = original(steps, dataset, threshold)
+        if threshold is None and len(snapshots) < 6:
+            snapshots.append([w.numpy().copy() for w in steps.model.weights])
+            result["cross_entropy"] = next(scripted)
+        return result
+
+    monkeypatch.setattr(loop, "_evaluate", scripted_eval)
+    config = tiny_config(epochs=6, early_stopping_patience=2)
+    result = train_and_evaluate(config, str(tmp_path / "run"), verbose=False)
+    assert result["epochs_run"] == 4 and result["best_epoch"] == 2
+    for saved, best in zip(_weights(tmp_path / "run" / "model.keras"), snapshots[1], strict=True):
+        np.testing.assert_array_equal(saved, best)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    poison = tf.Variable(1.0)
+    original_loss, original_summaries = steps_module.per_example_loss, loop._summaries
+    monkeypatch.setattr(
+        steps_module, "per_example_loss", lambda name, y, z: original_loss(name, y, z) * poison
+    )
+
+    def poison_after_first(writer, entry, epoch):
+        original_summaries(writer, entry, epoch)
+        poison.assign(math.nan)
+
+    monkeypatch.setattr(loop, "_summaries", poison_after_first)
+    with pytest.raises(NonFiniteLossError, match="epoch 2: loss is nan") as info:
+        train_and_evaluate(tiny_config(epochs=3), str(tmp_path / "run"), verbose=False)
+    assert "last good checkpoint (epoch 1)" in str(info.value)
+    latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    assert latest.endswith("ckpt-1")
+
+
+def test_workdir_with_other_config_is_refused(tmp_path):
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny_config(epochs=1), workdir, verbose=False)
+    with pytest.raises(WorkdirConfigError, match="seed"):
+        train_and_evaluate(tiny_config(epochs=1, seed=5), workdir, verbose=False)
+    result = train_and_evaluate(
+        tiny_config(epochs=1, seed=5), workdir, overwrite=True, verbose=False
+    )
+    assert result["config"]["seed"] == 5
+
+
+def test_batch_larger_than_data_is_refused(tmp_path):
+    with pytest.raises(loop.ConfigError, match="larger than the 64 training images"):
+        train_and_evaluate(tiny_config(batch_size=100), str(tmp_path / "r"), verbose=False)
+
+
+@pytest.mark.parametrize(
+    "precision,jit", [("mixed_bfloat16", "off"), ("mixed_float16", "off"), ("float32", "on")]
+)
+def test_precisions_and_xla_train(tmp_path, precision, jit):
+    config = tiny_config(epochs=1, precision=precision, jit_compile=jit)
+    result = train_and_evaluate(config, str(tmp_path / "r"), verbose=False)
+    assert result["precision"] == precision and result["jit_compile"] == (jit == "on")
+    assert math.isfinite(result["validation"]["cross_entropy"])
+    if precision == "mixed_float16":
+        steps = Steps(config, 4)
+        assert isinstance(steps.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_folder_run_with_file_cache(kaggle_dir, tmp_path):
+    config = tiny_config(
+        data=kaggle_dir,
+        train_size=8,
+        val_size=2,
+        test_size=2,
+        batch_size=4,
+        epochs=1,
+        cache="cache",
+    )
+    result = train_and_evaluate(config, str(tmp_path / "r"), verbose=False)
+    assert result["data"]["train"]["n"] == 8
+    assert os.listdir(tmp_path / "r" / "cache")
+
+
+MIRRORED = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from catdog_tf.config import smoke
+from catdog_tf.train import train_and_evaluate
+config = smoke("_tiny").replace(synthetic_size=128, image_height=24, image_width=32,
+                                batch_size=16, epochs=1, strategy="mirrored")
+result = train_and_evaluate(config, {workdir!r}, verbose=False)
+print("REPLICAS", result["replicas"], "N", result["validation"]["n"])
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    code = MIRRORED.format(workdir=str(tmp_path / "run"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "REPLICAS 2 N 32" in out.stdout
+
+
+def test_pipeline_batches_fit_steps(kaggle_dir):
+    examples = data.list_folder(kaggle_dir)
+    decoded = data.decoded_dataset(examples, (24, 32))
+    steps = Steps(tiny_config(batch_size=4), 3)
+    logits, labels = steps.predict(data.eval_batches(decoded, 5))
+    assert logits.shape == (12,) and np.array_equal(labels, examples.labels)
