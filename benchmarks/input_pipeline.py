@@ -1,4 +1,4 @@
-"""Input-pipeline throughput: catdog_tf.data vs Keras's loader vs the article's PIL loop.
+r"""Input-pipeline throughput: catdog_tf.data vs Keras's loader vs the article's PIL loop.
 
 Measures images per second, on the same files at the same size (94x125) in one run:
 

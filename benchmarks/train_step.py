@@ -1,4 +1,4 @@
-"""Train-step throughput: catdog_tf's GradientTape loop vs Keras ``model.fit``.
+r"""Train-step throughput: catdog_tf's GradientTape loop vs Keras ``model.fit``.
 
 For every model, in one run: the same model, the same batches (real images, decoded and
 cached beforehand, so the input pipeline costs almost nothing) and the same batch size,

@@ -24,7 +24,7 @@ def tiny_config(**changes) -> Config:
         image_width=32,
         batch_size=16,
         epochs=2,
-        learning_rate=1e-2,
+        learning_rate=3e-2,
     )
     return base.replace(**changes)
 

@@ -1,4 +1,4 @@
-"""catdog-train: train one model and evaluate it; the same command again resumes.
+r"""catdog-train: train one model and evaluate it; the same command again resumes.
 
 Example::
 

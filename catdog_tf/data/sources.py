@@ -226,7 +226,7 @@ def synthetic(
     for i in range(num_examples):
         label = i % 2
         image = rng.normal(128, noise, (height, width, 3))
-        r = rng.integers(min(size) // 6, min(size) // 3)
+        r = rng.integers(min(size) // 4, min(size) // 3 + 1)
         cy, cx = rng.integers(r, height - r), rng.integers(r, width - r)
         if label == DOG:
             mask = (np.abs(yy - cy) < r) & (np.abs(xx - cx) < r)

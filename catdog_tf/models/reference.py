@@ -31,8 +31,12 @@ def _dense_head(x, dense_units: Sequence[int], dropout: float):
 
 # Precision and XLA defaults: the fastest setting of each model's custom-loop train step in
 # benchmarks/train_step.py on the 2-core CPU (BENCHMARKS.md).
-@register("mlp", learning_rate=1e-5, xla_on_cpu=True,
-          summary="flatten, dense 256 ReLU, logit (article MLP)")
+@register(
+    "mlp",
+    learning_rate=1e-5,
+    xla_on_cpu=True,
+    summary="flatten, dense 256 ReLU, logit (article MLP)",
+)
 def mlp(
     input_shape: tuple[int, int, int] = INPUT_SHAPE,
     hidden_units: int = 256,
@@ -80,7 +84,7 @@ def conv_net(
 conv1 = register(
     "conv1",
     learning_rate=1e-4,
-    precision="mixed_bfloat16",
+    xla_on_cpu=True,
     summary="conv 24, pool, dense 768-128 (article 1-conv; flatten 67,344; 51.8M params)",
 )(functools.partial(conv_net, filters=(24,), name="conv1"))
 conv2 = register(

@@ -38,7 +38,12 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register(
-    name: str, *, learning_rate: float = 1e-3, precision: str = "float32", summary: str = ""
+    name: str,
+    *,
+    learning_rate: float = 1e-3,
+    precision: str = "float32",
+    xla_on_cpu: bool = False,
+    summary: str = "",
 ) -> Callable[[Builder], Builder]:
     """Decorator registering a builder under ``name`` (names starting with ``_`` are private).
 
@@ -53,7 +58,7 @@ def register(
             raise ValueError(f"model {name!r} is registered twice")
         doc = (builder.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = ModelSpec(
-            builder, learning_rate, precision, summary or (doc[0] if doc else name)
+            builder, learning_rate, precision, xla_on_cpu, summary or (doc[0] if doc else name)
         )
         return builder
 

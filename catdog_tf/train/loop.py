@@ -86,6 +86,9 @@ class _State:
         self.history = tf.Variable("[]", dtype=tf.string)
         self.checkpoint = tf.train.Checkpoint(
             model=steps.model,
+            # Keras 3 keeps dropout's RNG state in SeedGenerator variables that tracking
+            # through the model misses; without them a resumed run draws other dropout masks.
+            non_trainable=list(steps.model.non_trainable_variables),
             optimizer=steps.optimizer,
             epoch=self.epoch,
             best_val_loss=self.best_val_loss,
