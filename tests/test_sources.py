@@ -79,7 +79,9 @@ def test_synthetic_is_labelled_and_balanced():
     assert all(a == b for a, b in zip(examples.items, again.items, strict=True))
 
 
-def test_tfds_source_with_mock_data():
+def test_tfds_source_with_mock_data(monkeypatch):
+    # mock_data reports the dataset as not prepared; pretend the download host is reachable.
+    monkeypatch.setattr(data.sources, "_resolves", lambda host: True)
     with tfds.testing.mock_data(num_examples=10):
         examples = data.load("tfds:cats_vs_dogs")["all"]
     assert len(examples) == 10 and examples.encoded
@@ -88,11 +90,19 @@ def test_tfds_source_with_mock_data():
     assert all(image.ndim == 3 and image.shape[2] == 3 for image in images)
 
 
-def test_tfds_offline_error_names_local_alternative(monkeypatch, tmp_path):
-    def no_network(*args, **kwargs):
+def test_tfds_offline_error_is_fast_and_names_local_alternative(monkeypatch, tmp_path):
+    monkeypatch.setattr(data.sources, "_resolves", lambda host: False)  # No network.
+    with pytest.raises(data.DataSourceError, match="cannot be reached") as info:
+        data.load_tfds(data_dir=str(tmp_path))
+    assert "download.microsoft.com" in str(info.value) and "--data=" in str(info.value)
+
+
+def test_tfds_other_failures_are_wrapped(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
         raise ConnectionError("Failed to establish a new connection")
 
-    monkeypatch.setattr(tfds, "load", no_network)
+    monkeypatch.setattr(data.sources, "_resolves", lambda host: True)
+    monkeypatch.setattr(tfds, "load", broken)
     with pytest.raises(data.DataSourceError, match="could not load TFDS") as info:
         data.load_tfds(data_dir=str(tmp_path))
-    assert "--data=" in str(info.value) and "ConnectionError" in str(info.value)
+    assert "ConnectionError" in str(info.value) and "--data=" in str(info.value)

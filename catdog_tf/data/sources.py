@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 from collections.abc import Mapping
 
 import numpy as np
@@ -158,6 +159,19 @@ def find_split_folders(path: str) -> dict[str, str]:
     return splits if "train" in splits else {}
 
 
+# Where TFDS downloads a dataset from, for a fast reachability check before it starts.
+TFDS_DOWNLOAD_HOSTS = {"cats_vs_dogs": "download.microsoft.com"}
+
+
+def _resolves(host: str) -> bool:
+    """Whether ``host`` resolves in DNS (a cheap test for a network)."""
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
 def load_tfds(
     name: str = "cats_vs_dogs", data_dir: str | None = None, download: bool = True
 ) -> Examples:
@@ -176,7 +190,20 @@ def load_tfds(
     """
     import tensorflow_datasets as tfds
 
+    hint = (
+        "Without a network, download the Kaggle 'Dogs vs. Cats' train.zip or Microsoft's "
+        "PetImages elsewhere and point --data at the unpacked folder, e.g. "
+        "--data=../shared/data/dogs-vs-cats/train"
+    )
     try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        host = TFDS_DOWNLOAD_HOSTS.get(name)
+        if download and not builder.is_prepared() and host and not _resolves(host):
+            # Fail in milliseconds: TFDS itself retries a dead download for minutes.
+            raise DataSourceError(
+                f"TFDS '{name}' is not downloaded yet and {host} cannot be reached (no "
+                f"network?). {hint}"
+            )
         ds = tfds.load(
             name,
             split="train",
@@ -184,12 +211,12 @@ def load_tfds(
             download=download,
             decoders={"image": tfds.decode.SkipDecoding()},
         )
+    except DataSourceError:
+        raise
     except Exception as e:  # TFDS raises many types (DownloadError, OSError, ...).
+        first_line = str(e).splitlines()[0][:200] if str(e) else ""
         raise DataSourceError(
-            f"could not load TFDS '{name}' ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-            "Without a network, download the Kaggle 'Dogs vs. Cats' train.zip or Microsoft's "
-            "PetImages elsewhere and point --data at the unpacked folder, e.g. "
-            "--data=../shared/data/dogs-vs-cats/train"
+            f"could not load TFDS '{name}' ({type(e).__name__}: {first_line}). {hint}"
         ) from e
     items, labels = [], []
     for example in ds.as_numpy_iterator():

@@ -26,7 +26,12 @@ def _conv_bn_relu(x, filters: int, name: str, strides: int = 1):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-@register("conv4_bn", learning_rate=1e-3, summary="4x (conv-BN-ReLU, pool) 32-64-128-256, GAP")
+@register(
+    "conv4_bn",
+    learning_rate=1e-3,
+    precision="mixed_bfloat16",
+    summary="4x (conv-BN-ReLU, pool) 32-64-128-256, GAP",
+)
 def conv4_bn(
     input_shape: tuple[int, int, int] = INPUT_SHAPE,
     filters: Sequence[int] = (32, 64, 128, 256),
