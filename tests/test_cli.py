@@ -3,8 +3,10 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,58 @@ def test_data_summary(tmp_path):
     out = cli("data", f"--data={folder}")
     assert "5 images (3 cats, 2 dogs)" in out.stdout
     assert "1 skipped (1 empty file)" in out.stdout
+
+
+def _train_args(data_dir, workdir, epochs=4):
+    return [
+        "--preset=smoke",
+        "--model=_tiny",
+        f"--data={data_dir}",
+        f"--workdir={workdir}",
+        f"--epochs={epochs}",
+        "--batch_size=4",
+        "--set=train_size=40",
+        "--set=val_size=8",
+        "--set=test_size=8",
+        "--set=image_height=24",
+        "--set=image_width=32",
+        '--set=model_kwargs={"dropout": 0.3}',
+        "--set=augment=true",
+    ]
+
+
+def test_sigkill_then_same_command_resumes_exactly(tmp_path):
+    data_dir = make_kaggle_folder(str(tmp_path / "d"), n_per_class=28, size=(24, 32))
+    cli("train", *_train_args(data_dir, str(tmp_path / "full")))
+
+    workdir = str(tmp_path / "killed")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "catdog_tf.cli.train", *_train_args(data_dir, workdir)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = os.path.join(workdir, "checkpoints", "ckpt-1.index")
+    deadline = time.time() + 240
+    while not os.path.exists(first) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # Mid-run: after epoch 1's checkpoint at the latest.
+    proc.wait()
+    assert not os.path.exists(os.path.join(workdir, "result.json"))
+
+    cli("train", *_train_args(data_dir, workdir))
+    full = read_json(tmp_path / "full" / "history.json")
+    resumed = read_json(os.path.join(workdir, "history.json"))
+    assert [h["epoch"] for h in resumed] == [1, 2, 3, 4]
+    assert [h["train_loss"] for h in full] == [h["train_loss"] for h in resumed]
+    assert (
+        read_json(tmp_path / "full" / "result.json")["validation"]
+        == read_json(os.path.join(workdir, "result.json"))["validation"]
+    )
+
+
+def test_flagfile(tmp_path):
+    flagfile = tmp_path / "flags.txt"
+    flagfile.write_text("--preset=smoke\n--model=nope\n")
+    out = cli("train", f"--flagfile={flagfile}", f"--workdir={tmp_path}/w", check=False)
+    assert out.returncode == 2 and "unknown model 'nope'" in out.stderr

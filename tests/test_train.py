@@ -220,3 +220,27 @@ def test_pipeline_batches_fit_steps(kaggle_dir):
     steps = Steps(tiny_config(batch_size=4), 3)
     logits, labels = steps.predict(data.eval_batches(decoded, 5))
     assert logits.shape == (12,) and np.array_equal(labels, examples.labels)
+
+
+def test_disk_full_gives_clear_error_and_no_half_written_result(tmp_path, monkeypatch):
+    from catdog_tf import utils
+
+    real_fdopen = os.fdopen
+
+    def full_disk(fd, *args, **kwargs):
+        f = real_fdopen(fd, *args, **kwargs)
+        if "result.json" in os.readlink(f"/proc/self/fd/{fd}"):
+
+            def no_space(text):
+                raise OSError(28, "No space left on device")
+
+            f.write = no_space
+        return f
+
+    monkeypatch.setattr(utils.os, "fdopen", full_disk)
+    workdir = tmp_path / "run"
+    with pytest.raises(OSError, match="No space left on device"):
+        train_and_evaluate(tiny_config(epochs=1), str(workdir), verbose=False)
+    assert not (workdir / "result.json").exists()
+    assert not [n for n in os.listdir(workdir) if n.startswith(".tmp-")]
+    assert len(read_json(workdir / "history.json")) == 1

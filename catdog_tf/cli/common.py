@@ -56,7 +56,9 @@ def run(main: Callable[[list[str]], None]) -> None:
     def guarded(argv: list[str]) -> None:
         try:
             main(argv)
-        except (ConfigError, DataSourceError, FileNotFoundError) as e:
+        # OSError covers a missing file, a full disk and a read-only workdir: files are
+        # written atomically, so none is left half-written.
+        except (ConfigError, DataSourceError, OSError) as e:
             logging.debug("error", exc_info=True)
             prog = sys.argv[0].rsplit("/", 1)[-1]
             print(f"{prog}: error: {e}", file=sys.stderr)
