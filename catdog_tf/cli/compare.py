@@ -14,7 +14,7 @@ from catdog_tf.compare import compare
 
 DEFAULT_MODELS = {
     "article": ["mlp", "conv1", "conv2", "conv2_wide", "conv3"],
-    "full": ["conv3", "conv4_bn", "sepnet"],
+    "full": ["conv3", "conv5_bn", "conv4_bn", "sepnet"],
     "smoke": ["mlp", "conv1", "conv2", "conv2_wide", "conv3"],
 }
 DEFAULT_LOSSES = {"article": ["mse"], "full": ["cross_entropy"], "smoke": ["mse"]}

@@ -2,6 +2,7 @@
 
 * ``conv4_bn``: four conv-BN-ReLU-pool blocks (32-64-128-256), global average pooling,
   dropout. The conv3 recipe with batch norm and no giant dense layer: ~0.4M parameters.
+* ``conv5_bn``: conv4_bn behind a stride-2 stem convolution: 3x faster, for CPU budgets.
 * ``sepnet``: a small Xception-style residual net of separable convolutions, in the spirit of
   the Keras "image classification from scratch" example (which reaches ~96% at 180x180),
   narrowed to fit a CPU budget at 94x125.
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import keras
@@ -36,6 +38,7 @@ def conv4_bn(
     input_shape: tuple[int, int, int] = INPUT_SHAPE,
     filters: Sequence[int] = (32, 64, 128, 256),
     convs_per_block: int = 1,
+    stem_filters: int = 0,
     dropout: float = 0.3,
     name: str = "conv4_bn",
 ) -> keras.Model:
@@ -45,11 +48,15 @@ def conv4_bn(
       input_shape: (height, width, channels).
       filters: Kernels of each block.
       convs_per_block: Conv-BN-ReLU layers per block.
+      stem_filters: If > 0, a stride-2 conv-BN-ReLU stem with this many kernels comes first:
+        every block then runs on a quarter of the pixels (2.5x fewer FLOPs, 3x faster here).
       dropout: Dropout before the logit.
       name: Model name.
     """
     inputs = keras.Input(input_shape, name="image")
     x = inputs
+    if stem_filters:
+        x = _conv_bn_relu(x, stem_filters, name="stem", strides=2)
     for b, f in enumerate(filters):
         for c in range(convs_per_block):
             x = _conv_bn_relu(x, f, name=f"block{b + 1}_{c + 1}")
@@ -57,6 +64,16 @@ def conv4_bn(
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     return keras.Model(inputs, _logit(x), name=name)
+
+
+# 385 img/s in mixed_bfloat16 (325 in float32) against conv4_bn's 124: a 30-epoch full-preset
+# run on 16,000 images fits in about half an hour on 2 CPU cores.
+conv5_bn = register(
+    "conv5_bn",
+    learning_rate=1e-3,
+    precision="mixed_bfloat16",
+    summary="stride-2 conv-BN stem 32, then conv4_bn's 4 blocks 32-64-128-256, GAP",
+)(functools.partial(conv4_bn, stem_filters=32, name="conv5_bn"))
 
 
 @register(
