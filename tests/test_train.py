@@ -244,3 +244,19 @@ def test_disk_full_gives_clear_error_and_no_half_written_result(tmp_path, monkey
     assert not (workdir / "result.json").exists()
     assert not [n for n in os.listdir(workdir) if n.startswith(".tmp-")]
     assert len(read_json(workdir / "history.json")) == 1
+
+
+def test_extreme_learning_rate_never_saves_a_corrupt_best_model(tmp_path):
+    workdir = tmp_path / "run"
+    config = tiny_config(epochs=3, learning_rate=1e6, loss="mse")
+    with contextlib.suppress(NonFiniteLossError):  # Also fine: the guard stopped the run.
+        train_and_evaluate(config, str(workdir), verbose=False)
+    best = tf.train.latest_checkpoint(str(workdir / "best"))
+    if best is None:
+        assert not (workdir / "model.keras").exists()
+        return
+    reader = tf.train.load_checkpoint(best)
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.all(np.isfinite(value)), name
