@@ -1,5 +1,6 @@
 """The training loop: it learns, does not retrace, resumes exactly, stops early, guards NaN."""
 
+import contextlib
 import math
 import os
 import subprocess
