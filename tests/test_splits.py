@@ -41,3 +41,12 @@ def test_too_many_requested():
 def test_split_is_not_sorted_by_class():
     labels = data.split(_examples(50, 50), (100, 0, 0), seed=0)["train"].labels
     assert 0 < np.sum(labels[:50]) < 50
+
+
+@pytest.mark.parametrize("n_cat,n_dog", [(1028, 1029), (1031, 1033), (7, 12), (500, 501)])
+def test_fractions_never_overdraw_a_class(n_cat, n_dog):
+    # Rounding each split's class counts separately could ask for one image too many.
+    splits = data.split(_examples(n_cat, n_dog), (0.8, 0.1, 0.1), seed=0)
+    total = sum(len(splits[s]) for s in data.SPLITS)
+    assert total == n_cat + n_dog
+    assert sum(splits[s].counts()["dog"] for s in data.SPLITS) == n_dog

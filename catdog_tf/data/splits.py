@@ -10,8 +10,18 @@ SPLITS = ("train", "validation", "test")
 
 
 def _resolve_counts(sizes: tuple[float, float, float], total: int) -> list[int]:
-    """Turns int counts / float fractions into counts; checks they fit in ``total``."""
-    counts = [int(round(s * total)) if isinstance(s, float) and s <= 1 else int(s) for s in sizes]
+    """Turns int counts / float fractions into counts; checks they fit in ``total``.
+
+    Fractions are rounded cumulatively (each split gets round(F + f) - round(F) of the data,
+    F the fractions before it), so fractions adding up to 1 use every image exactly once.
+    """
+    counts, before = [], 0.0
+    for size in sizes:
+        if isinstance(size, float) and size <= 1:
+            counts.append(int(round((before + size) * total)) - int(round(before * total)))
+            before += size
+        else:
+            counts.append(int(size))
     if sum(counts) > total:
         raise DataSourceError(
             f"split sizes {dict(zip(SPLITS, counts, strict=True))} need {sum(counts)} images "
@@ -44,8 +54,13 @@ def split(
     share = len(per_class[1]) / len(examples)
     chosen: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     offsets = [0, 0]
+    cumulative = 0
     for name, count in zip(SPLITS, counts, strict=True):
-        n_dog = int(round(count * share))
+        # Round the running total, not each split: per-split rounding can ask a class for
+        # one image more than it has; this way the dog total is exactly round(N * share).
+        dogs_before = int(round(cumulative * share))
+        cumulative += count
+        n_dog = int(round(cumulative * share)) - dogs_before
         for cls, n in ((0, count - n_dog), (1, n_dog)):
             take = per_class[cls][offsets[cls] : offsets[cls] + n]
             if len(take) < n:
