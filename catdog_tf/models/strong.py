@@ -66,8 +66,8 @@ def conv4_bn(
     return keras.Model(inputs, _logit(x), name=name)
 
 
-# 385 img/s in mixed_bfloat16 (325 in float32) against conv4_bn's 124: a 30-epoch full-preset
-# run on 16,000 images fits in about half an hour on 2 CPU cores.
+# 373 img/s in mixed_bfloat16 (325 in float32) against conv4_bn's 124 (BENCHMARKS.md): a
+# 30-epoch full-preset run on 16,000 images took 26 minutes on 2 CPU cores.
 conv5_bn = register(
     "conv5_bn",
     learning_rate=1e-3,
