@@ -156,3 +156,18 @@ def test_flagfile(tmp_path):
     flagfile.write_text("--preset=smoke\n--model=nope\n")
     out = cli("train", f"--flagfile={flagfile}", f"--workdir={tmp_path}/w", check=False)
     assert out.returncode == 2 and "unknown model 'nope'" in out.stderr
+
+
+def test_unwritable_workdir_gives_one_clear_line():
+    # /sys refuses new entries even to root, so this is a real unwritable location.
+    out = cli(
+        "train",
+        "--preset=smoke",
+        "--model=_tiny",
+        "--workdir=/sys/catdog_test",
+        "--epochs=1",
+        check=False,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if ": error: " in line]
+    assert len(lines) == 1 and "/sys/catdog_test" in lines[0]
