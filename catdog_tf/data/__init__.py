@@ -65,6 +65,7 @@ __all__ = [
     "list_kaggle_folder",
     "load",
     "load_tfds",
+    "load_usable",
     "make_splits",
     "normalize",
     "PARALLELISM",
@@ -77,6 +78,27 @@ __all__ = [
     "synthetic",
     "train_batches",
 ]
+
+
+def load_usable(
+    spec: str, seed: int = 0, synthetic_size: int = 512, skip_bad_files: bool = True
+) -> tuple[dict[str, Examples], list[tuple[str, str]]]:
+    """Loads a ``--data`` spec (see :func:`load`) and drops the files that do not decode.
+
+    Returns:
+      (loaded, skipped): the usable examples per split name (``all`` or predefined splits),
+      and the ``(path, reason)`` of every skipped file.
+    """
+    loaded = load(spec, seed=seed, synthetic_size=synthetic_size)
+    skipped: list[tuple[str, str]] = []
+    if skip_bad_files:
+        for name, examples in loaded.items():
+            report = scan(examples)
+            loaded[name] = report.kept
+            skipped.extend(report.skipped)
+            if report.skipped:
+                logging.warning("%s: %s", name, report.summary())
+    return loaded, skipped
 
 
 def prepare_splits(
@@ -101,13 +123,5 @@ def prepare_splits(
       (splits, skipped): ``{"train", "validation", "test"}`` examples and the
       ``(path, reason)`` of every skipped file.
     """
-    loaded = load(spec, seed=seed, synthetic_size=synthetic_size)
-    skipped: list[tuple[str, str]] = []
-    if skip_bad_files:
-        for name, examples in loaded.items():
-            report = scan(examples)
-            loaded[name] = report.kept
-            skipped.extend(report.skipped)
-            if report.skipped:
-                logging.warning("%s: %s", name, report.summary())
+    loaded, skipped = load_usable(spec, seed, synthetic_size, skip_bad_files)
     return make_splits(loaded, sizes, seed), skipped

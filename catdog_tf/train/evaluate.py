@@ -13,6 +13,7 @@ import tensorflow as tf
 from catdog_tf import data
 from catdog_tf.config import Config
 from catdog_tf.train import metrics
+from catdog_tf.train.steps import collect_logits
 from catdog_tf.utils import atomic_write_json, read_json
 
 
@@ -33,15 +34,11 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
 
 
 def _logits(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    step = tf.function(
-        lambda x: tf.reshape(tf.cast(model(x, training=False), tf.float32), [-1]),
-        reduce_retracing=True,
-    )
-    logits, labels = [], []
-    for images, batch_labels in dataset:
-        logits.append(step(images).numpy())
-        labels.append(batch_labels.numpy())
-    return np.concatenate(logits), np.concatenate(labels)
+    @tf.function(reduce_retracing=True)
+    def step(images, labels):
+        return tf.reshape(tf.cast(model(images, training=False), tf.float32), [-1]), labels
+
+    return collect_logits(step, dataset)
 
 
 def evaluate_workdir(
@@ -62,12 +59,8 @@ def evaluate_workdir(
       ``skipped_files`` and ``threshold_from``.
     """
     config, model, result = load_run(workdir)
-    loaded = data.load(data_spec, seed=config.seed, synthetic_size=config.synthetic_size)
-    examples_list, skipped = [], []
-    for examples in loaded.values():
-        report = data.scan(examples)
-        examples_list.append(report.kept)
-        skipped.extend(report.skipped)
+    loaded, skipped = data.load_usable(data_spec, config.seed, config.synthetic_size)
+    examples_list = list(loaded.values())
     examples = data.Examples(
         items=np.concatenate([e.items for e in examples_list]),
         labels=np.concatenate([e.labels for e in examples_list]),

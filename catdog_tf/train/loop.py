@@ -17,6 +17,7 @@ with a seed and deterministic ops the final weights equal those of an uninterrup
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -305,13 +306,12 @@ def _result(
             for kind, array in (("logits", logits), ("labels", labels))
         },
     )
-    later = [h["seconds"] for h in history[1:]] or [h["seconds"] for h in history]
-    rates = [h["images_per_second"] for h in history[1:]] or [
-        h["images_per_second"] for h in history
-    ]
-    reasons: dict[str, int] = {}
-    for _, reason in skipped:
-        reasons[reason] = reasons.get(reason, 0) + 1
+
+    def steady(key: str) -> float | None:
+        # Median over epochs after the first, which also decodes images and traces steps.
+        values = [h[key] for h in history[1:]] or [h[key] for h in history]
+        return statistics.median(values) if values else None
+
     return {
         "config": config.to_dict(),
         "model": description,
@@ -324,14 +324,13 @@ def _result(
         },
         "skipped_files": {
             "count": len(skipped),
-            "reasons": reasons,
+            "reasons": dict(collections.Counter(reason for _, reason in skipped)),
             "paths": [p for p, _ in skipped],
         },
         "epochs_run": len(history),
         "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1 if history else 0,
-        # Median over epochs after the first, which also decodes images and traces steps.
-        "seconds_per_epoch": statistics.median(later) if later else None,
-        "train_images_per_second": statistics.median(rates) if rates else None,
+        "seconds_per_epoch": steady("seconds"),
+        "train_images_per_second": steady("images_per_second"),
         "total_train_seconds": sum(h["seconds"] for h in history),
         "validation": val,
         "test": test,

@@ -7,9 +7,11 @@ step is the only XLA-compiled part (``jit_compile``); the outer function runs it
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from catdog_tf.config import Config
@@ -91,6 +93,24 @@ def per_example_loss(name: str, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tens
     if name == "mse":
         return tf.square(tf.sigmoid(logits) - labels)
     return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def collect_logits(
+    step: Callable[..., tuple[Any, Any]], batches: Iterable
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs ``step(images, labels) -> (logits, labels)`` over every batch; NumPy arrays out.
+
+    Shared by training-time evaluation (:meth:`Steps.predict`) and by evaluating or
+    predicting with a saved model (``catdog_tf.train.evaluate``).
+    """
+    logits, labels = [], []
+    for images, batch_labels in batches:
+        batch_logits, batch_labels = step(images, batch_labels)
+        logits.append(np.asarray(batch_logits))
+        labels.append(np.asarray(batch_labels))
+    if not logits:
+        return np.zeros([0], np.float32), np.zeros([0], np.int32)
+    return np.concatenate(logits), np.concatenate(labels)
 
 
 class Steps:
@@ -190,18 +210,9 @@ class Steps:
         """(logits, labels) of a (distributed) batch, gathered from all replicas."""
         return self._eval(images, labels)
 
-    def predict(self, dataset) -> tuple[Any, Any]:
+    def predict(self, dataset) -> tuple[np.ndarray, np.ndarray]:
         """Logits and labels of every example of a batched (images, labels) dataset, as NumPy."""
-        import numpy as np
-
-        logits, labels = [], []
-        for images, batch_labels in self.distribute(dataset):
-            batch_logits, batch_labels = self.eval_step(images, batch_labels)
-            logits.append(batch_logits.numpy())
-            labels.append(batch_labels.numpy())
-        if not logits:
-            return np.zeros([0], np.float32), np.zeros([0], np.int32)
-        return np.concatenate(logits), np.concatenate(labels)
+        return collect_logits(self.eval_step, self.distribute(dataset))
 
     def distribute(self, dataset: tf.data.Dataset):
         """Splits global batches across replicas (a no-op for the default strategy)."""
