@@ -76,6 +76,10 @@ def keras_fit(
     keras.mixed_precision.set_global_policy(precision)
     try:
         model = models.build_model(model_name)
+        # The pipeline ships uint8 batches and our steps scale them; give fit the same work.
+        inputs = keras.Input(model.input_shape[1:], dtype="uint8")
+        scaled = keras.layers.Rescaling(1 / 255, dtype="float32")(inputs)
+        model = keras.Model(inputs, model(scaled))
     finally:
         keras.mixed_precision.set_global_policy(previous)
     model.compile(

@@ -221,6 +221,10 @@ def test_pipeline_batches_fit_steps(kaggle_dir):
     steps = Steps(tiny_config(batch_size=4), 3)
     logits, labels = steps.predict(data.eval_batches(decoded, 5))
     assert logits.shape == (12,) and np.array_equal(labels, examples.labels)
+    # The steps scale the pipeline's uint8 batches to [0, 1], exactly as the model expects.
+    images = np.concatenate([x for x, _ in data.eval_batches(decoded, 12)])
+    expected = steps.model(images.astype(np.float32) / 255.0, training=False).numpy().ravel()
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_disk_full_gives_clear_error_and_no_half_written_result(tmp_path, monkeypatch):

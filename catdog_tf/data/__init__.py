@@ -7,7 +7,7 @@ Typical use::
                                           sizes=(4096, 1024, 2048), seed=0)
     decoded = data.decoded_dataset(splits["train"])
     for images, labels in data.train_batches(decoded, len(splits["train"]), 32, epoch=0):
-        ...
+        x = data.normalize(images)  # uint8 batches; the train step scales them to [0, 1].
 """
 
 from __future__ import annotations

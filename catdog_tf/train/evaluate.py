@@ -36,7 +36,8 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
 def _logits(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     @tf.function(reduce_retracing=True)
     def step(images, labels):
-        return tf.reshape(tf.cast(model(images, training=False), tf.float32), [-1]), labels
+        logits = model(data.normalize(images), training=False)
+        return tf.reshape(tf.cast(logits, tf.float32), [-1]), labels
 
     return collect_logits(step, dataset)
 

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from catdog_tf.config import Config
+from catdog_tf.data import normalize
 from catdog_tf.models import build_model, get_spec
 
 
@@ -156,6 +157,7 @@ class Steps:
 
         @tf.function(jit_compile=self.jit_compile)
         def replica_step(images, labels):
+            images = normalize(images)  # The pipeline's last stage, fused into the step.
             with tf.GradientTape() as tape:
                 logits = model(images, training=True)
                 losses = per_example_loss(loss_name, labels, logits)
@@ -190,7 +192,8 @@ class Steps:
 
         @tf.function(jit_compile=self.jit_compile)
         def replica_step(images, labels):
-            logits = tf.cast(tf.reshape(model(images, training=False), [-1]), tf.float32)
+            logits = model(normalize(images), training=False)
+            logits = tf.cast(tf.reshape(logits, [-1]), tf.float32)
             return logits, tf.reshape(labels, [-1])
 
         @tf.function(reduce_retracing=True)
