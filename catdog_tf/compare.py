@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from catdog_tf.config import Config
+from catdog_tf import models
+from catdog_tf.config import Config, ConfigError
 from catdog_tf.train import metrics, train_and_evaluate
 from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
 
@@ -156,7 +157,7 @@ def compare(
     results = []
     for model_name in model_names:
         for loss in losses:
-            config = make_config(model_name, loss).validate()
+            config = _link_start(make_config(model_name, loss).validate(), workdir)
             run_dir = os.path.join(workdir, run_name(model_name, loss))
             result_path = os.path.join(run_dir, "result.json")
             if (
@@ -174,6 +175,20 @@ def compare(
             plot_run(run_dir, os.path.join(workdir, "plots"), run_name(model_name, loss))
             write_outputs(results, workdir)  # After every run: a partial table survives.
     return write_outputs(results, workdir)
+
+
+def _link_start(config: Config, workdir: str) -> Config:
+    """A fine-tuning run starts from its bottleneck run of the same comparison and loss."""
+    start = models.get_spec(config.model).starts_from
+    if not start or config.init_from:
+        return config
+    source = os.path.join(workdir, run_name(start, config.loss))
+    if not os.path.exists(os.path.join(source, "model.keras")):
+        raise ConfigError(
+            f"{config.model} starts from a finished {start} run ({source}); list {start} "
+            f"before {config.model} in --models, or set init_from to a finished run"
+        )
+    return config.replace(init_from=source)
 
 
 def write_outputs(results: list[dict[str, Any]], workdir: str) -> list[dict[str, Any]]:

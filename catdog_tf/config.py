@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 LOSSES = ("mse", "cross_entropy")
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
+OPTIMIZERS = ("auto", "adam", "rmsprop", "sgd")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 JIT_MODES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
@@ -43,7 +43,12 @@ class Config:
       model: Registered model name (see ``catdog_tf.models.available_models()``).
       model_kwargs: Extra keyword arguments for the model builder.
       loss: ``mse`` (on the sigmoid probability, as the article) or ``cross_entropy``.
-      optimizer: ``adam``, ``rmsprop`` or ``sgd`` (with momentum 0.9).
+      weights: Pretrained models only: ``imagenet`` (downloaded by Keras once), a local
+        weights file path, or ``none`` (random init).
+      init_from: A finished run directory whose ``model.keras`` weights initialize this
+        model (matched by name): fine-tuning starts from a bottleneck run this way.
+      optimizer: ``auto`` (the model's default: Adam, or SGD for fine-tuning), ``adam``,
+        ``rmsprop`` or ``sgd`` (with momentum 0.9).
       learning_rate: Peak learning rate; ``0`` means the model's default.
       lr_schedule: ``constant`` or ``cosine`` decay over the whole run.
       weight_decay: Decoupled weight decay (AdamW style) when > 0.
@@ -73,8 +78,10 @@ class Config:
     synthetic_size: int = 512
     model: str = "conv3"
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    weights: str = "imagenet"
+    init_from: str = ""
     loss: str = "cross_entropy"
-    optimizer: str = "adam"
+    optimizer: str = "auto"
     learning_rate: float = 0.0
     lr_schedule: str = "constant"
     weight_decay: float = 0.0
@@ -214,7 +221,6 @@ def article(model: str = "conv2") -> Config:
     return Config(
         model=model,
         loss="mse",
-        optimizer="adam",
         learning_rate=lr,
         epochs=epochs,
         train_size=4096,

@@ -41,7 +41,10 @@ EXPECTED_PARAMS = {
 }
 
 
-@pytest.mark.parametrize("name", models.available_models())
+SCRATCH = [n for n in models.available_models() if not models.get_spec(n).pretrained]
+
+
+@pytest.mark.parametrize("name", SCRATCH)  # Pretrained ones: tests/test_pretrained.py.
 @pytest.mark.parametrize("shape", [(94, 125, 3), (64, 72, 3)])
 def test_output_shape_and_dtype(name, shape):
     model = models.build_model(name, input_shape=shape)

@@ -17,6 +17,7 @@ from absl import logging
 from catdog_tf.data.pipeline import (
     IMAGE_SIZE,
     PARALLELISM,
+    PREFETCH_BATCHES,
     AugmentConfig,
     augment,
     decode,
@@ -69,6 +70,7 @@ __all__ = [
     "make_splits",
     "normalize",
     "PARALLELISM",
+    "PREFETCH_BATCHES",
     "pipeline_options",
     "prepare_splits",
     "read",

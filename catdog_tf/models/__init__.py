@@ -8,7 +8,7 @@
 Register your own with :func:`register`; variants are ``functools.partial`` of a builder.
 """
 
-from catdog_tf.models import reference, strong  # noqa: F401  (import registers the builders)
+from catdog_tf.models import pretrained, reference, strong  # noqa: F401  (registers builders)
 from catdog_tf.models.registry import (
     INPUT_SHAPE,
     ModelSpec,

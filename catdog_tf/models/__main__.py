@@ -12,7 +12,9 @@ def main(argv: list[str]) -> None:
     print("| model | layers | parameters | weight MB | MFLOPs/image | summary |")
     print("|---|---:|---:|---:|---:|---|")
     for name in available_models():
-        info = describe(build_model(name, input_shape=(height, width, 3)))
+        # Sizes do not depend on the weights: no ImageNet download for the table.
+        kwargs = {"weights": "none"} if get_spec(name).pretrained else {}
+        info = describe(build_model(name, input_shape=(height, width, 3), **kwargs))
         flops = f"{info['flops'] / 1e6:,.0f}" if info["flops"] else "-"
         print(
             f"| {name} | {info['layers']} | {info['params']:,} | {info['weight_mb']:.1f} | "

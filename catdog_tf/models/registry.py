@@ -25,6 +25,12 @@ class ModelSpec:
       xla_on_cpu: Whether ``jit_compile=auto`` turns XLA on for this model on CPU (measured
         faster only for the dense-heavy mlp and conv1; on GPU ``auto`` is always on).
       summary: One line for tables and ``--help``.
+      optimizer: Default optimizer under ``optimizer=auto``.
+      mode: ``scratch`` (every weight trains), ``bottleneck`` (a frozen pretrained backbone
+        runs once per split, its features are cached and only the head trains) or
+        ``finetune`` (the backbone's last block trains too).
+      starts_from: Model whose finished run initializes this one (fine-tuning starts from
+        the trained bottleneck head); ``catdog-compare`` links the two runs.
     """
 
     builder: Builder
@@ -32,6 +38,14 @@ class ModelSpec:
     precision: str
     xla_on_cpu: bool
     summary: str
+    optimizer: str = "adam"
+    mode: str = "scratch"
+    starts_from: str = ""
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the builder takes ``weights`` (a pretrained backbone)."""
+        return self.mode != "scratch"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -44,6 +58,9 @@ def register(
     precision: str = "float32",
     xla_on_cpu: bool = False,
     summary: str = "",
+    optimizer: str = "adam",
+    mode: str = "scratch",
+    starts_from: str = "",
 ) -> Callable[[Builder], Builder]:
     """Decorator registering a builder under ``name`` (names starting with ``_`` are private).
 
@@ -58,7 +75,14 @@ def register(
             raise ValueError(f"model {name!r} is registered twice")
         doc = (builder.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = ModelSpec(
-            builder, learning_rate, precision, xla_on_cpu, summary or (doc[0] if doc else name)
+            builder,
+            learning_rate,
+            precision,
+            xla_on_cpu,
+            summary or (doc[0] if doc else name),
+            optimizer,
+            mode,
+            starts_from,
         )
         return builder
 

@@ -33,8 +33,15 @@ from absl import logging
 
 from catdog_tf import data, models
 from catdog_tf.config import Config, ConfigError
-from catdog_tf.train import metrics
-from catdog_tf.train.steps import Steps
+from catdog_tf.models import pretrained
+from catdog_tf.train import features, metrics
+from catdog_tf.train.steps import (
+    Steps,
+    build_configured_model,
+    make_strategy,
+    precision_policy,
+    resolve_precision,
+)
 from catdog_tf.utils import atomic_write_json, read_json
 
 
@@ -114,6 +121,76 @@ class _State:
 
     def get_history(self) -> list[dict[str, Any]]:
         return json.loads(self.history.numpy().decode())
+
+
+class _DataAndModel:
+    """The model to train and its datasets: images, or cached features for a bottleneck model.
+
+    Attributes:
+      steps: The compiled steps; for a bottleneck model they train only the head.
+      model: The whole model (exported as ``model.keras``).
+      description: ``catdog_tf.models.describe`` of ``model``.
+      eval_ds: Validation (and test) batches, in order.
+      features_info: For a bottleneck model, whether its features were reused, and their
+        size and extraction time; else None.
+    """
+
+    def __init__(self, config: Config, splits, workdir: str, num_steps: int):
+        self.config = config
+        decoded = {
+            name: data.decoded_dataset(
+                ex, config.image_size, cache=_cache_arg(config.cache, workdir, name)
+            )
+            for name, ex in splits.items()
+        }
+        self.features_info = None
+        if models.get_spec(config.model).mode == "bottleneck":
+            strategy = make_strategy(config.strategy)
+            with precision_policy(resolve_precision(config)), strategy.scope():
+                self.model = build_configured_model(config)
+            arrays, self.features_info = features.cached_features(
+                self.model, decoded, splits, config, workdir
+            )
+            if config.augment:
+                logging.info("augment=True does not apply to cached bottleneck features")
+            self.steps = Steps(config, num_steps, strategy, model=pretrained.head(self.model))
+            self._train = lambda epoch: features.train_batches(
+                arrays["train"], config.batch_size, epoch, config.seed
+            )
+            self.eval_ds = {
+                name: features.eval_batches(arrays[name], config.batch_size)
+                for name in ("validation", "test")
+                if name in arrays
+            }
+        else:
+            self.steps = Steps(config, num_steps)
+            self.model = self.steps.model
+            augment = data.AugmentConfig() if config.augment else None
+            self._train = lambda epoch: data.train_batches(
+                decoded["train"],
+                len(splits["train"]),
+                config.batch_size,
+                epoch,
+                config.seed,
+                augment,
+            )
+            self.eval_ds = {
+                name: data.eval_batches(decoded[name], config.batch_size)
+                for name in ("validation", "test")
+                if len(splits[name])
+            }
+        self.description = models.describe(self.model)
+        logging.info(
+            "%s; precision %s, XLA %s, %d replica(s)",
+            self.description["summary"],
+            self.steps.precision,
+            self.steps.jit_compile,
+            self.steps.strategy.num_replicas_in_sync,
+        )
+
+    def train_batches(self, epoch: int) -> tf.data.Dataset:
+        """The training batches of one epoch (seeded by the config's seed and ``epoch``)."""
+        return self._train(epoch)
 
 
 def _train_epoch(steps: Steps, dataset, num_steps: int, verbose: bool) -> dict[str, float]:
@@ -200,28 +277,8 @@ def train_and_evaluate(
         num_steps = min(num_steps, config.steps_per_epoch)
     logging.info("data:\n%s", data.describe(splits))
 
-    steps = Steps(config, num_steps)
-    description = models.describe(steps.model)
-    logging.info(
-        "%s; precision %s, XLA %s, %d replica(s)",
-        description["summary"],
-        steps.precision,
-        steps.jit_compile,
-        steps.strategy.num_replicas_in_sync,
-    )
-    decoded = {
-        name: data.decoded_dataset(
-            ex, config.image_size, cache=_cache_arg(config.cache, workdir, name)
-        )
-        for name, ex in splits.items()
-    }
-    augment = data.AugmentConfig() if config.augment else None
-    eval_ds = {
-        name: data.eval_batches(decoded[name], config.batch_size)
-        for name in ("validation", "test")
-        if len(splits[name])
-    }
-
+    data_and_model = _DataAndModel(config, splits, workdir, num_steps)
+    steps = data_and_model.steps
     state = _State(steps, workdir)
     first_epoch = state.restore()
     history = state.get_history()
@@ -232,12 +289,10 @@ def train_and_evaluate(
             break  # A resumed run that had already stopped early.
         if verbose:
             print(f"epoch {epoch + 1}/{config.epochs} ({config.model}, {config.loss})")
-        train_ds = data.train_batches(
-            decoded["train"], n_train, config.batch_size, epoch, config.seed, augment
-        ).take(num_steps)
+        train_ds = data_and_model.train_batches(epoch).take(num_steps)
         entry: dict[str, Any] = {"epoch": epoch + 1}
         entry.update(_train_epoch(steps, train_ds, num_steps, verbose))
-        val = _evaluate(steps, eval_ds["validation"])
+        val = _evaluate(steps, data_and_model.eval_ds["validation"])
         val_loss = val["mse"] if config.loss == "mse" else val["cross_entropy"]
         if not (math.isfinite(entry["train_loss"]) and math.isfinite(val_loss)):
             raise NonFiniteLossError(
@@ -275,8 +330,8 @@ def train_and_evaluate(
 
     if state.best.latest_checkpoint:
         state.best.checkpoint.restore(state.best.latest_checkpoint).expect_partial()
-    _export(steps.model, workdir)
-    result = _result(config, steps, description, history, skipped, splits, eval_ds, workdir)
+    _export(data_and_model.model, workdir)
+    result = _result(config, steps, data_and_model, history, skipped, splits, workdir)
     atomic_write_json(os.path.join(workdir, "result.json"), result)
     return result
 
@@ -287,10 +342,8 @@ def _export(model: keras.Model, workdir: str) -> None:
     os.replace(tmp, os.path.join(workdir, "model.keras"))
 
 
-def _result(
-    config, steps, description, history, skipped, splits, eval_ds, workdir
-) -> dict[str, Any]:
-    predictions = {name: steps.predict(ds) for name, ds in eval_ds.items()}
+def _result(config, steps, data_and_model, history, skipped, splits, workdir) -> dict[str, Any]:
+    predictions = {name: steps.predict(ds) for name, ds in data_and_model.eval_ds.items()}
     val = metrics.evaluate_predictions(*predictions["validation"])
     test = (
         metrics.evaluate_predictions(*predictions["test"], threshold=val["best_threshold"])
@@ -314,7 +367,8 @@ def _result(
 
     return {
         "config": config.to_dict(),
-        "model": description,
+        "model": data_and_model.description,
+        "bottleneck_features": data_and_model.features_info,
         "precision": steps.precision,
         "jit_compile": steps.jit_compile,
         "replicas": steps.strategy.num_replicas_in_sync,

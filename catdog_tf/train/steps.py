@@ -7,14 +7,17 @@ step is the only XLA-compiled part (``jit_compile``); the outer function runs it
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-from catdog_tf.config import Config
+from catdog_tf.config import Config, ConfigError
 from catdog_tf.data import normalize
 from catdog_tf.models import build_model, get_spec
 
@@ -44,6 +47,65 @@ def resolve_jit(config: Config) -> bool:
     return config.jit_compile == "on"
 
 
+@contextlib.contextmanager
+def precision_policy(name: str):
+    """Keras's global precision policy set to ``name`` inside the block, restored after.
+
+    Layers keep the policy they were built with, so later models get their own.
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def build_configured_model(config: Config) -> keras.Model:
+    """``config.model`` at the config's image size, with its kwargs (and weights if pretrained).
+
+    Builds under the current precision policy and strategy scope; a pretrained model whose
+    ``config.init_from`` names a finished run starts from that run's weights.
+    """
+    kwargs = dict(config.model_kwargs)
+    if get_spec(config.model).pretrained:
+        kwargs.setdefault("weights", config.weights)
+    model = build_model(config.model, (*config.image_size, 3), **kwargs)
+    if config.init_from:
+        copy_weights(config.init_from, model)
+    elif get_spec(config.model).starts_from:
+        logging.warning(
+            "%s usually starts from a finished %s run (init_from=RUN_DIR); without it the "
+            "random head's large gradients reach the unfrozen backbone block",
+            config.model,
+            get_spec(config.model).starts_from,
+        )
+    return model
+
+
+def copy_weights(run_dir: str, model: keras.Model) -> None:
+    """Sets every weight of ``model`` from the same-named weight of ``run_dir``'s model.keras.
+
+    Matching by name (not by order) lets a fine-tuning model, whose trainable flags differ,
+    start from the bottleneck model it shares its layers with.
+
+    Raises:
+      ConfigError: ``run_dir`` has no model.keras, or lacks a weight ``model`` needs.
+    """
+    path = os.path.join(run_dir, "model.keras")
+    if not os.path.exists(path):
+        raise ConfigError(f"init_from={run_dir!r} has no model.keras: is it a finished run?")
+    source = {v.path: v for v in keras.saving.load_model(path).weights}
+    for variable in model.weights:
+        found = source.get(variable.path)
+        if found is None or tuple(found.shape) != tuple(variable.shape):
+            raise ConfigError(
+                f"init_from={run_dir!r}: its model has no weight {variable.path} of shape "
+                f"{tuple(variable.shape)}; is it a run of the same model family and image size?"
+            )
+        variable.assign(found)
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """``default`` (one device), ``mirrored`` (all local devices) or ``multi_worker``."""
     if name == "mirrored":
@@ -61,18 +123,20 @@ def make_optimizer(
     Cosine decay is optional; ``mixed_float16`` wraps the optimizer in a
     ``LossScaleOptimizer``, the TensorFlow mixed-precision guide's custom-loop recipe.
     """
-    lr: Any = config.learning_rate or get_spec(config.model).learning_rate
+    spec = get_spec(config.model)
+    lr: Any = config.learning_rate or spec.learning_rate
+    name = spec.optimizer if config.optimizer == "auto" else config.optimizer
     if config.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(
             lr, decay_steps=max(1, config.epochs * steps_per_epoch)
         )
-    if config.optimizer == "adam":
+    if name == "adam":
         optimizer = (
             keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
             if config.weight_decay
             else keras.optimizers.Adam(lr)
         )
-    elif config.optimizer == "rmsprop":
+    elif name == "rmsprop":
         optimizer = keras.optimizers.RMSprop(lr, weight_decay=config.weight_decay or None)
     else:
         optimizer = keras.optimizers.SGD(
@@ -128,25 +192,30 @@ class Steps:
     """
 
     def __init__(
-        self, config: Config, steps_per_epoch: int, strategy: tf.distribute.Strategy | None = None
+        self,
+        config: Config,
+        steps_per_epoch: int,
+        strategy: tf.distribute.Strategy | None = None,
+        model: keras.Model | None = None,
     ):
+        """Builds (or takes) the model, its optimizer and the compiled steps.
+
+        Args:
+          config: The run's config.
+          steps_per_epoch: Optimizer steps per epoch (sets the cosine schedule's length).
+          strategy: Distribution strategy; default from ``config.strategy``.
+          model: A model built under ``strategy``'s scope to train instead of
+            ``config.model`` (the head of a bottleneck model, trained on cached features).
+        """
         self.config = config
         self.strategy = strategy or make_strategy(config.strategy)
         self.precision = resolve_precision(config)
         self.jit_compile = resolve_jit(config)
         self.traces = {"train": 0, "eval": 0}
-        previous = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy(self.precision)
-        try:
-            with self.strategy.scope():
-                self.model = build_model(
-                    config.model, (*config.image_size, 3), **config.model_kwargs
-                )
-                self.optimizer = make_optimizer(config, steps_per_epoch, self.precision)
-                self.optimizer.build(self.model.trainable_variables)
-        finally:
-            # Layers keep the policy they were built with; later models get their own.
-            keras.mixed_precision.set_global_policy(previous)
+        with precision_policy(self.precision), self.strategy.scope():
+            self.model = model or build_configured_model(config)
+            self.optimizer = make_optimizer(config, steps_per_epoch, self.precision)
+            self.optimizer.build(self.model.trainable_variables)
         self._train = self._make_train_step()
         self._eval = self._make_eval_step()
 
