@@ -57,6 +57,7 @@ def custom_loop(
         batch_size=_BATCH.value,
         loss="cross_entropy",
         learning_rate=1e-5,
+        weights="none",  # Speed does not depend on the weights: no ImageNet download.
     )
     steps = Steps(config, steps_per_epoch=_STEPS.value)
     for images, labels in ds:  # Warm-up epoch: tracing and compilation.
@@ -75,7 +76,8 @@ def keras_fit(
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
-        model = models.build_model(model_name)
+        pretrained = models.get_spec(model_name).pretrained
+        model = models.build_model(model_name, **({"weights": "none"} if pretrained else {}))
         # The pipeline ships uint8 batches and our steps scale them; give fit the same work.
         inputs = keras.Input(model.input_shape[1:], dtype="uint8")
         scaled = keras.layers.Rescaling(1 / 255, dtype="float32")(inputs)

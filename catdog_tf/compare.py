@@ -29,6 +29,8 @@ ARTICLE_REPORTED: dict[str, str] = {
     "conv2": "MSE 0.33, Pearson 0.21, best acc 61%",
     "conv2_wide": "Pearson 0.30, best acc 67%",
     "conv3": "Keras blog: 79-81% (2,000 images)",
+    "vgg16_bottleneck": "Keras blog bottleneck: ~90-91%",
+    "vgg16_finetune": "Keras blog fine-tuning: ~94-95%",
 }
 
 # (header, key path into result.json, format)

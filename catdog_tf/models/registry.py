@@ -90,8 +90,9 @@ def register(
 
 
 def available_models(include_private: bool = False) -> list[str]:
-    """Registered model names, in registration order."""
-    return [n for n in _REGISTRY if include_private or not n.startswith("_")]
+    """Registered names: from-scratch models, then pretrained ones, in registration order."""
+    names = [n for n in _REGISTRY if include_private or not n.startswith("_")]
+    return sorted(names, key=lambda n: _REGISTRY[n].pretrained)
 
 
 def get_spec(name: str) -> ModelSpec:
