@@ -5,7 +5,8 @@
 * ``featuremaps_<layer>.png``: the activations of each conv layer (the first channels);
 * ``filters_<layer>.png``: the first conv layer's kernels as small RGB patches;
 * ``gradcam.png``: the image, the Grad-CAM heat map of the last conv layer (Selvaraju et al.,
-  2017: feature maps weighted by the spatial mean of the logit's gradient) and the overlay.
+  2017: feature maps weighted by the spatial mean of the gradient of the predicted class's
+  score) and the overlay.
   A model without conv layers (``mlp``) gets a gradient saliency map instead.
 
 Pretrained models are looked into through their backbone (its conv layers, and its output
@@ -77,7 +78,10 @@ def first_filters(model: keras.Model) -> tuple[str, np.ndarray] | None:
 
 
 def grad_cam(model: keras.Model, image: np.ndarray) -> tuple[np.ndarray, float]:
-    """Grad-CAM of the logit over the last conv feature map, resized to the image.
+    """Grad-CAM of the predicted class over the last conv feature map, resized to the image.
+
+    The class score is the logit when the model says dog and minus the logit when it says
+    cat, so the map shows the evidence for what the model decided.
 
     Returns:
       (heat map in [0, 1] of shape (H, W), probability of dog).
@@ -92,7 +96,8 @@ def grad_cam(model: keras.Model, image: np.ndarray) -> tuple[np.ndarray, float]:
     with tf.GradientTape() as tape:
         # The maps are an intermediate of the recorded forward pass: differentiable as is.
         maps, logit = probe(tf.constant(image), training=False)
-    grads = tf.cast(tape.gradient(logit, maps), tf.float32)
+        score = tf.abs(logit)  # logit if dog (logit > 0), -logit if cat.
+    grads = tf.cast(tape.gradient(score, maps), tf.float32)
     maps = tf.cast(maps, tf.float32)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))[0]
@@ -178,7 +183,8 @@ def inspect_image(
     axes[0].imshow(image[0])
     axes[0].set_title(f"P(dog) = {prob:.3f}", fontsize=9)
     axes[1].imshow(heat, cmap="jet")
-    axes[1].set_title(kind, fontsize=9)
+    decided = "dog" if prob >= 0.5 else "cat"
+    axes[1].set_title(f"{kind} ({decided})" if has_convs else kind, fontsize=9)
     axes[2].imshow(image[0])
     axes[2].imshow(heat, cmap="jet", alpha=0.45)
     axes[2].set_title("overlay", fontsize=9)

@@ -6,6 +6,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 from conftest import make_image
 from PIL import Image
 
@@ -14,9 +15,10 @@ from catdog_tf.config import smoke
 from catdog_tf.train import train_and_evaluate
 
 
-def _linear_conv_model(shape):
-    # logit = mean over pixels of channel 0: Grad-CAM's weight is positive and uniform, so
-    # the heat map must be channel 0 itself, scaled to [0, 1].
+def _linear_conv_model(shape, sign=1.0):
+    # logit = sign * mean over pixels of channel 0: for the predicted class (dog if sign > 0,
+    # cat if < 0) Grad-CAM's weight is positive and uniform, so the heat map must be
+    # channel 0 itself, scaled to [0, 1].
     inputs = keras.Input(shape)
     conv = keras.layers.Conv2D(1, 1, use_bias=False, name="pick_red")
     x = conv(inputs)
@@ -24,15 +26,16 @@ def _linear_conv_model(shape):
     dense = keras.layers.Dense(1, name="logit")
     model = keras.Model(inputs, dense(x))
     conv.set_weights([np.array([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1)])
-    dense.set_weights([np.ones((1, 1)), np.zeros(1)])
+    dense.set_weights([np.full((1, 1), sign), np.zeros(1)])
     return model
 
 
-def test_grad_cam_of_a_known_model():
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_grad_cam_of_a_known_model(sign):
     image = np.random.default_rng(0).random((1, 8, 10, 3)).astype(np.float32)
-    heat, prob = visualize.grad_cam(_linear_conv_model((8, 10, 3)), image)
+    heat, prob = visualize.grad_cam(_linear_conv_model((8, 10, 3), sign), image)
     np.testing.assert_allclose(heat, image[0, ..., 0] / image[0, ..., 0].max(), atol=1e-5)
-    assert abs(prob - 1 / (1 + np.exp(-image[0, ..., 0].mean()))) < 1e-5
+    assert abs(prob - 1 / (1 + np.exp(-sign * image[0, ..., 0].mean()))) < 1e-5
 
 
 def test_saliency_sees_only_what_the_model_reads():
