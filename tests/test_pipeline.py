@@ -75,6 +75,15 @@ def test_resize_eager_and_in_tf_data():
     assert np.abs(data.resize(image).numpy() - ref.numpy()).max() <= 0.5 + 1e-6
 
 
+def test_resize_bicubic_overshoot_is_clipped_not_wrapped():
+    edges = tf.constant(np.kron(np.eye(4) * 255, np.ones((8, 8)))[..., None].repeat(3, -1))
+    edges = tf.cast(edges, tf.uint8)
+    ref = tf.image.resize(edges, (20, 20), method="bicubic").numpy()
+    assert ref.min() < 0 and ref.max() > 255  # Bicubic overshoots at sharp edges.
+    got = data.resize(edges, (20, 20), method="bicubic").numpy()
+    np.testing.assert_array_equal(got, np.clip(np.round(ref), 0, 255).astype(np.uint8))
+
+
 def test_normalize_eager_and_in_tf_data():
     images = tf.constant([[[[0, 128, 255]]]], tf.uint8)
     for out in (data.normalize(images), _in_tf_data(data.normalize, images)):

@@ -84,8 +84,11 @@ def resize(
     (``image_dataset_from_directory``), so both pipelines see the same pixels; antialiasing
     is an argument because it costs 2.5x here.
     """
-    resized = tf.image.resize(image, size, method=method, antialias=antialias)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    resized = tf.round(tf.image.resize(image, size, method=method, antialias=antialias))
+    if method not in ("bilinear", "area", "nearest"):
+        # Only these average their inputs; bicubic and lanczos overshoot [0, 255].
+        resized = tf.clip_by_value(resized, 0, 255)
+    return tf.cast(resized, tf.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
