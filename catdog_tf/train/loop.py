@@ -136,7 +136,6 @@ class _DataAndModel:
     """
 
     def __init__(self, config: Config, splits, workdir: str, num_steps: int):
-        self.config = config
         decoded = {
             name: data.decoded_dataset(
                 ex, config.image_size, cache=_cache_arg(config.cache, workdir, name)
