@@ -52,7 +52,8 @@ def extract(extractor: keras.Model, batches: tf.data.Dataset) -> Arrays:
 
     @tf.function(reduce_retracing=True)
     def step(images, labels):
-        return extractor(data.normalize(images), training=False), labels
+        # float32 on disk whatever the compute precision (bfloat16 has no portable .npy form).
+        return tf.cast(extractor(data.normalize(images), training=False), tf.float32), labels
 
     return collect_logits(step, batches)
 
