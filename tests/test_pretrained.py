@@ -20,6 +20,7 @@ SHAPE = (32, 40, 3)  # VGG16's smallest input is 32x32.
 def config(model="vgg16_bottleneck", **changes):
     base = smoke(model).replace(
         weights="none",
+        precision="float32",  # Exact comparisons; the bf16 default is checked on its own.
         synthetic_size=64,
         image_height=SHAPE[0],
         image_width=SHAPE[1],
@@ -63,15 +64,18 @@ def test_frozen_and_unfrozen_backbone_after_a_step(name, changed, unchanged):
         np.testing.assert_array_equal(before[path], after[path])
 
 
-def test_bottleneck_run_caches_features_and_reuses_them(tmp_path):
+# auto is VGG16's default, mixed_bfloat16: features are still stored as float32.
+@pytest.mark.parametrize(("precision", "atol"), [("float32", 1e-4), ("auto", 3e-3)])
+def test_bottleneck_run_caches_features_and_reuses_them(tmp_path, precision, atol):
     workdir = str(tmp_path / "run")
-    first = train_and_evaluate(config(), workdir, verbose=False)
+    first = train_and_evaluate(config(precision=precision), workdir, verbose=False)
+    assert first["precision"] == ("mixed_bfloat16" if precision == "auto" else "float32")
     assert first["bottleneck_features"]["reused"] is False
     assert first["bottleneck_features"]["dim"] == 1 * 1 * 512  # 32x40 -> 1x1x512, flattened.
     path = os.path.join(workdir, "features", "train.npz")
     mtime = os.path.getmtime(path)
     # The same command again (e.g. after a kill) loads the features instead of re-extracting.
-    second = train_and_evaluate(config(), workdir, verbose=False)
+    second = train_and_evaluate(config(precision=precision), workdir, verbose=False)
     assert second["bottleneck_features"]["reused"] is True
     assert os.path.getmtime(path) == mtime
     assert second["validation"] == first["validation"]
@@ -79,9 +83,10 @@ def test_bottleneck_run_caches_features_and_reuses_them(tmp_path):
     model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
     assert model.get_layer("head_dense").trainable
     with np.load(os.path.join(workdir, "features", "validation.npz")) as arrays:
+        assert arrays["features"].dtype == np.float32
         head_logits = pretrained.head(model)(arrays["features"]).numpy().ravel()
     with np.load(os.path.join(workdir, "predictions.npz")) as predictions:
-        np.testing.assert_allclose(predictions["validation_logits"], head_logits, atol=1e-4)
+        np.testing.assert_allclose(predictions["validation_logits"], head_logits, atol=atol)
 
 
 def test_missing_weights_error_says_how_to_supply_the_file(monkeypatch, tmp_path):
