@@ -252,9 +252,7 @@ def train_batches(
 
     def per_batch(index, batch):
         images, labels = batch
-        if augment_config is not None:
-            images = augment(images, tf.stack([tf.constant(s, tf.int64), index]), augment_config)
-        return images, labels
+        return augment(images, tf.stack([tf.constant(s, tf.int64), index]), augment_config), labels
 
     if augment_config is not None:
         ds = ds.enumerate().map(per_batch, num_parallel_calls=num_parallel_calls)

@@ -13,7 +13,7 @@ import tensorflow as tf
 from catdog_tf import data
 from catdog_tf.config import Config
 from catdog_tf.train import metrics
-from catdog_tf.train.steps import collect_logits
+from catdog_tf.train.steps import model_outputs
 from catdog_tf.utils import atomic_write_json, read_json
 
 
@@ -34,12 +34,8 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
 
 
 def _logits(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    @tf.function(reduce_retracing=True)
-    def step(images, labels):
-        logits = model(data.normalize(images), training=False)
-        return tf.reshape(tf.cast(logits, tf.float32), [-1]), labels
-
-    return collect_logits(step, dataset)
+    logits, labels = model_outputs(model, dataset)
+    return logits.reshape(-1), labels
 
 
 def evaluate_workdir(

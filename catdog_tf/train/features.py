@@ -1,6 +1,6 @@
 """Bottleneck features: a frozen backbone runs once per split; the head trains on its output.
 
-The features live in ``workdir/features/<split>.npy`` with a ``meta.json`` fingerprint (model,
+The features live in ``workdir/features/<split>.npz`` with a ``meta.json`` fingerprint (model,
 weights, image size, seed and the exact files of each split). A resumed or repeated run with
 the same fingerprint loads them instead of running the backbone again, which is nearly all of
 a bottleneck run's cost on a CPU.
@@ -21,7 +21,7 @@ from absl import logging
 from catdog_tf import data
 from catdog_tf.config import Config
 from catdog_tf.models import pretrained
-from catdog_tf.train.steps import collect_logits
+from catdog_tf.train.steps import model_outputs
 from catdog_tf.utils import atomic_write_json, read_json
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -45,17 +45,6 @@ def fingerprint(config: Config, splits: dict[str, data.Examples]) -> dict[str, A
         "seed": config.seed,
         "splits": digest,
     }
-
-
-def extract(extractor: keras.Model, batches: tf.data.Dataset) -> Arrays:
-    """Features and labels of every example of uint8 (images, labels) batches, in order."""
-
-    @tf.function(reduce_retracing=True)
-    def step(images, labels):
-        # float32 on disk whatever the compute precision (bfloat16 has no portable .npy form).
-        return tf.cast(extractor(data.normalize(images), training=False), tf.float32), labels
-
-    return collect_logits(step, batches)
 
 
 def cached_features(
@@ -99,7 +88,8 @@ def cached_features(
     extractor = pretrained.feature_extractor(model)
     out, start = {}, time.perf_counter()
     for name in names:
-        out[name] = extract(extractor, data.eval_batches(decoded[name], config.batch_size))
+        # float32 on disk whatever the compute precision (bfloat16 has no portable .npy form).
+        out[name] = model_outputs(extractor, data.eval_batches(decoded[name], config.batch_size))
         tmp = paths[name] + ".tmp.npz"
         np.savez(tmp, features=out[name][0], labels=out[name][1])
         os.replace(tmp, paths[name])

@@ -136,14 +136,18 @@ class _DataAndModel:
     """
 
     def __init__(self, config: Config, splits, workdir: str, num_steps: int):
+        bottleneck = models.get_spec(config.model).mode == "bottleneck"
         decoded = {
+            # A bottleneck model reads each image once, to extract its features: no cache.
             name: data.decoded_dataset(
-                ex, config.image_size, cache=_cache_arg(config.cache, workdir, name)
+                ex,
+                config.image_size,
+                cache="" if bottleneck else _cache_arg(config.cache, workdir, name),
             )
             for name, ex in splits.items()
         }
         self.features_info = None
-        if models.get_spec(config.model).mode == "bottleneck":
+        if bottleneck:
             strategy = make_strategy(config.strategy)
             with precision_policy(resolve_precision(config)), strategy.scope():
                 self.model = build_configured_model(config)

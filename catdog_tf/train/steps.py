@@ -67,18 +67,19 @@ def build_configured_model(config: Config) -> keras.Model:
     Builds under the current precision policy and strategy scope; a pretrained model whose
     ``config.init_from`` names a finished run starts from that run's weights.
     """
+    spec = get_spec(config.model)
     kwargs = dict(config.model_kwargs)
-    if get_spec(config.model).pretrained:
+    if spec.pretrained:
         kwargs.setdefault("weights", config.weights)
     model = build_model(config.model, (*config.image_size, 3), **kwargs)
     if config.init_from:
         copy_weights(config.init_from, model)
-    elif get_spec(config.model).starts_from:
+    elif spec.starts_from:
         logging.warning(
             "%s usually starts from a finished %s run (init_from=RUN_DIR); without it the "
             "random head's large gradients reach the unfrozen backbone block",
             config.model,
-            get_spec(config.model).starts_from,
+            spec.starts_from,
         )
     return model
 
@@ -165,8 +166,7 @@ def collect_logits(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Runs ``step(images, labels) -> (logits, labels)`` over every batch; NumPy arrays out.
 
-    Shared by training-time evaluation (:meth:`Steps.predict`) and by evaluating or
-    predicting with a saved model (``catdog_tf.train.evaluate``).
+    Shared by training-time evaluation (:meth:`Steps.predict`) and :func:`model_outputs`.
     """
     logits, labels = [], []
     for images, batch_labels in batches:
@@ -176,6 +176,20 @@ def collect_logits(
     if not logits:
         return np.zeros([0], np.float32), np.zeros([0], np.int32)
     return np.concatenate(logits), np.concatenate(labels)
+
+
+def model_outputs(model: keras.Model, batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    """float32 outputs of ``model`` (inference mode) on every uint8 (images, labels) batch.
+
+    Used with a saved model (``catdog_tf.train.evaluate``) and with a pretrained model's
+    feature extractor (``catdog_tf.train.features``); returns (outputs, labels) in order.
+    """
+
+    @tf.function(reduce_retracing=True)
+    def step(images, labels):
+        return tf.cast(model(normalize(images), training=False), tf.float32), labels
+
+    return collect_logits(step, batches)
 
 
 class Steps:
