@@ -1,20 +1,24 @@
-r"""Train-step throughput: catdog_tf's GradientTape loop vs Keras ``model.fit``.
+r"""Train-step throughput: every precision/XLA setting, what ``auto`` picks, and ``model.fit``.
 
 For every model, in one run: the same model, the same batches (real images, decoded and
 cached beforehand, so the input pipeline costs almost nothing) and the same batch size,
 with XLA on and off and float32 vs mixed_bfloat16. Each cell is images per second over
-``--steps`` timed steps after a warm-up epoch (tracing and compilation excluded).
+``--steps`` timed steps after a warm-up epoch (tracing and compilation excluded). A second
+table puts the setting ``auto`` resolves to on this machine (:func:`catdog_tf.plan.resolve`,
+calibrating afresh in a temporary cache unless ``--fresh_calibration=false``) beside the best
+explicit setting, both read from the first table.
 
 Usage::
 
     python benchmarks/train_step.py --data=../shared/data/dogs-vs-cats/train \
-        [--models=mlp,conv1,conv2,conv2_wide,conv3] [--steps=32] [--json=out.json]
+        [--models=mlp,conv1,conv2,conv2_wide,conv3] [--steps=32] [--fit=false] [--json=out.json]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 import warnings
 
@@ -22,7 +26,8 @@ import keras
 import tensorflow as tf
 from absl import app, flags
 
-from catdog_tf import data, models
+from catdog_tf import data, machine, models
+from catdog_tf import plan as plan_lib
 from catdog_tf.config import Config
 from catdog_tf.train.steps import Steps
 
@@ -35,6 +40,10 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
 _PRECISIONS = flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Precisions.")
 _JIT = flags.DEFINE_list("jit", ["off", "on"], "XLA settings.")
 _JSON = flags.DEFINE_string("json", "", "Also write the results here.")
+_FIT = flags.DEFINE_bool("fit", True, "Also time Keras model.fit.")
+_FRESH = flags.DEFINE_bool(
+    "fresh_calibration", True, "Calibrate auto in a temporary cache (as a new user would)."
+)
 
 
 def _batches(batch_size: int, steps: int) -> tf.data.Dataset:
@@ -47,10 +56,8 @@ def _batches(batch_size: int, steps: int) -> tf.data.Dataset:
     return ds
 
 
-def custom_loop(
-    model_name: str, precision: str, jit: str, ds: tf.data.Dataset, n_images: int
-) -> float:
-    config = Config(
+def bench_config(model_name: str, precision: str = "auto", jit: str = "auto") -> Config:
+    return Config(
         model=model_name,
         precision=precision,
         jit_compile=jit,
@@ -59,7 +66,13 @@ def custom_loop(
         learning_rate=1e-5,
         weights="none",  # Speed does not depend on the weights: no ImageNet download.
     )
-    steps = Steps(config, steps_per_epoch=_STEPS.value)
+
+
+def custom_loop(
+    model_name: str, precision: str, jit: str, ds: tf.data.Dataset, n_images: int
+) -> float:
+    config = bench_config(model_name, precision, jit)
+    steps = Steps(config, plan_lib.resolve(config, train_images=n_images))
     for images, labels in ds:  # Warm-up epoch: tracing and compilation.
         loss, _ = steps.train_step(images, labels)
     float(loss)
@@ -99,20 +112,20 @@ def main(argv):
     del argv
     # fit warns that a finite dataset "ran out of data" at its end; that is the intent here.
     warnings.filterwarnings("ignore", category=UserWarning)
+    if _FRESH.value:
+        os.environ[plan_lib.CACHE_ENV] = tempfile.mkdtemp(prefix="catdog-calibration-")
     ds = _batches(_BATCH.value, _STEPS.value)
     n_images = _BATCH.value * _STEPS.value
     rows = []
-    print(
-        f"{n_images} images/cell, batch {_BATCH.value}, {os.cpu_count()} CPUs, "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
-    )
+    print(f"machine: {machine.probe().describe()}")
+    print(f"{n_images} images/cell, batch {_BATCH.value}, Keras {keras.__version__}")
     print("| model | precision | XLA | custom loop img/s | model.fit img/s | custom / fit |")
     print("|---|---|---|---:|---:|---:|")
     for model_name in _MODELS.value:
         for precision in _PRECISIONS.value:
             for jit in _JIT.value:
                 ours = custom_loop(model_name, precision, jit, ds, n_images)
-                fit = keras_fit(model_name, precision, jit, ds, n_images)
+                fit = keras_fit(model_name, precision, jit, ds, n_images) if _FIT.value else ours
                 rows.append(
                     {
                         "model": model_name,
@@ -127,9 +140,26 @@ def main(argv):
                     f"{ours / fit:.2f} |",
                     flush=True,
                 )
+    autos = []
+    print("\n| model | auto picks | its img/s | best explicit | best img/s | auto / best |")
+    print("|---|---|---:|---|---:|---:|")
+    for model_name in _MODELS.value:
+        plan = plan_lib.resolve(bench_config(model_name), train_images=n_images)
+        cells = {(r["precision"], r["xla"]): r["custom"] for r in rows if r["model"] == model_name}
+        best = max(cells, key=cells.get)
+        chosen = (plan.precision, "on" if plan.jit_compile else "off")
+        speed = cells.get(chosen)
+        ratio = f"{speed / cells[best]:.2f}" if speed else "not in the table"
+        autos.append({"model": model_name, "auto": chosen, "best": best, "why": plan.why})
+        print(
+            f"| {model_name} | {chosen[0]}, XLA {chosen[1]} | "
+            f"{speed if speed is None else f'{speed:,.0f}'} | {best[0]}, XLA {best[1]} | "
+            f"{cells[best]:,.0f} | {ratio} |",
+            flush=True,
+        )
     if _JSON.value:
         with open(_JSON.value, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump({"cells": rows, "auto": autos}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from catdog_tf import models
-from catdog_tf.config import Config, ConfigError
+from catdog_tf import models, rundir
+from catdog_tf import plan as plan_lib
+from catdog_tf.config import Config
+from catdog_tf.errors import ConfigError
 from catdog_tf.train import metrics, train_and_evaluate
 from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
 
@@ -99,7 +101,7 @@ def plot_run(result_dir: str, plots_dir: str, name: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     os.makedirs(plots_dir, exist_ok=True)
-    history = read_json(os.path.join(result_dir, "history.json"))
+    history = read_json(rundir.path(result_dir, rundir.HISTORY))
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
@@ -116,7 +118,7 @@ def plot_run(result_dir: str, plots_dir: str, name: str) -> list[str]:
     fig.savefig(curves, dpi=80)
     plt.close(fig)
 
-    predictions = np.load(os.path.join(result_dir, "predictions.npz"))
+    predictions = np.load(rundir.path(result_dir, rundir.PREDICTIONS))
     fig, ax = plt.subplots(figsize=(5, 4))
     for split in ("validation", "test"):
         if f"{split}_logits" in predictions:
@@ -161,15 +163,10 @@ def compare(
         for loss in losses:
             config = _link_start(make_config(model_name, loss).validate(), workdir)
             run_dir = os.path.join(workdir, run_name(model_name, loss))
-            result_path = os.path.join(run_dir, "result.json")
-            if (
-                os.path.exists(result_path)
-                and not rerun
-                and read_json(os.path.join(run_dir, "config.json")) == config.to_dict()
-            ):
+            if not rerun and finished_under(run_dir, config):
                 if verbose:
                     print(f"{run_name(model_name, loss)}: finished, skipped (use --rerun)")
-                results.append(read_json(result_path))
+                results.append(read_json(rundir.path(run_dir, rundir.RESULT)))
                 continue
             if verbose:
                 print(f"=== {run_name(model_name, loss)} ===")
@@ -179,13 +176,32 @@ def compare(
     return write_outputs(results, workdir)
 
 
+def finished_under(run_dir: str, config: Config) -> bool:
+    """Whether ``run_dir`` finished with ``config`` and the plan ``config`` resolves to now.
+
+    A finished run that fails this is handed to ``train_and_evaluate``, which refuses it with
+    the differences named (or, with ``--rerun``, trains it again): a changed default never
+    silently stands in a table.
+    """
+    if not rundir.is_finished(run_dir):
+        return False
+    try:
+        old, saved = rundir.read_config(run_dir)
+    except (OSError, ValueError, TypeError):
+        return False
+    if saved is None or rundir.config_differences(old, config):
+        return False
+    plan = plan_lib.resolve(config, saved["train_images"])
+    return not plan.differences(saved)
+
+
 def _link_start(config: Config, workdir: str) -> Config:
     """A fine-tuning run starts from its bottleneck run of the same comparison and loss."""
     start = models.get_spec(config.model).starts_from
     if not start or config.init_from:
         return config
     source = os.path.join(workdir, run_name(start, config.loss))
-    if not os.path.exists(os.path.join(source, "model.keras")):
+    if not os.path.exists(rundir.path(source, rundir.MODEL)):
         raise ConfigError(
             f"{config.model} starts from a finished {start} run ({source}); list {start} "
             f"before {config.model} in --models, or set init_from to a finished run"

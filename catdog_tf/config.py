@@ -13,16 +13,14 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from catdog_tf.errors import ConfigError
+
 LOSSES = ("mse", "cross_entropy")
 OPTIMIZERS = ("auto", "adam", "rmsprop", "sgd")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 JIT_MODES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the field and what is allowed."""
 
 
 @dataclasses.dataclass
@@ -59,10 +57,12 @@ class Config:
       augment: Random flip, rotation, zoom, shift and shear on training images.
       cache: ``memory``, ``""`` (no cache) or a file path prefix for ``tf.data`` caching.
       skip_bad_files: Scan files before training and drop the ones that do not decode.
-      precision: ``auto`` (the model's measured best), ``float32``, ``mixed_bfloat16``
-        or ``mixed_float16``.
-      jit_compile: XLA for the train and eval steps: ``auto`` (on for GPU, off on CPU where it
-        measured slower), ``on`` or ``off``.
+      precision: ``auto`` (decided for this machine by :func:`catdog_tf.plan.resolve`: float32
+        on CPUs without native bfloat16, timed against ``mixed_bfloat16`` on CPUs with it,
+        ``mixed_float16`` on GPUs with tensor cores), ``float32``, ``mixed_bfloat16`` or
+        ``mixed_float16``.
+      jit_compile: XLA for the train and eval steps: ``auto`` (on with a GPU; timed on a CPU),
+        ``on`` or ``off``.
       strategy: ``default``, ``mirrored`` or ``multi_worker`` (``tf.distribute``).
       steps_per_epoch: Cap on training steps per epoch; ``0`` means a full pass.
     """
@@ -260,6 +260,9 @@ def full(model: str = "conv3") -> Config:
 def smoke(model: str = "conv3") -> Config:
     """Synthetic (not real) images at 32x40, two epochs: checks the machinery in seconds.
 
+    float32 without XLA, set rather than ``auto``: a run of seconds would spend longer timing
+    the candidates (:func:`catdog_tf.plan.calibrate`) than training.
+
     Command: ``catdog-compare --preset=smoke --workdir=/tmp/smoke``. Expected run time on
     2 CPU cores: under a minute for all reference models.
     """
@@ -276,6 +279,8 @@ def smoke(model: str = "conv3") -> Config:
         batch_size=32,
         epochs=2,
         learning_rate=1e-3,
+        precision="float32",
+        jit_compile="off",
     )
 
 

@@ -30,7 +30,7 @@ def cli(module, *args, check=True):
     return out
 
 
-@pytest.mark.parametrize("module", ["train", "evaluate", "predict", "compare", "data"])
+@pytest.mark.parametrize("module", ["train", "evaluate", "predict", "compare", "data", "machine"])
 def test_help(module):
     out = cli(module, "--helpfull", check=False)
     assert out.returncode in (0, 1), out.stderr[-2000:]  # absl exits 1 after --help.

@@ -11,6 +11,7 @@ from catdog_tf import models
 from catdog_tf.compare import compare
 from catdog_tf.config import ConfigError, smoke
 from catdog_tf.models import pretrained
+from catdog_tf.plan import resolve
 from catdog_tf.train import Steps, train_and_evaluate
 from catdog_tf.train.steps import copy_weights
 
@@ -52,7 +53,8 @@ def test_shapes_and_head(name):
     ],
 )
 def test_frozen_and_unfrozen_backbone_after_a_step(name, changed, unchanged):
-    steps = Steps(config(name, learning_rate=1e-2), steps_per_epoch=1)
+    run_config = config(name, learning_rate=1e-2)
+    steps = Steps(run_config, resolve(run_config, train_images=16))
     before = _by_path(steps.model)
     images = tf.random.uniform([16, *SHAPE])
     steps.train_step(images, tf.constant([0, 1] * 8))
@@ -64,12 +66,13 @@ def test_frozen_and_unfrozen_backbone_after_a_step(name, changed, unchanged):
         np.testing.assert_array_equal(before[path], after[path])
 
 
-# auto is VGG16's default, mixed_bfloat16: features are still stored as float32.
-@pytest.mark.parametrize(("precision", "atol"), [("float32", 1e-4), ("auto", 3e-3)])
+# Under mixed_bfloat16 (what auto may pick on a CPU with native bf16) the features are still
+# stored as float32.
+@pytest.mark.parametrize(("precision", "atol"), [("float32", 1e-4), ("mixed_bfloat16", 3e-3)])
 def test_bottleneck_run_caches_features_and_reuses_them(tmp_path, precision, atol):
     workdir = str(tmp_path / "run")
     first = train_and_evaluate(config(precision=precision), workdir, verbose=False)
-    assert first["precision"] == ("mixed_bfloat16" if precision == "auto" else "float32")
+    assert first["plan"]["precision"] == precision
     assert first["bottleneck_features"]["reused"] is False
     assert first["bottleneck_features"]["dim"] == 1 * 1 * 512  # 32x40 -> 1x1x512, flattened.
     path = os.path.join(workdir, "features", "train.npz")

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from catdog_tf import data
 from catdog_tf.config import Config, smoke
+from catdog_tf.plan import resolve
 from catdog_tf.train import NonFiniteLossError, Steps, WorkdirConfigError, loop, train_and_evaluate
 from catdog_tf.train import steps as steps_module
 from catdog_tf.utils import read_json
@@ -49,15 +50,16 @@ def test_tiny_model_learns_synthetic(tmp_path):
 
 def test_train_step_traced_once():
     config = tiny_config()
-    steps = Steps(config, steps_per_epoch=4)
+    steps = Steps(config, resolve(config, train_images=64))
     images = tf.random.uniform([16, 24, 32, 3])
     labels = tf.constant([0, 1] * 8, tf.int32)
     for _ in range(5):
         steps.train_step(images, labels)
     for batch in (16, 16, 5):
         steps.eval_step(images[:batch], labels[:batch])
-    assert steps.traces["train"] == 1
-    assert steps.traces["eval"] <= 2
+    traced = steps.traced_functions
+    assert traced["train"].experimental_get_tracing_count() == 1
+    assert traced["eval"].experimental_get_tracing_count() <= 2
 
 
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
@@ -173,10 +175,11 @@ def test_batch_larger_than_data_is_refused(tmp_path):
 def test_precisions_and_xla_train(tmp_path, precision, jit):
     config = tiny_config(epochs=1, precision=precision, jit_compile=jit)
     result = train_and_evaluate(config, str(tmp_path / "r"), verbose=False)
-    assert result["precision"] == precision and result["jit_compile"] == (jit == "on")
+    assert result["plan"]["precision"] == precision
+    assert result["plan"]["jit_compile"] == (jit == "on")
     assert math.isfinite(result["validation"]["cross_entropy"])
     if precision == "mixed_float16":
-        steps = Steps(config, 4)
+        steps = Steps(config, resolve(config, train_images=64))
         assert isinstance(steps.optimizer, keras.optimizers.LossScaleOptimizer)
 
 
@@ -218,7 +221,8 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 def test_pipeline_batches_fit_steps(kaggle_dir):
     examples = data.list_folder(kaggle_dir)
     decoded = data.decoded_dataset(examples, (24, 32))
-    steps = Steps(tiny_config(batch_size=4), 3)
+    config = tiny_config(batch_size=4)
+    steps = Steps(config, resolve(config, train_images=12))
     logits, labels = steps.predict(data.eval_batches(decoded, 5))
     assert logits.shape == (12,) and np.array_equal(labels, examples.labels)
     # The steps scale the pipeline's uint8 batches to [0, 1], exactly as the model expects.

@@ -7,8 +7,18 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
+from catdog_tf.cli import ONEDNN_DECISION
 from catdog_tf.config import PRESETS, Config, ConfigError, get_preset, parse_override
 from catdog_tf.data import DataSourceError
+
+__all__ = [
+    "FLAGS",
+    "ONEDNN_DECISION",
+    "ConfigError",
+    "config_from_flags",
+    "define_config_flags",
+    "run",
+]
 
 FLAGS = flags.FLAGS
 

@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import tensorflow as tf
 
 from catdog_tf.data.sources import Examples
+from catdog_tf.machine import usable_cores
 
-# Fixed parallelism instead of AUTOTUNE: on this 2-core machine tf.data's autotuner sent 1 run
-# in 3 into a stall at ~3,900 img/s (half speed); with it off, every run held 6,100-6,700.
-PARALLELISM = os.cpu_count() or 2
+# Fixed parallelism instead of AUTOTUNE: on a 2-core machine tf.data's autotuner sent some runs
+# into a stall at half speed (BENCHMARKS.md). The usable cores, not os.cpu_count(), which
+# ignores the affinity mask and a container's CPU quota.
+PARALLELISM = usable_cores()
 PREFETCH_BATCHES = 2
 IMAGE_SIZE = (94, 125)  # (height, width): a quarter of the common 375x500.
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from catdog_tf.config import ConfigError
+from catdog_tf.errors import ConfigError
 from catdog_tf.models.reference import _logit
 from catdog_tf.models.registry import INPUT_SHAPE, register
 
@@ -186,11 +186,10 @@ def head(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, x, name=f"{model.name}_head")
 
 
-def _register(name: str, backbone: str, mode: str, summary: str, precision: str) -> None:
+def _register(name: str, backbone: str, mode: str, summary: str) -> None:
     finetune = mode == "finetune"
     register(
         name,
-        precision=precision,
         # Adam for the head alone; SGD + momentum at 1e-4 for fine-tuning, as the tutorials.
         learning_rate=1e-4,
         optimizer="sgd" if finetune else "adam",
@@ -207,33 +206,27 @@ def _register(name: str, backbone: str, mode: str, summary: str, precision: str)
     )
 
 
-# Precision: VGG16's steps ran 3.9x (fine-tuning) and 5.7x (frozen) faster in
-# mixed_bfloat16 than in float32 here, MobileNetV2's 0.75x (BENCHMARKS.md).
 _register(
     "vgg16_bottleneck",
     "vgg16",
     "bottleneck",
     "frozen ImageNet VGG16, head on cached features",
-    "mixed_bfloat16",
 )
 _register(
     "vgg16_finetune",
     "vgg16",
     "finetune",
     "VGG16 bottleneck run + block 5 fine-tuned",
-    "mixed_bfloat16",
 )
 _register(
     "mobilenetv2_bottleneck",
     "mobilenetv2",
     "bottleneck",
     "frozen ImageNet MobileNetV2, head on cached features",
-    "float32",
 )
 _register(
     "mobilenetv2_finetune",
     "mobilenetv2",
     "finetune",
     "MobileNetV2 bottleneck + block 16 tuned",
-    "float32",
 )

@@ -29,12 +29,9 @@ def _dense_head(x, dense_units: Sequence[int], dropout: float):
     return _logit(x)
 
 
-# Precision and XLA defaults: the fastest setting of each model's custom-loop train step in
-# benchmarks/train_step.py on the 2-core CPU (BENCHMARKS.md).
 @register(
     "mlp",
     learning_rate=1e-5,
-    xla_on_cpu=True,
     summary="flatten, dense 256 ReLU, logit (article MLP)",
 )
 def mlp(
@@ -84,19 +81,16 @@ def conv_net(
 conv1 = register(
     "conv1",
     learning_rate=1e-4,
-    xla_on_cpu=True,
     summary="conv 24, pool, dense 768-128 (article 1-conv; flatten 67,344; 51.8M params)",
 )(functools.partial(conv_net, filters=(24,), name="conv1"))
 conv2 = register(
     "conv2",
     learning_rate=1e-4,
-    precision="mixed_bfloat16",
     summary="2x (conv 48, pool), dense 768-128 (article 2-conv; flatten 30,624)",
 )(functools.partial(conv_net, filters=(48, 48), name="conv2"))
 conv2_wide = register(
     "conv2_wide",
     learning_rate=1e-4,
-    precision="mixed_bfloat16",
     summary="2x (conv 128, pool), dense 768-128 (article wide 2-conv; flatten 81,664)",
 )(functools.partial(conv_net, filters=(128, 128), name="conv2_wide"))
 
@@ -104,7 +98,6 @@ conv2_wide = register(
 @register(
     "conv3",
     learning_rate=1e-3,
-    precision="mixed_bfloat16",
     summary="conv 32-32-64 + pools, dense 64, dropout 0.5 (Keras blog)",
 )
 def conv3(

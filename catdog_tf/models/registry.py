@@ -17,13 +17,12 @@ Builder = Callable[..., keras.Model]
 class ModelSpec:
     """A registered builder and its training defaults.
 
+    Precision and XLA are not model properties: they depend on the machine and are decided
+    by :func:`catdog_tf.plan.resolve`.
+
     Attributes:
       builder: ``builder(input_shape=..., **kwargs) -> keras.Model`` returning one logit.
       learning_rate: Default peak learning rate (used when the config says 0).
-      precision: Default precision under ``precision=auto`` on CPU, chosen from
-        benchmarks/train_step.py measurements (BENCHMARKS.md).
-      xla_on_cpu: Whether ``jit_compile=auto`` turns XLA on for this model on CPU (measured
-        faster only for the dense-heavy mlp and conv1; on GPU ``auto`` is always on).
       summary: One line for tables and ``--help``.
       optimizer: Default optimizer under ``optimizer=auto``.
       mode: ``scratch`` (every weight trains), ``bottleneck`` (a frozen pretrained backbone
@@ -35,8 +34,6 @@ class ModelSpec:
 
     builder: Builder
     learning_rate: float
-    precision: str
-    xla_on_cpu: bool
     summary: str
     optimizer: str = "adam"
     mode: str = "scratch"
@@ -55,8 +52,6 @@ def register(
     name: str,
     *,
     learning_rate: float = 1e-3,
-    precision: str = "float32",
-    xla_on_cpu: bool = False,
     summary: str = "",
     optimizer: str = "adam",
     mode: str = "scratch",
@@ -77,8 +72,6 @@ def register(
         _REGISTRY[name] = ModelSpec(
             builder,
             learning_rate,
-            precision,
-            xla_on_cpu,
             summary or (doc[0] if doc else name),
             optimizer,
             mode,

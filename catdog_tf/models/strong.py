@@ -2,7 +2,8 @@
 
 * ``conv4_bn``: four conv-BN-ReLU-pool blocks (32-64-128-256), global average pooling,
   dropout. The conv3 recipe with batch norm and no giant dense layer: ~0.4M parameters.
-* ``conv5_bn``: conv4_bn behind a stride-2 stem convolution: 3x faster, for CPU budgets.
+* ``conv5_bn``: conv4_bn behind a stride-2 stem convolution: several times faster, for CPU
+  budgets (BENCHMARKS.md).
 * ``sepnet``: a small Xception-style residual net of separable convolutions, in the spirit of
   the Keras "image classification from scratch" example (which reaches ~96% at 180x180),
   narrowed to fit a CPU budget at 94x125.
@@ -31,7 +32,6 @@ def _conv_bn_relu(x, filters: int, name: str, strides: int = 1):
 @register(
     "conv4_bn",
     learning_rate=1e-3,
-    precision="mixed_bfloat16",
     summary="4x (conv-BN-ReLU, pool) 32-64-128-256, GAP",
 )
 def conv4_bn(
@@ -49,7 +49,7 @@ def conv4_bn(
       filters: Kernels of each block.
       convs_per_block: Conv-BN-ReLU layers per block.
       stem_filters: If > 0, a stride-2 conv-BN-ReLU stem with this many kernels comes first:
-        every block then runs on a quarter of the pixels (2.5x fewer FLOPs, 3x faster here).
+        every block then runs on a quarter of the pixels.
       dropout: Dropout before the logit.
       name: Model name.
     """
@@ -66,12 +66,9 @@ def conv4_bn(
     return keras.Model(inputs, _logit(x), name=name)
 
 
-# 373 img/s in mixed_bfloat16 (325 in float32) against conv4_bn's 124 (BENCHMARKS.md): a
-# 30-epoch full-preset run on 16,000 images took 26 minutes on 2 CPU cores.
 conv5_bn = register(
     "conv5_bn",
     learning_rate=1e-3,
-    precision="mixed_bfloat16",
     summary="stride-2 conv-BN stem 32, then conv4_bn's 4 blocks 32-64-128-256, GAP",
 )(functools.partial(conv4_bn, stem_filters=32, name="conv5_bn"))
 

@@ -8,7 +8,7 @@ from catdog_tf.train.loop import (
     check_workdir,
     train_and_evaluate,
 )
-from catdog_tf.train.steps import Steps, per_example_loss, resolve_jit, resolve_precision
+from catdog_tf.train.steps import Steps, measure_train_speed, per_example_loss
 
 __all__ = [
     "NonFiniteLossError",
@@ -17,10 +17,9 @@ __all__ = [
     "check_workdir",
     "evaluate_workdir",
     "load_run",
+    "measure_train_speed",
     "metrics",
     "per_example_loss",
     "predict_files",
-    "resolve_jit",
-    "resolve_precision",
     "train_and_evaluate",
 ]

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import data
+from catdog_tf import data, rundir
 from catdog_tf.config import Config
 from catdog_tf.train import metrics
 from catdog_tf.train.steps import model_outputs
@@ -23,14 +23,14 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
     Raises:
       FileNotFoundError: ``workdir`` has no finished run (no ``model.keras``/``result.json``).
     """
-    for name in ("config.json", "model.keras", "result.json"):
-        if not os.path.exists(os.path.join(workdir, name)):
+    for name in (rundir.CONFIG, rundir.MODEL, rundir.RESULT):
+        if not os.path.exists(rundir.path(workdir, name)):
             raise FileNotFoundError(
                 f"{workdir} has no {name}: is it a finished catdog-train run directory?"
             )
-    config = Config.from_dict(read_json(os.path.join(workdir, "config.json")))
-    model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
-    return config, model, read_json(os.path.join(workdir, "result.json"))
+    config, _ = rundir.read_config(workdir)
+    model = keras.saving.load_model(rundir.path(workdir, rundir.MODEL))
+    return config, model, read_json(rundir.path(workdir, rundir.RESULT))
 
 
 def _logits(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from catdog_tf import data
+from catdog_tf import data, rundir
 from catdog_tf.config import Config
 from catdog_tf.models import pretrained
 from catdog_tf.train.steps import model_outputs
@@ -67,7 +67,7 @@ def cached_features(
       ``({split: (features, labels)}, info)`` where ``info`` says whether the cache was
       reused, the feature size and the extraction time.
     """
-    folder = os.path.join(workdir, "features")
+    folder = rundir.path(workdir, rundir.FEATURES)
     meta_path = os.path.join(folder, "meta.json")
     names = [name for name, ex in splits.items() if len(ex)]
     key = fingerprint(config, splits)

@@ -1,29 +1,21 @@
 """The training loop: ``train_and_evaluate(config, workdir)``, resumable and self-describing.
 
-A workdir holds everything about one run::
-
-    config.json         the Config (a different config refuses to resume here)
-    checkpoints/        tf.train.CheckpointManager: model, optimizer, epoch, early-stopping
-                        state and history, saved after every epoch
-    best/               the weights with the lowest validation loss so far
-    model.keras         the best model, exported at the end
-    history.json        one entry per epoch (also inside the checkpoint, so never out of step)
-    result.json         validation and test metrics of the best model, sizes and timings
-    tensorboard/        tf.summary scalars per epoch
-
-Killing a run and running the same command again resumes after the last finished epoch;
-with a seed and deterministic ops the final weights equal those of an uninterrupted run.
+The run directory's layout is :mod:`catdog_tf.rundir`'s. Every open setting is resolved once,
+by :func:`catdog_tf.plan.resolve`, and saved with the run; a run resumes only under the same
+decisions. Killing a run and running the same command again resumes after the last finished
+epoch; with a seed and deterministic ops the final weights equal those of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import math
 import os
-import shutil
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -31,55 +23,30 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from catdog_tf import data, models
-from catdog_tf.config import Config, ConfigError
+from catdog_tf import data, models, rundir
+from catdog_tf import machine as machine_lib
+from catdog_tf import plan as plan_lib
+from catdog_tf.config import Config
+from catdog_tf.errors import ConfigError, WorkdirConfigError
 from catdog_tf.models import pretrained
+from catdog_tf.plan import Plan
 from catdog_tf.train import features, metrics
-from catdog_tf.train.steps import (
-    Steps,
-    build_configured_model,
-    make_strategy,
-    precision_policy,
-    resolve_precision,
-)
-from catdog_tf.utils import atomic_write_json, read_json
+from catdog_tf.train.steps import Steps, build_configured_model, make_strategy, precision_policy
+from catdog_tf.utils import atomic_write_json
+
+__all__ = ["NonFiniteLossError", "WorkdirConfigError", "check_workdir", "train_and_evaluate"]
+
+check_workdir = rundir.check_workdir
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class WorkdirConfigError(ConfigError):
-    """The workdir holds a run with a different config."""
-
-
-def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> None:
-    """Creates ``workdir`` and writes ``config.json``, or checks the one already there.
-
-    Raises:
-      WorkdirConfigError: ``workdir`` belongs to a different config and ``overwrite`` is
-        False. With ``overwrite``, the old run is deleted.
-    """
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        old = read_json(path)
-        if old != json.loads(config.to_json()):
-            if not overwrite:
-                diff = {k: (old.get(k), v) for k, v in config.to_dict().items() if old.get(k) != v}
-                raise WorkdirConfigError(
-                    f"{workdir} holds a run with a different config (old, new): {diff}; use "
-                    "another --workdir, or --overwrite to delete the old run"
-                )
-            shutil.rmtree(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    if not os.path.exists(path):
-        atomic_write_json(path, config.to_dict())
-
-
 def _cache_arg(cache: str, workdir: str, split: str) -> str:
     if cache in ("", "memory"):
         return cache
-    folder = cache if os.path.isabs(cache) else os.path.join(workdir, cache)
+    folder = cache if os.path.isabs(cache) else rundir.path(workdir, cache)
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, split)
 
@@ -104,10 +71,12 @@ class _State:
             history=self.history,
         )
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=2
+            self.checkpoint, rundir.path(workdir, rundir.CHECKPOINTS), max_to_keep=2
         )
         self.best = tf.train.CheckpointManager(
-            tf.train.Checkpoint(model=steps.model), os.path.join(workdir, "best"), max_to_keep=1
+            tf.train.Checkpoint(model=steps.model),
+            rundir.path(workdir, rundir.BEST),
+            max_to_keep=1,
         )
 
     def restore(self) -> int:
@@ -123,77 +92,83 @@ class _State:
         return json.loads(self.history.numpy().decode())
 
 
-class _DataAndModel:
-    """The model to train and its datasets: images, or cached features for a bottleneck model.
+@dataclasses.dataclass
+class Trainee:
+    """What a run trains and on what: built by one of the :data:`TRAINEES` variants.
 
     Attributes:
       steps: The compiled steps; for a bottleneck model they train only the head.
       model: The whole model (exported as ``model.keras``).
-      description: ``catdog_tf.models.describe`` of ``model``.
+      train_batches: ``epoch -> dataset`` of that epoch's training batches (seeded by the
+        config's seed and the epoch).
       eval_ds: Validation (and test) batches, in order.
       features_info: For a bottleneck model, whether its features were reused, and their
         size and extraction time; else None.
     """
 
-    def __init__(self, config: Config, splits, workdir: str, num_steps: int):
-        bottleneck = models.get_spec(config.model).mode == "bottleneck"
-        decoded = {
-            # A bottleneck model reads each image once, to extract its features: no cache.
-            name: data.decoded_dataset(
-                ex,
-                config.image_size,
-                cache="" if bottleneck else _cache_arg(config.cache, workdir, name),
-            )
-            for name, ex in splits.items()
-        }
-        self.features_info = None
-        if bottleneck:
-            strategy = make_strategy(config.strategy)
-            with precision_policy(resolve_precision(config)), strategy.scope():
-                self.model = build_configured_model(config)
-            arrays, self.features_info = features.cached_features(
-                self.model, decoded, splits, config, workdir
-            )
-            if config.augment:
-                logging.info("augment=True does not apply to cached bottleneck features")
-            self.steps = Steps(config, num_steps, strategy, model=pretrained.head(self.model))
-            self._train = lambda epoch: features.train_batches(
-                arrays["train"], config.batch_size, epoch, config.seed
-            )
-            self.eval_ds = {
-                name: features.eval_batches(arrays[name], config.batch_size)
-                for name in ("validation", "test")
-                if name in arrays
-            }
-        else:
-            self.steps = Steps(config, num_steps)
-            self.model = self.steps.model
-            augment = data.AugmentConfig() if config.augment else None
-            self._train = lambda epoch: data.train_batches(
-                decoded["train"],
-                len(splits["train"]),
-                config.batch_size,
-                epoch,
-                config.seed,
-                augment,
-            )
-            self.eval_ds = {
-                name: data.eval_batches(decoded[name], config.batch_size)
-                for name in ("validation", "test")
-                if len(splits[name])
-            }
-        self.description = models.describe(self.model)
-        logging.info(
-            "%s; precision %s, XLA %s, %d replica(s)",
-            self.description["summary"],
-            self.steps.precision,
-            self.steps.jit_compile,
-            self.steps.strategy.num_replicas_in_sync,
-        )
+    steps: Steps
+    model: keras.Model
+    train_batches: Callable[[int], tf.data.Dataset]
+    eval_ds: dict[str, tf.data.Dataset]
+    features_info: dict[str, Any] | None = None
 
-    def train_batches(self, epoch: int) -> tf.data.Dataset:
-        """The training batches of one epoch (seeded by the config's seed and ``epoch``)."""
-        return self._train(epoch)
+
+def image_trainee(config: Config, plan: Plan, splits, workdir: str) -> Trainee:
+    """The model trains on decoded (cached, optionally augmented) image batches."""
+    decoded = {
+        name: data.decoded_dataset(
+            ex, config.image_size, cache=_cache_arg(config.cache, workdir, name)
+        )
+        for name, ex in splits.items()
+    }
+    steps = Steps(config, plan)
+    augment = data.AugmentConfig() if config.augment else None
+    return Trainee(
+        steps=steps,
+        model=steps.model,
+        train_batches=lambda epoch: data.train_batches(
+            decoded["train"], len(splits["train"]), config.batch_size, epoch, config.seed, augment
+        ),
+        eval_ds={
+            name: data.eval_batches(decoded[name], config.batch_size)
+            for name in ("validation", "test")
+            if len(splits[name])
+        },
+    )
+
+
+def bottleneck_trainee(config: Config, plan: Plan, splits, workdir: str) -> Trainee:
+    """A frozen backbone runs once per split (features cached); only the head trains."""
+    # Each image is read once, to extract its features: no image cache.
+    decoded = {
+        name: data.decoded_dataset(ex, config.image_size, cache="") for name, ex in splits.items()
+    }
+    strategy = make_strategy(plan.strategy)
+    with precision_policy(plan.precision), strategy.scope():
+        model = build_configured_model(config, plan)
+    arrays, info = features.cached_features(model, decoded, splits, config, workdir)
+    if config.augment:
+        logging.info("augment=True does not apply to cached bottleneck features")
+    return Trainee(
+        steps=Steps(config, plan, strategy, model=pretrained.head(model)),
+        model=model,
+        train_batches=lambda epoch: features.train_batches(
+            arrays["train"], config.batch_size, epoch, config.seed
+        ),
+        eval_ds={
+            name: features.eval_batches(arrays[name], config.batch_size)
+            for name in ("validation", "test")
+            if name in arrays
+        },
+        features_info=info,
+    )
+
+
+TRAINEES: dict[str, Callable[[Config, Plan, Any, str], Trainee]] = {
+    "scratch": image_trainee,
+    "finetune": image_trainee,
+    "bottleneck": bottleneck_trainee,
+}
 
 
 def _train_epoch(steps: Steps, dataset, num_steps: int, verbose: bool) -> dict[str, float]:
@@ -256,7 +231,8 @@ def train_and_evaluate(
       NonFiniteLossError: The loss became NaN/Inf (the last good checkpoint is kept).
     """
     config.validate()
-    check_workdir(workdir, config, overwrite)
+    saved_plan = rundir.check_workdir(workdir, config, overwrite)
+    machine_lib.configure_threads(machine_lib.usable_cores())
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -275,17 +251,29 @@ def train_and_evaluate(
         )
     if len(splits["validation"]) == 0:
         raise ConfigError("the validation split is empty; set val_size > 0")
-    num_steps = n_train // config.batch_size
-    if config.steps_per_epoch:
-        num_steps = min(num_steps, config.steps_per_epoch)
     logging.info("data:\n%s", data.describe(splits))
+    plan = plan_lib.resolve(config, n_train)
+    plan_lib.check_resume(saved_plan, plan, workdir)
+    os.makedirs(workdir, exist_ok=True)
+    rundir.write_config(workdir, config, plan.to_dict())
+    for name, reason in plan.why.items():
+        logging.info("plan: %s = %s (%s)", name, getattr(plan, name), reason)
+    num_steps = plan.steps_per_epoch
 
-    data_and_model = _DataAndModel(config, splits, workdir, num_steps)
+    data_and_model = TRAINEES[plan.mode](config, plan, splits, workdir)
+    description = models.describe(data_and_model.model)
+    logging.info(
+        "%s; %s, XLA %s, %d replica(s)",
+        description["summary"],
+        plan.precision,
+        "on" if plan.jit_compile else "off",
+        data_and_model.steps.strategy.num_replicas_in_sync,
+    )
     steps = data_and_model.steps
     state = _State(steps, workdir)
     first_epoch = state.restore()
     history = state.get_history()
-    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    writer = tf.summary.create_file_writer(rundir.path(workdir, rundir.TENSORBOARD))
     patience = config.early_stopping_patience
     for epoch in range(first_epoch, config.epochs):
         if patience and int(state.bad_epochs) >= patience:
@@ -317,7 +305,7 @@ def train_and_evaluate(
         state.epoch.assign(epoch + 1)
         state.history.assign(json.dumps(history))
         state.manager.save(checkpoint_number=epoch + 1)
-        atomic_write_json(os.path.join(workdir, "history.json"), history)
+        atomic_write_json(rundir.path(workdir, rundir.HISTORY), history)
         _summaries(writer, entry, epoch + 1)
         if verbose:
             print(
@@ -334,18 +322,21 @@ def train_and_evaluate(
     if state.best.latest_checkpoint:
         state.best.checkpoint.restore(state.best.latest_checkpoint).expect_partial()
     _export(data_and_model.model, workdir)
-    result = _result(config, steps, data_and_model, history, skipped, splits, workdir)
-    atomic_write_json(os.path.join(workdir, "result.json"), result)
+    result = _result(config, plan, data_and_model, description, history, skipped, splits, workdir)
+    atomic_write_json(rundir.path(workdir, rundir.RESULT), result)
     return result
 
 
 def _export(model: keras.Model, workdir: str) -> None:
     tmp = os.path.join(workdir, ".model.tmp.keras")
     model.save(tmp)
-    os.replace(tmp, os.path.join(workdir, "model.keras"))
+    os.replace(tmp, rundir.path(workdir, rundir.MODEL))
 
 
-def _result(config, steps, data_and_model, history, skipped, splits, workdir) -> dict[str, Any]:
+def _result(
+    config, plan, data_and_model, description, history, skipped, splits, workdir
+) -> dict[str, Any]:
+    steps = data_and_model.steps
     predictions = {name: steps.predict(ds) for name, ds in data_and_model.eval_ds.items()}
     val = metrics.evaluate_predictions(*predictions["validation"])
     test = (
@@ -355,7 +346,7 @@ def _result(config, steps, data_and_model, history, skipped, splits, workdir) ->
     )
     # Logits and labels of the best model, for sweep plots and later analysis.
     np.savez(
-        os.path.join(workdir, "predictions.npz"),
+        rundir.path(workdir, rundir.PREDICTIONS),
         **{
             f"{name}_{kind}": array
             for name, (logits, labels) in predictions.items()
@@ -370,10 +361,9 @@ def _result(config, steps, data_and_model, history, skipped, splits, workdir) ->
 
     return {
         "config": config.to_dict(),
-        "model": data_and_model.description,
+        "plan": plan.to_dict(),
+        "model": description,
         "bottleneck_features": data_and_model.features_info,
-        "precision": steps.precision,
-        "jit_compile": steps.jit_compile,
         "replicas": steps.strategy.num_replicas_in_sync,
         "data": {
             name: {"n": len(ex), **ex.counts(), "origin": ex.origin, "synthetic": ex.synthetic}

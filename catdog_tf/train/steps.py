@@ -8,6 +8,7 @@ step is the only XLA-compiled part (``jit_compile``); the outer function runs it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,34 +18,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from catdog_tf.config import Config, ConfigError
+from catdog_tf import rundir
+from catdog_tf.config import Config
 from catdog_tf.data import normalize
-from catdog_tf.models import build_model, get_spec
-
-
-def resolve_precision(config: Config) -> str:
-    """The precision policy: the model's measured default under ``auto``, else the config's.
-
-    ``mixed_bfloat16`` is a CPU speed-up (AVX-512 BF16 / AMX); on a GPU ``auto`` picks
-    ``mixed_float16`` only when the model's CPU default is mixed, and float32 otherwise.
-    """
-    if config.precision != "auto":
-        return config.precision
-    default = get_spec(config.model).precision
-    if default != "float32" and tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
-    return default
-
-
-def resolve_jit(config: Config) -> bool:
-    """XLA on or off.
-
-    ``auto`` is on with a GPU; on CPU it is the model's measured default: XLA made the conv
-    nets' steps 1.4-5x slower here, but the dense-heavy mlp's 1.85x faster.
-    """
-    if config.jit_compile == "auto":
-        return bool(tf.config.list_physical_devices("GPU")) or get_spec(config.model).xla_on_cpu
-    return config.jit_compile == "on"
+from catdog_tf.errors import ConfigError
+from catdog_tf.models import build_model
+from catdog_tf.plan import Plan, time_steps
 
 
 @contextlib.contextmanager
@@ -61,25 +40,24 @@ def precision_policy(name: str):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def build_configured_model(config: Config) -> keras.Model:
+def build_configured_model(config: Config, plan: Plan) -> keras.Model:
     """``config.model`` at the config's image size, with its kwargs (and weights if pretrained).
 
     Builds under the current precision policy and strategy scope; a pretrained model whose
     ``config.init_from`` names a finished run starts from that run's weights.
     """
-    spec = get_spec(config.model)
     kwargs = dict(config.model_kwargs)
-    if spec.pretrained:
+    if plan.mode != "scratch":
         kwargs.setdefault("weights", config.weights)
     model = build_model(config.model, (*config.image_size, 3), **kwargs)
     if config.init_from:
         copy_weights(config.init_from, model)
-    elif spec.starts_from:
+    elif plan.starts_from:
         logging.warning(
             "%s usually starts from a finished %s run (init_from=RUN_DIR); without it the "
             "random head's large gradients reach the unfrozen backbone block",
             config.model,
-            spec.starts_from,
+            plan.starts_from,
         )
     return model
 
@@ -93,7 +71,7 @@ def copy_weights(run_dir: str, model: keras.Model) -> None:
     Raises:
       ConfigError: ``run_dir`` has no model.keras, or lacks a weight ``model`` needs.
     """
-    path = os.path.join(run_dir, "model.keras")
+    path = rundir.path(run_dir, rundir.MODEL)
     if not os.path.exists(path):
         raise ConfigError(f"init_from={run_dir!r} has no model.keras: is it a finished run?")
     source = {v.path: v for v in keras.saving.load_model(path).weights}
@@ -116,21 +94,16 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def make_optimizer(
-    config: Config, steps_per_epoch: int, precision: str
-) -> keras.optimizers.Optimizer:
-    """Adam (AdamW with weight decay), RMSprop or SGD with momentum, for one run.
+def make_optimizer(config: Config, plan: Plan) -> keras.optimizers.Optimizer:
+    """The plan's Adam (AdamW with weight decay), RMSprop or SGD with momentum.
 
     Cosine decay is optional; ``mixed_float16`` wraps the optimizer in a
     ``LossScaleOptimizer``, the TensorFlow mixed-precision guide's custom-loop recipe.
     """
-    spec = get_spec(config.model)
-    lr: Any = config.learning_rate or spec.learning_rate
-    name = spec.optimizer if config.optimizer == "auto" else config.optimizer
-    if config.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(
-            lr, decay_steps=max(1, config.epochs * steps_per_epoch)
-        )
+    lr: Any = plan.learning_rate
+    name = plan.optimizer
+    if plan.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, plan.decay_steps))
     if name == "adam":
         optimizer = (
             keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
@@ -143,7 +116,7 @@ def make_optimizer(
         optimizer = keras.optimizers.SGD(
             lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None
         )
-    if precision == "mixed_float16":
+    if plan.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
@@ -200,15 +173,13 @@ class Steps:
       optimizer: Its optimizer, with slot variables already built (so a checkpoint restores
         them exactly).
       strategy: The ``tf.distribute`` strategy.
-      precision: The precision policy in use.
-      jit_compile: Whether the per-replica steps are XLA-compiled.
-      traces: How many times each step function was traced (a test checks 1).
+      plan: The run's resolved plan (precision, XLA, optimizer, schedule).
     """
 
     def __init__(
         self,
         config: Config,
-        steps_per_epoch: int,
+        plan: Plan,
         strategy: tf.distribute.Strategy | None = None,
         model: keras.Model | None = None,
     ):
@@ -216,19 +187,17 @@ class Steps:
 
         Args:
           config: The run's config.
-          steps_per_epoch: Optimizer steps per epoch (sets the cosine schedule's length).
-          strategy: Distribution strategy; default from ``config.strategy``.
-          model: A model built under ``strategy``'s scope to train instead of
-            ``config.model`` (the head of a bottleneck model, trained on cached features).
+          plan: Its resolved plan (:func:`catdog_tf.plan.resolve`).
+          strategy: Distribution strategy; default from the plan.
+          model: A model built under ``strategy``'s scope and the plan's precision to train
+            instead of ``config.model`` (the head of a bottleneck model, on cached features).
         """
         self.config = config
-        self.strategy = strategy or make_strategy(config.strategy)
-        self.precision = resolve_precision(config)
-        self.jit_compile = resolve_jit(config)
-        self.traces = {"train": 0, "eval": 0}
-        with precision_policy(self.precision), self.strategy.scope():
-            self.model = model or build_configured_model(config)
-            self.optimizer = make_optimizer(config, steps_per_epoch, self.precision)
+        self.plan = plan
+        self.strategy = strategy or make_strategy(plan.strategy)
+        with precision_policy(plan.precision), self.strategy.scope():
+            self.model = model or build_configured_model(config, plan)
+            self.optimizer = make_optimizer(config, plan)
             self.optimizer.build(self.model.trainable_variables)
         self._train = self._make_train_step()
         self._eval = self._make_eval_step()
@@ -238,7 +207,7 @@ class Steps:
         global_batch = float(self.config.batch_size)
         scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
-        @tf.function(jit_compile=self.jit_compile)
+        @tf.function(jit_compile=self.plan.jit_compile)
         def replica_step(images, labels):
             images = normalize(images)  # The pipeline's last stage, fused into the step.
             with tf.GradientTape() as tape:
@@ -260,7 +229,6 @@ class Steps:
 
         @tf.function(reduce_retracing=True)
         def train_step(images, labels):
-            self.traces["train"] += 1  # Runs only while tracing.
             loss_sum, correct = self.strategy.run(replica_step, args=(images, labels))
             reduce = tf.distribute.ReduceOp.SUM
             return (
@@ -273,7 +241,7 @@ class Steps:
     def _make_eval_step(self):
         model = self.model
 
-        @tf.function(jit_compile=self.jit_compile)
+        @tf.function(jit_compile=self.plan.jit_compile)
         def replica_step(images, labels):
             logits = model(normalize(images), training=False)
             logits = tf.cast(tf.reshape(logits, [-1]), tf.float32)
@@ -281,12 +249,16 @@ class Steps:
 
         @tf.function(reduce_retracing=True)
         def eval_step(images, labels):
-            self.traces["eval"] += 1
             logits, labels = self.strategy.run(replica_step, args=(images, labels))
             # gather concatenates in replica order, the order the batch was split in.
             return (self.strategy.gather(logits, axis=0), self.strategy.gather(labels, axis=0))
 
         return eval_step
+
+    @property
+    def traced_functions(self) -> dict[str, tf.types.experimental.PolymorphicFunction]:
+        """The outer ``tf.function`` of each step (``experimental_get_tracing_count()``)."""
+        return {"train": self._train, "eval": self._eval}
 
     def train_step(self, images, labels) -> tuple[tf.Tensor, tf.Tensor]:
         """One optimizer step on a (distributed) batch: (sum of losses, correct count)."""
@@ -305,3 +277,26 @@ class Steps:
         if self.strategy.num_replicas_in_sync == 1:
             return dataset
         return self.strategy.experimental_distribute_dataset(dataset)
+
+
+def measure_train_speed(config: Config, plan: Plan, budget_seconds: float = 3.0) -> float:
+    """Training images per second of ``config.model`` under ``plan``: the calibration probe.
+
+    Random uint8 batches at the config's image size and batch; pretrained models get random
+    weights (speed does not depend on them, and nothing is downloaded). A bottleneck model
+    is timed with its frozen backbone, the cost of extracting its features.
+    """
+    probe_config = config.replace(weights="none", init_from="")
+    probe_plan = dataclasses.replace(plan, starts_from="", strategy="default")
+    steps = Steps(probe_config, probe_plan)
+    rng = np.random.default_rng(0)
+    images = tf.constant(
+        rng.integers(0, 256, (config.batch_size, *config.image_size, 3), dtype=np.uint8)
+    )
+    labels = tf.constant(rng.integers(0, 2, (config.batch_size,), dtype=np.int32))
+
+    def step():
+        loss, _ = steps.train_step(images, labels)
+        return float(loss)  # Waits for the step to finish.
+
+    return time_steps(step, config.batch_size, budget_seconds)

@@ -1,0 +1,214 @@
+"""What machine this is: CPU model and the flags that decide speed, usable cores, GPUs, oneDNN.
+
+The training plan (:mod:`catdog_tf.plan`) decides every ``auto`` setting from a
+:class:`Machine`, never from constants measured on one CPU. Reading the CPU and the cores needs
+no TensorFlow, so the command-line tools can decide oneDNN (:func:`prefer_onednn`) before
+TensorFlow is imported; :func:`probe` adds what only TensorFlow knows (GPUs, its version,
+whether oneDNN is on).
+
+Tests build a :class:`Machine` by hand to fake a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import platform
+from typing import Any
+
+# CPU flags (Linux /proc/cpuinfo names) that change which settings are fastest.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+# Flags that mean the CPU computes in bfloat16 natively; without them TensorFlow emulates
+# bfloat16 in software and mixed_bfloat16 is many times slower than float32 (BENCHMARKS.md).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+
+
+@dataclasses.dataclass(frozen=True)
+class Machine:
+    """The facts about this machine that decide ``auto`` settings.
+
+    Attributes:
+      cpu_model: The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere).
+      cpu_flags: Which of :data:`SPEED_FLAGS` the CPU has.
+      usable_cores: Cores this process may use: the affinity mask, capped by a cgroup CPU
+        quota (a container's ``--cpus``), which ``os.cpu_count()`` ignores.
+      gpus: Names of the visible GPUs (empty on a CPU-only machine).
+      gpu_compute_capability: Lowest (major, minor) compute capability among the GPUs, if known.
+      tensorflow: TensorFlow's version ("" when not probed).
+      onednn: Whether TensorFlow runs oneDNN kernels (None when unknown).
+    """
+
+    cpu_model: str
+    cpu_flags: tuple[str, ...]
+    usable_cores: int
+    gpus: tuple[str, ...] = ()
+    gpu_compute_capability: tuple[int, int] | None = None
+    tensorflow: str = ""
+    onednn: bool | None = None
+
+    @property
+    def native_bf16(self) -> bool:
+        """Whether the CPU computes bfloat16 in hardware (AVX512_BF16 or AMX)."""
+        return any(flag in self.cpu_flags for flag in NATIVE_BF16_FLAGS)
+
+    @property
+    def has_gpu(self) -> bool:
+        """Whether TensorFlow sees a GPU."""
+        return bool(self.gpus)
+
+    def describe(self) -> str:
+        """One line naming the CPU and its flags, as written beside every timing."""
+        flags = " ".join(self.cpu_flags) or "none of " + ", ".join(SPEED_FLAGS)
+        gpus = f", GPUs: {', '.join(self.gpus)}" if self.gpus else ", no GPU"
+        onednn = {True: "on", False: "off", None: "unknown"}[self.onednn]
+        tf_text = f", TensorFlow {self.tensorflow} (oneDNN {onednn})" if self.tensorflow else ""
+        return f"{self.cpu_model} [{flags}], {self.usable_cores} usable cores{gpus}{tf_text}"
+
+    def fingerprint(self) -> str:
+        """A short hash of everything here: calibrations are cached per fingerprint."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, as saved in a run's resolved plan."""
+        values = dataclasses.asdict(self)
+        values["cpu_flags"] = list(self.cpu_flags)
+        values["gpus"] = list(self.gpus)
+        if self.gpu_compute_capability is not None:
+            values["gpu_compute_capability"] = list(self.gpu_compute_capability)
+        return values
+
+
+def read_cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, tuple[str, ...]]:
+    """(model name, the :data:`SPEED_FLAGS` present) from a Linux ``cpuinfo`` file.
+
+    Elsewhere (no such file) the model is ``platform.processor()`` and no flag is assumed,
+    which errs towards float32: never slow, at worst not the fastest.
+    """
+    model, flags = "", set()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    return model, tuple(flag for flag in SPEED_FLAGS if flag in flags)
+
+
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
+    """The cgroup CPU quota in cores (v2 ``cpu.max`` or v1 ``cfs_quota_us``), or None."""
+    candidates = [
+        (os.path.join(root, "cpu.max"), None),
+        (
+            os.path.join(root, "cpu", "cpu.cfs_quota_us"),
+            os.path.join(root, "cpu", "cpu.cfs_period_us"),
+        ),
+    ]
+    for quota_path, period_path in candidates:
+        try:
+            with open(quota_path) as f:
+                fields = f.read().split()
+            if period_path is None:  # v2: "max 100000" or "200000 100000"
+                quota, period = fields[0], fields[1]
+            else:
+                with open(period_path) as f:
+                    quota, period = fields[0], f.read().strip()
+        except (OSError, IndexError):
+            continue
+        if quota in ("max", "-1"):
+            return None
+        try:
+            return int(quota) / int(period)
+        except (ValueError, ZeroDivisionError):
+            return None
+    return None
+
+
+def usable_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """Cores this process may run on: affinity mask, capped by the cgroup quota, at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # Not Linux.
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(cgroup_root)
+    if limit is not None:
+        cores = min(cores, max(1, int(limit + 0.5)))
+    return max(1, cores)
+
+
+def read_cpu() -> Machine:
+    """The CPU part of :class:`Machine`, without importing TensorFlow."""
+    model, flags = read_cpuinfo()
+    return Machine(cpu_model=model, cpu_flags=flags, usable_cores=usable_cores())
+
+
+def _onednn_enabled() -> bool | None:
+    try:  # Internal API (TensorFlow's own tests use it); None if it moves.
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except Exception:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def probe() -> Machine:
+    """The whole :class:`Machine`: CPU, cores, and TensorFlow's GPUs, version and oneDNN."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    capabilities = []
+    for gpu in gpus:
+        details = tf.config.experimental.get_device_details(gpu)
+        if "compute_capability" in details:
+            capabilities.append(tuple(details["compute_capability"]))
+    names = tuple(
+        tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus
+    )
+    return dataclasses.replace(
+        read_cpu(),
+        gpus=names,
+        gpu_compute_capability=min(capabilities) if capabilities else None,
+        tensorflow=tf.__version__,
+        onednn=_onednn_enabled(),
+    )
+
+
+def prefer_onednn(cpu: Machine | None = None) -> str:
+    """Sets ``TF_ENABLE_ONEDNN_OPTS`` for this CPU unless the user set it; returns why.
+
+    Must run before TensorFlow is imported (the command-line tools call it first). TensorFlow
+    turns oneDNN on by itself only on CPUs it deems to profit; where it leaves it off
+    (AVX2-only CPUs, such as AMD EPYC), the float32 train steps of this package's models
+    measured faster with it on (BENCHMARKS.md, "oneDNN"), so it is turned on there too.
+    """
+    if ONEDNN_ENV in os.environ:
+        return f"{ONEDNN_ENV}={os.environ[ONEDNN_ENV]} (set by the user)"
+    cpu = cpu or read_cpu()
+    if "avx2" not in cpu.cpu_flags:
+        return f"{ONEDNN_ENV} left to TensorFlow (no AVX2)"
+    os.environ[ONEDNN_ENV] = "1"
+    return f"{ONEDNN_ENV}=1 (AVX2 CPU: oneDNN kernels are faster here)"
+
+
+def configure_threads(cores: int) -> bool:
+    """Sizes TensorFlow's thread pools to ``cores``; False if the runtime already started."""
+    import tensorflow as tf
+
+    try:
+        if tf.config.threading.get_intra_op_parallelism_threads() != cores:
+            tf.config.threading.set_intra_op_parallelism_threads(cores)
+            tf.config.threading.set_inter_op_parallelism_threads(cores)
+    except RuntimeError:  # "cannot be modified after initialization".
+        return False
+    return True

@@ -1,0 +1,382 @@
+"""Resolve once: every ``auto`` and ``0`` of a :class:`~catdog_tf.config.Config`, decided here.
+
+:func:`resolve` turns a config, the number of training images and the machine
+(:mod:`catdog_tf.machine`) into a :class:`Plan`: precision, XLA, optimizer, learning rate and
+its schedule, steps per epoch, strategy, thread counts, the model's mode, and a ``why`` for
+each. Nothing else in the package looks a default up again; the plan is saved in the run's
+``config.json`` and ``result.json``, and a run resumes only under the same decisions.
+
+Precision and XLA are decided from the machine, never from one CPU's measurements:
+
+* GPU: XLA on; ``mixed_float16`` where the GPU has tensor cores (compute capability >= 7.0),
+  as TensorFlow's mixed-precision guide advises.
+* CPU without native bfloat16 (no AVX512_BF16 / AMX): float32. TensorFlow emulates bfloat16
+  there, many times slower (BENCHMARKS.md).
+* Whatever the flags cannot decide (bf16 on a CPU that has it; XLA on any CPU) is calibrated:
+  a few timed train steps of the real model at the run's image size and batch per candidate,
+  in the spirit of cuDNN's autotuner, cached per machine, model, image size and batch
+  (:func:`calibration_cache_path`). The simple setting (float32, XLA off) wins unless a
+  candidate beats it by :data:`MARGIN`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from absl import logging
+
+from catdog_tf import machine as machine_lib
+from catdog_tf.config import Config
+from catdog_tf.errors import WorkdirConfigError
+from catdog_tf.utils import atomic_write_json, read_json
+
+# A candidate must be this much faster than float32 without XLA to be chosen: closer than
+# that is within the noise of a shared machine, and the simple setting is the safer one.
+MARGIN = 1.05
+CACHE_ENV = "CATDOG_TF_CACHE"
+
+# Plan fields that define what a run computes: a resumed run must match them all.
+DECISIONS = (
+    "mode",
+    "precision",
+    "jit_compile",
+    "optimizer",
+    "learning_rate",
+    "lr_schedule",
+    "decay_steps",
+    "steps_per_epoch",
+    "strategy",
+)
+# The config field (and the value to give it) that pins each decision to a saved value.
+PINNING_FIELDS = {
+    "precision": "precision",
+    "jit_compile": "jit_compile",
+    "optimizer": "optimizer",
+    "learning_rate": "learning_rate",
+    "steps_per_epoch": "steps_per_epoch",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A run's settings with nothing left open, and why each was chosen.
+
+    Attributes:
+      mode: ``scratch``, ``bottleneck`` or ``finetune`` (the model's registered mode).
+      starts_from: The model whose finished run a fine-tuning run starts from ("" if none).
+      precision: Keras precision policy: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
+      jit_compile: Whether the train and eval steps are XLA-compiled.
+      optimizer: ``adam``, ``rmsprop`` or ``sgd``.
+      learning_rate: Peak learning rate.
+      lr_schedule: ``constant`` or ``cosine``.
+      decay_steps: Length of the cosine decay in optimizer steps (0 when constant).
+      steps_per_epoch: Optimizer steps per epoch.
+      train_images: Training images the steps were computed from.
+      strategy: ``default``, ``mirrored`` or ``multi_worker``.
+      threads: TensorFlow intra-op threads (the usable cores).
+      data_parallelism: Parallel calls of the tf.data map stages.
+      machine: :meth:`catdog_tf.machine.Machine.to_dict` of the machine that resolved it.
+      calibration: Images per second of each calibrated candidate, if any was timed.
+      why: One sentence per decided field.
+    """
+
+    mode: str
+    starts_from: str
+    precision: str
+    jit_compile: bool
+    optimizer: str
+    learning_rate: float
+    lr_schedule: str
+    decay_steps: int
+    steps_per_epoch: int
+    train_images: int
+    strategy: str
+    threads: int
+    data_parallelism: int
+    machine: dict[str, Any]
+    calibration: dict[str, float] | None
+    why: dict[str, str]
+
+    def decisions(self) -> dict[str, Any]:
+        """The fields a resumed run must share (:data:`DECISIONS`)."""
+        return {name: getattr(self, name) for name in DECISIONS}
+
+    def differences(self, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """``{field: (saved, now)}`` for every decision that differs from a saved plan."""
+        now = self.decisions()
+        return {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Plan:
+        """The plan saved by :meth:`to_dict`."""
+        return cls(**values)
+
+
+Measure = Callable[[Config, Plan], float]
+
+
+def calibration_cache_path() -> str:
+    """``$CATDOG_TF_CACHE/calibration.json``, else under ``$XDG_CACHE_HOME`` or ``~/.cache``."""
+    folder = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "catdog_tf"
+    )
+    return os.path.join(folder, "calibration.json")
+
+
+def candidate_name(precision: str, jit: bool) -> str:
+    """``float32/xla-off`` style name of a calibration candidate."""
+    return f"{precision}/xla-{'on' if jit else 'off'}"
+
+
+def resolve(
+    config: Config,
+    train_images: int,
+    machine: machine_lib.Machine | None = None,
+    measure: Measure | None = None,
+) -> Plan:
+    """Decides every open setting of ``config`` for this machine (see the module docstring).
+
+    Args:
+      config: A validated config.
+      train_images: Images in the training split (steps per epoch and the schedule).
+      machine: The machine to plan for; default :func:`catdog_tf.machine.probe`.
+      measure: ``measure(config, candidate_plan) -> images/s``, the calibration hook;
+        default :func:`catdog_tf.train.steps.measure_train_speed`.
+
+    Returns:
+      The :class:`Plan`.
+    """
+    from catdog_tf import models  # Local: models imports TensorFlow.
+
+    machine = machine or machine_lib.probe()
+    spec = models.get_spec(config.model)
+    why: dict[str, str] = {}
+
+    steps = train_images // config.batch_size
+    why["steps_per_epoch"] = f"{train_images} training images // batch {config.batch_size}"
+    if config.steps_per_epoch and config.steps_per_epoch < steps:
+        steps = config.steps_per_epoch
+        why["steps_per_epoch"] = "capped by steps_per_epoch in the config"
+    optimizer = spec.optimizer if config.optimizer == "auto" else config.optimizer
+    why["optimizer"] = (
+        f"the {config.model} model's default" if config.optimizer == "auto" else "set in the config"
+    )
+    learning_rate = config.learning_rate or spec.learning_rate
+    why["learning_rate"] = (
+        "set in the config" if config.learning_rate else f"the {config.model} model's default"
+    )
+    decay_steps = config.epochs * steps if config.lr_schedule == "cosine" else 0
+    why["decay_steps"] = (
+        f"cosine decay over {config.epochs} epochs x {steps} steps"
+        if decay_steps
+        else "constant learning rate"
+    )
+    plan = Plan(
+        mode=spec.mode,
+        starts_from=spec.starts_from,
+        precision="float32",
+        jit_compile=False,
+        optimizer=optimizer,
+        learning_rate=float(learning_rate),
+        lr_schedule=config.lr_schedule,
+        decay_steps=decay_steps,
+        steps_per_epoch=steps,
+        train_images=train_images,
+        strategy=config.strategy,
+        threads=machine.usable_cores,
+        data_parallelism=machine.usable_cores,
+        machine=machine.to_dict(),
+        calibration=None,
+        why=why,
+    )
+    return _resolve_speed(config, plan, machine, measure)
+
+
+def speed_candidates(
+    config: Config, machine: machine_lib.Machine
+) -> tuple[list[tuple[str, bool]], dict[str, str]]:
+    """The (precision, XLA) settings still open for ``config`` on ``machine``, and why.
+
+    One candidate means the config or the machine's flags decided; more are calibrated.
+    """
+    why: dict[str, str] = {}
+    if config.precision != "auto":
+        precisions = [config.precision]
+        why["precision"] = "set in the config"
+        if config.precision == "mixed_bfloat16" and not (machine.native_bf16 or machine.has_gpu):
+            why["precision"] += " (this CPU has no native bfloat16: expect it to be slow)"
+    elif machine.has_gpu:
+        capability = machine.gpu_compute_capability
+        tensor_cores = capability is not None and tuple(capability) >= (7, 0)
+        precisions = ["mixed_float16" if tensor_cores else "float32"]
+        why["precision"] = f"GPU with compute capability {capability}: " + (
+            "tensor cores run float16" if tensor_cores else "no tensor cores"
+        )
+    elif not machine.native_bf16:
+        precisions = ["float32"]
+        why["precision"] = "CPU without AVX512_BF16/AMX: bfloat16 would be emulated, far slower"
+    else:
+        precisions = ["float32", "mixed_bfloat16"]
+        why["precision"] = "CPU with native bfloat16: calibrated"
+    if config.jit_compile != "auto":
+        jits = [config.jit_compile == "on"]
+        why["jit_compile"] = "set in the config"
+    elif machine.has_gpu:
+        jits = [True]
+        why["jit_compile"] = "GPU: XLA fuses the small ops of these models"
+    else:
+        jits = [False, True]
+        why["jit_compile"] = "CPU: calibrated"
+    candidates = [(p, j) for p in precisions for j in jits]
+    if config.strategy == "multi_worker" and len(candidates) > 1:
+        # Each worker would time on its own and could choose differently: take the simple
+        # setting, the same everywhere.
+        for field in ("precision", "jit_compile"):
+            why[field] = why[field].replace("calibrated", "not timed under multi_worker")
+        candidates = candidates[:1]
+    return candidates, why
+
+
+def _resolve_speed(
+    config: Config, plan: Plan, machine: machine_lib.Machine, measure: Measure | None
+) -> Plan:
+    """Precision and XLA: explicit values, then the machine's flags, then calibration."""
+    candidates, speed_why = speed_candidates(config, machine)
+    why = {**plan.why, **speed_why}
+    if "slow" in why["precision"]:
+        logging.warning("mixed_bfloat16 on %s, which has no native bf16", machine.cpu_model)
+    if len(candidates) == 1:
+        (precision, jit), calibration = candidates[0], None
+    else:
+        calibration = calibrate(config, plan, candidates, machine, measure)
+        precision, jit = choose(calibration, candidates)
+        summary = ", ".join(f"{name} {speed:,.0f} img/s" for name, speed in calibration.items())
+        for field in ("precision", "jit_compile"):
+            if why[field].endswith("calibrated"):
+                why[field] += f" ({summary})"
+    return dataclasses.replace(
+        plan, precision=precision, jit_compile=jit, calibration=calibration, why=why
+    )
+
+
+def choose(speeds: dict[str, float], candidates: list[tuple[str, bool]]) -> tuple[str, bool]:
+    """The fastest candidate, unless it beats the first one by less than :data:`MARGIN`."""
+    first = candidates[0]
+    best = max(candidates, key=lambda c: speeds[candidate_name(*c)])
+    if speeds[candidate_name(*best)] < MARGIN * speeds[candidate_name(*first)]:
+        return first
+    return best
+
+
+def _cache_key(config: Config, plan: Plan, machine: machine_lib.Machine) -> str:
+    return json.dumps(
+        {
+            "machine": machine.fingerprint(),
+            "model": config.model,
+            "model_kwargs": config.model_kwargs,
+            "image_size": list(config.image_size),
+            "batch_size": config.batch_size,
+            "mode": plan.mode,
+            "optimizer": plan.optimizer,
+            "strategy": plan.strategy,
+        },
+        sort_keys=True,
+    )
+
+
+def calibrate(
+    config: Config,
+    plan: Plan,
+    candidates: list[tuple[str, bool]],
+    machine: machine_lib.Machine,
+    measure: Measure | None = None,
+) -> dict[str, float]:
+    """Images per second of each (precision, XLA) candidate, from the cache or timed now.
+
+    A cache that cannot be read or written costs a calibration, never the run.
+    """
+    if measure is None:
+        from catdog_tf.train.steps import measure_train_speed as measure
+    path = calibration_cache_path()
+    key = _cache_key(config, plan, machine)
+    try:
+        cache = read_json(path) if os.path.exists(path) else {}
+        if not isinstance(cache, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        logging.warning("calibration cache %s unreadable (%s): calibrating again", path, e)
+        cache = {}
+    speeds = dict(cache.get(key, {}))
+    missing = [c for c in candidates if candidate_name(*c) not in speeds]
+    if missing:
+        logging.info(
+            "calibrating %s on %s: %s",
+            config.model,
+            machine.cpu_model,
+            ", ".join(candidate_name(*c) for c in missing),
+        )
+        for precision, jit in missing:
+            candidate = dataclasses.replace(plan, precision=precision, jit_compile=jit)
+            speeds[candidate_name(precision, jit)] = float(measure(config, candidate))
+        cache[key] = speeds
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write_json(path, cache)
+        except OSError as e:
+            logging.warning("calibration not cached (%s): %s", path, e)
+    return {candidate_name(*c): speeds[candidate_name(*c)] for c in candidates}
+
+
+def time_steps(step: Callable[[], Any], batch_size: int, budget_seconds: float = 3.0) -> float:
+    """Images per second of ``step()`` (one batch): median step time after warm-up steps.
+
+    Warms up for three steps (tracing, XLA compilation, first-touch allocations) and at least
+    a third of the budget, then times at least 5 and at most 20 steps, stopping once
+    ``budget_seconds`` have passed.
+    """
+    start = time.perf_counter()
+    warmed = 0
+    while warmed < 3 or time.perf_counter() - start < budget_seconds / 3:
+        step()
+        warmed += 1
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 5 or (len(times) < 20 and time.perf_counter() - start < budget_seconds):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return batch_size / statistics.median(times)
+
+
+def check_resume(saved: dict[str, Any] | None, plan: Plan, workdir: str) -> None:
+    """Refuses to resume a run whose saved plan differs from ``plan``, naming the differences.
+
+    Raises:
+      WorkdirConfigError: Some decision differs; the message says how to pin the saved value.
+    """
+    if not saved:
+        return
+    diff = plan.differences(saved)
+    if not diff:
+        return
+    parts, pins = [], []
+    for name, (old, new) in diff.items():
+        parts.append(f"{name}: {old!r} -> {new!r} ({plan.why.get(name, 'changed')})")
+        if name in PINNING_FIELDS and old is not None:
+            value = ("on" if old else "off") if name == "jit_compile" else old
+            pins.append(f"--set={PINNING_FIELDS[name]}={value}")
+    pin_text = f"; to resume with the saved choice pass {' '.join(pins)}" if pins else ""
+    raise WorkdirConfigError(
+        f"{workdir} was trained under another plan (saved -> now): {'; '.join(parts)}"
+        f"{pin_text}; or use another --workdir, or --overwrite to start again"
+    )

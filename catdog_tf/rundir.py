@@ -1,0 +1,118 @@
+"""The run directory: its file names, its layout, and the one check before a run writes to it.
+
+Every module that reads or writes a run asks this one for paths. A run directory holds::
+
+    config.json         {"config": the Config, "plan": the resolved Plan}
+    checkpoints/        tf.train.CheckpointManager: model, optimizer, epoch, early-stopping
+                        state and history, saved after every epoch
+    best/               the weights with the lowest validation loss so far
+    model.keras         the best model, exported at the end
+    history.json        one entry per epoch (also inside the checkpoint, so never out of step)
+    result.json         validation and test metrics of the best model, plan, sizes, timings
+    predictions.npz     logits and labels of the best model on validation and test
+    features/           cached backbone features (bottleneck models only)
+    tensorboard/        tf.summary scalars per epoch
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from catdog_tf.config import Config
+from catdog_tf.errors import WorkdirConfigError
+from catdog_tf.plan import PINNING_FIELDS
+from catdog_tf.utils import atomic_write_json, read_json
+
+CONFIG = "config.json"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+MODEL = "model.keras"
+HISTORY = "history.json"
+RESULT = "result.json"
+PREDICTIONS = "predictions.npz"
+FEATURES = "features"
+TENSORBOARD = "tensorboard"
+
+
+def path(workdir: str, name: str) -> str:
+    """``workdir/name`` for one of this module's names."""
+    return os.path.join(workdir, name)
+
+
+def read_config(workdir: str) -> tuple[Config, dict[str, Any] | None]:
+    """(config, saved plan dict or None) of a run; reads the older flat layout too."""
+    saved = read_json(path(workdir, CONFIG))
+    if isinstance(saved, dict) and "config" in saved:
+        return Config.from_dict(saved["config"]), saved.get("plan")
+    return Config.from_dict(saved), None
+
+
+def write_config(workdir: str, config: Config, plan: dict[str, Any]) -> None:
+    """Writes ``config.json`` with the config and its resolved plan."""
+    atomic_write_json(path(workdir, CONFIG), {"config": config.to_dict(), "plan": plan})
+
+
+def config_differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """``{field: (old, new)}`` for fields that differ, except those the plan compares.
+
+    Fields such as ``precision`` may change from ``auto`` to the value ``auto`` chose (to pin
+    a saved decision); the resolved plan, not the raw field, decides whether the run matches.
+    """
+    old_values, new_values = old.to_dict(), new.to_dict()
+    return {
+        name: (old_values[name], value)
+        for name, value in new_values.items()
+        if name not in PINNING_FIELDS and old_values[name] != value
+    }
+
+
+def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict[str, Any] | None:
+    """Checks that ``workdir`` is free or holds a run of ``config``; returns its saved plan.
+
+    Writes nothing: ``config.json`` is written once the plan is resolved
+    (:func:`write_config`), so a run that fails before (bad data) leaves no trace.
+
+    Raises:
+      WorkdirConfigError: ``workdir`` holds a run with a different config and ``overwrite``
+        is False (with ``overwrite`` the old run's files are deleted and None is returned),
+        or a ``config.json`` that is not ours (never deleted).
+    """
+    if not os.path.exists(path(workdir, CONFIG)):
+        return None
+    try:
+        old, saved_plan = read_config(workdir)
+    except (ValueError, TypeError, KeyError) as e:
+        # Not provably a run of ours: never deleted, even with --overwrite.
+        raise WorkdirConfigError(
+            f"{path(workdir, CONFIG)} is not a catdog_tf config ({e}); use another --workdir"
+        ) from e
+    diff = config_differences(old, config)
+    if not diff:
+        return saved_plan
+    if not overwrite:
+        raise WorkdirConfigError(
+            f"{workdir} holds a run with a different config (old, new): {diff}; use "
+            "another --workdir, or --overwrite to delete the old run"
+        )
+    remove_run(workdir)
+    return None
+
+
+def remove_run(workdir: str) -> None:
+    """Deletes what a run wrote into ``workdir`` (the names above) and nothing else."""
+    for name in (CONFIG, CHECKPOINTS, BEST, MODEL, HISTORY, RESULT, PREDICTIONS, FEATURES):
+        target = path(workdir, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            os.remove(target)
+    # TensorBoard events are appended to, not replaced: the old run's curves would mix in.
+    if os.path.isdir(path(workdir, TENSORBOARD)):
+        shutil.rmtree(path(workdir, TENSORBOARD))
+
+
+def is_finished(workdir: str) -> bool:
+    """Whether the run wrote its result (it trained to the end and was evaluated)."""
+    return os.path.exists(path(workdir, RESULT)) and os.path.exists(path(workdir, MODEL))
