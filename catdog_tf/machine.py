@@ -167,14 +167,9 @@ def probe() -> Machine:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    capabilities = []
-    for gpu in gpus:
-        details = tf.config.experimental.get_device_details(gpu)
-        if "compute_capability" in details:
-            capabilities.append(tuple(details["compute_capability"]))
-    names = tuple(
-        tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus
-    )
+    details = [tf.config.experimental.get_device_details(gpu) for gpu in gpus]
+    capabilities = [tuple(d["compute_capability"]) for d in details if "compute_capability" in d]
+    names = tuple(d.get("device_name", gpu.name) for d, gpu in zip(details, gpus, strict=True))
     return dataclasses.replace(
         read_cpu(),
         gpus=names,

@@ -116,11 +116,6 @@ class Plan:
         """JSON-ready."""
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Plan:
-        """The plan saved by :meth:`to_dict`."""
-        return cls(**values)
-
 
 Measure = Callable[[Config, Plan], float]
 
@@ -215,6 +210,7 @@ def speed_candidates(
         why["precision"] = "set in the config"
         if config.precision == "mixed_bfloat16" and not (machine.native_bf16 or machine.has_gpu):
             why["precision"] += " (this CPU has no native bfloat16: expect it to be slow)"
+            logging.warning("mixed_bfloat16 on %s, which has no native bf16", machine.cpu_model)
     elif machine.has_gpu:
         capability = machine.gpu_compute_capability
         tensor_cores = capability is not None and tuple(capability) >= (7, 0)
@@ -253,16 +249,16 @@ def _resolve_speed(
     """Precision and XLA: explicit values, then the machine's flags, then calibration."""
     candidates, speed_why = speed_candidates(config, machine)
     why = {**plan.why, **speed_why}
-    if "slow" in why["precision"]:
-        logging.warning("mixed_bfloat16 on %s, which has no native bf16", machine.cpu_model)
     if len(candidates) == 1:
         (precision, jit), calibration = candidates[0], None
     else:
         calibration = calibrate(config, plan, candidates, machine, measure)
         precision, jit = choose(calibration, candidates)
         summary = ", ".join(f"{name} {speed:,.0f} img/s" for name, speed in calibration.items())
-        for field in ("precision", "jit_compile"):
-            if why[field].endswith("calibrated"):
+        for field, values in zip(
+            ("precision", "jit_compile"), zip(*candidates, strict=True), strict=True
+        ):
+            if len(set(values)) > 1:  # This field was open, so the timing decided it.
                 why[field] += f" ({summary})"
     return dataclasses.replace(
         plan, precision=precision, jit_compile=jit, calibration=calibration, why=why
