@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from catdog_tf import models, rundir
+from catdog_tf import data, models, rundir
 from catdog_tf import plan as plan_lib
 from catdog_tf.config import Config
-from catdog_tf.errors import ConfigError
+from catdog_tf.errors import CatdogError, ConfigError
 from catdog_tf.train import metrics, train_and_evaluate
 from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
 
@@ -157,6 +157,12 @@ def compare(
     Returns:
       The ``result.json`` of every run, in table order.
     """
+    for kind, names in (("model", model_names), ("loss", losses)):
+        repeated = sorted({n for n in names if list(names).count(n) > 1})
+        if repeated:
+            raise ConfigError(f"{kind} listed twice: {', '.join(repeated)}; list each once")
+        if not names:
+            raise ConfigError(f"no {kind} to compare")
     os.makedirs(workdir, exist_ok=True)
     results = []
     for model_name in model_names:
@@ -187,11 +193,12 @@ def finished_under(run_dir: str, config: Config) -> bool:
         return False
     try:
         old, saved = rundir.read_config(run_dir)
-    except (OSError, ValueError, TypeError):
-        return False
-    if saved is None or rundir.config_differences(old, config):
-        return False
-    plan = plan_lib.resolve(config, saved["train_images"])
+        if saved is None or rundir.config_differences(old, config):
+            return False
+        fingerprint = data.source_fingerprint(config.data, config.seed, config.synthetic_size)
+        plan = plan_lib.resolve(config, saved["train_images"], data_fingerprint=fingerprint)
+    except (OSError, KeyError, CatdogError):
+        return False  # train_and_evaluate reports what is wrong.
     return not plan.differences(saved)
 
 

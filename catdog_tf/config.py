@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,13 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 JIT_MODES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# Largest image side: 8x the article's, past any model here; a typo such as 100000 would
+# otherwise build a model of hundreds of millions of weights and exhaust memory.
+MAX_IMAGE_SIDE = 1024
+# Largest synthetic source: it is generated in memory.
+MAX_SYNTHETIC = 100_000
+# Seeds go to NumPy, Keras and tf.data, which take 0 <= seed < 2**32.
+MAX_SEED = 2**32 - 1
 
 
 @dataclasses.dataclass
@@ -98,6 +106,7 @@ class Config:
 
     def validate(self) -> Config:
         """Checks every field; raises :class:`ConfigError` naming the bad one. Returns self."""
+        self._check_types()
         choices = {
             "loss": LOSSES,
             "optimizer": OPTIMIZERS,
@@ -114,13 +123,29 @@ class Config:
         for name in ("image_height", "image_width", "batch_size", "epochs", "synthetic_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("image_height", "image_width"):
+            if getattr(self, name) > MAX_IMAGE_SIDE:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)} is larger than {MAX_IMAGE_SIDE}: the models "
+                    "would not fit in memory"
+                )
+        if self.synthetic_size > MAX_SYNTHETIC:
+            raise ConfigError(f"synthetic_size must be at most {MAX_SYNTHETIC}")
         for name in ("learning_rate", "weight_decay", "early_stopping_patience", "steps_per_epoch"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         sizes = (self.train_size, self.val_size, self.test_size)
         if any(s < 0 for s in sizes) or self.train_size == 0:
             raise ConfigError(f"split sizes must be >= 0 and train_size > 0, got {sizes}")
-        fractions = [s for s in sizes if isinstance(s, float) and s < 1]
+        for name, size in zip(("train_size", "val_size", "test_size"), sizes, strict=True):
+            if isinstance(size, float) and size > 1:
+                raise ConfigError(
+                    f"{name}={size}: a float is a fraction of the data (at most 1.0); give a "
+                    "count of images as an integer"
+                )
+        fractions = [s for s in sizes if isinstance(s, float)]
         if fractions and sum(fractions) > 1 + 1e-9:
             raise ConfigError(f"split fractions add up to {sum(fractions):.3f} > 1: {sizes}")
         if not self.data:
@@ -132,6 +157,29 @@ class Config:
                 f"unknown model {self.model!r}; known: {', '.join(models.available_models())}"
             )
         return self
+
+    def _check_types(self) -> None:
+        """Each field holds its declared type (a hand-edited config.json may not)."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            kind = type(field.default) if field.default is not dataclasses.MISSING else dict
+            if kind is bool:
+                ok = isinstance(value, bool)
+            elif kind is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                ok = ok and math.isfinite(value)
+            else:
+                ok = isinstance(value, kind)
+            if kind is dict and ok:
+                ok = all(isinstance(k, str) for k in value)
+            if not ok:
+                raise ConfigError(
+                    f"{field.name}={value!r} is not a{'' if kind is int else ' finite'} "
+                    f"{kind.__name__}"
+                    + (" (a JSON object of keyword arguments)" if kind is dict else "")
+                )
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -153,6 +201,8 @@ class Config:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Config:
         """Builds a config from a dict such as a loaded ``config.json``; unknown keys fail."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"a config is a JSON object of fields, not {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -187,6 +237,8 @@ def parse_override(config: Config, assignment: str) -> Config:
             value = float(raw) if any(c in raw for c in ".eE") else int(raw)
         elif isinstance(current, dict):
             value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError(raw)
         else:
             value = type(current)(raw)
     except ValueError as e:

@@ -1,13 +1,34 @@
 """The package's expected errors: the command-line tools print each as one line.
 
 A module of its own so that every layer (config, models, data, training) can raise them
-without importing the others.
+without importing the others. Anything that is a :class:`CatdogError` is a problem with the
+user's input, files or machine that the message explains; anything else is a bug.
 """
 
 
-class ConfigError(ValueError):
+class CatdogError(Exception):
+    """An expected failure whose message says what is wrong and what to do."""
+
+
+class ConfigError(CatdogError, ValueError):
     """A config value is invalid; the message names the field and what is allowed."""
 
 
 class WorkdirConfigError(ConfigError):
-    """The workdir holds a run with a different config or resolved plan."""
+    """The workdir holds a run with a different config or resolved plan, or is not a run."""
+
+
+class WorkdirBusyError(CatdogError):
+    """Another process holds the run directory's lock."""
+
+
+class DataSourceError(CatdogError, ValueError):
+    """The data spec cannot be turned into examples; the message says why and what works."""
+
+
+class NonFiniteLossError(CatdogError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunFilesError(CatdogError):
+    """A run's own files (checkpoint, model, result) are missing, truncated or corrupt."""

@@ -52,6 +52,7 @@ DECISIONS = (
     "decay_steps",
     "steps_per_epoch",
     "strategy",
+    "data_fingerprint",
 )
 # The config field (and the value to give it) that pins each decision to a saved value.
 PINNING_FIELDS = {
@@ -79,6 +80,8 @@ class Plan:
       steps_per_epoch: Optimizer steps per epoch.
       train_images: Training images the steps were computed from.
       strategy: ``default``, ``mirrored`` or ``multi_worker``.
+      data_fingerprint: Which images are in each split (:meth:`catdog_tf.data.Examples.
+        fingerprint`); a changed data folder changes it.
       threads: TensorFlow intra-op threads (the usable cores).
       data_parallelism: Parallel calls of the tf.data map stages.
       machine: :meth:`catdog_tf.machine.Machine.to_dict` of the machine that resolved it.
@@ -97,6 +100,7 @@ class Plan:
     steps_per_epoch: int
     train_images: int
     strategy: str
+    data_fingerprint: str
     threads: int
     data_parallelism: int
     machine: dict[str, Any]
@@ -108,9 +112,12 @@ class Plan:
         return {name: getattr(self, name) for name in DECISIONS}
 
     def differences(self, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-        """``{field: (saved, now)}`` for every decision that differs from a saved plan."""
+        """``{field: (saved, now)}`` for every decision that differs from a saved plan.
+
+        A decision a plan of an older version did not record is not compared.
+        """
         now = self.decisions()
-        return {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+        return {k: (saved[k], v) for k, v in now.items() if k in saved and saved[k] != v}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -138,6 +145,7 @@ def resolve(
     train_images: int,
     machine: machine_lib.Machine | None = None,
     measure: Measure | None = None,
+    data_fingerprint: str = "",
 ) -> Plan:
     """Decides every open setting of ``config`` for this machine (see the module docstring).
 
@@ -147,6 +155,7 @@ def resolve(
       machine: The machine to plan for; default :func:`catdog_tf.machine.probe`.
       measure: ``measure(config, candidate_plan) -> images/s``, the calibration hook;
         default :func:`catdog_tf.train.steps.measure_train_speed`.
+      data_fingerprint: What the splits hold (recorded, so a resumed run can check it).
 
     Returns:
       The :class:`Plan`.
@@ -171,6 +180,9 @@ def resolve(
         "set in the config" if config.learning_rate else f"the {config.model} model's default"
     )
     decay_steps = config.epochs * steps if config.lr_schedule == "cosine" else 0
+    why["data_fingerprint"] = (
+        "which images each split holds: files added, removed or replaced change it"
+    )
     why["decay_steps"] = (
         f"cosine decay over {config.epochs} epochs x {steps} steps"
         if decay_steps
@@ -188,6 +200,7 @@ def resolve(
         steps_per_epoch=steps,
         train_images=train_images,
         strategy=config.strategy,
+        data_fingerprint=data_fingerprint,
         threads=machine.usable_cores,
         data_parallelism=machine.usable_cores,
         machine=machine.to_dict(),

@@ -12,16 +12,21 @@ Every module that reads or writes a run asks this one for paths. A run directory
     predictions.npz     logits and labels of the best model on validation and test
     features/           cached backbone features (bottleneck models only)
     tensorboard/        tf.summary scalars per epoch
+    .lock               held (``flock``) by the one process writing the run (:func:`locked`)
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import shutil
+from collections.abc import Iterator
 from typing import Any
 
 from catdog_tf.config import Config
-from catdog_tf.errors import WorkdirConfigError
+from catdog_tf.errors import CatdogError, WorkdirBusyError, WorkdirConfigError
 from catdog_tf.plan import PINNING_FIELDS
 from catdog_tf.utils import atomic_write_json, read_json
 
@@ -34,6 +39,9 @@ RESULT = "result.json"
 PREDICTIONS = "predictions.npz"
 FEATURES = "features"
 TENSORBOARD = "tensorboard"
+LOCK = ".lock"
+# What a run writes besides config.json: any of them without a config.json is an orphan.
+RUN_FILES = (CHECKPOINTS, BEST, MODEL, HISTORY, RESULT, PREDICTIONS, FEATURES)
 
 
 def path(workdir: str, name: str) -> str:
@@ -42,11 +50,24 @@ def path(workdir: str, name: str) -> str:
 
 
 def read_config(workdir: str) -> tuple[Config, dict[str, Any] | None]:
-    """(config, saved plan dict or None) of a run; reads the older flat layout too."""
-    saved = read_json(path(workdir, CONFIG))
-    if isinstance(saved, dict) and "config" in saved:
-        return Config.from_dict(saved["config"]), saved.get("plan")
-    return Config.from_dict(saved), None
+    """(validated config, saved plan dict or None) of a run; reads the older flat layout too.
+
+    Raises:
+      WorkdirConfigError: ``config.json`` is not valid JSON or not a valid config (the
+        message names the file; nothing is deleted).
+    """
+    file = path(workdir, CONFIG)
+    try:
+        saved = read_json(file)
+        if isinstance(saved, dict) and "config" in saved:
+            plan = saved.get("plan")
+            if plan is not None and not isinstance(plan, dict):
+                raise ValueError("its plan is not a JSON object")
+            return Config.from_dict(saved["config"]).validate(), plan
+        return Config.from_dict(saved).validate(), None
+    except (ValueError, TypeError, UnicodeDecodeError, CatdogError) as e:
+        detail = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+        raise WorkdirConfigError(f"{file} is not a valid catdog_tf config ({detail})") from e
 
 
 def write_config(workdir: str, config: Config, plan: dict[str, Any]) -> None:
@@ -77,17 +98,22 @@ def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict
     Raises:
       WorkdirConfigError: ``workdir`` holds a run with a different config and ``overwrite``
         is False (with ``overwrite`` the old run's files are deleted and None is returned),
-        or a ``config.json`` that is not ours (never deleted).
+        or a ``config.json`` that is not ours, or run files without a ``config.json``
+        (neither is ever deleted).
     """
     if not os.path.exists(path(workdir, CONFIG)):
+        orphans = [name for name in RUN_FILES if os.path.lexists(path(workdir, name))]
+        if orphans:
+            # Not provably a run of ours (config.json comes first), so never deleted.
+            raise WorkdirConfigError(
+                f"{workdir} holds run files ({', '.join(orphans)}) but no {CONFIG}: their "
+                "config is unknown and resuming them could mix two configs; use another "
+                "--workdir, or delete them yourself"
+            )
         return None
-    try:
-        old, saved_plan = read_config(workdir)
-    except (ValueError, TypeError, KeyError) as e:
-        # Not provably a run of ours: never deleted, even with --overwrite.
-        raise WorkdirConfigError(
-            f"{path(workdir, CONFIG)} is not a catdog_tf config ({e}); use another --workdir"
-        ) from e
+    # An unreadable config.json is not provably a run of ours: never deleted, even with
+    # --overwrite (read_config raises WorkdirConfigError).
+    old, saved_plan = read_config(workdir)
     diff = config_differences(old, config)
     if not diff:
         return saved_plan
@@ -116,3 +142,32 @@ def remove_run(workdir: str) -> None:
 def is_finished(workdir: str) -> bool:
     """Whether the run wrote its result (it trained to the end and was evaluated)."""
     return os.path.exists(path(workdir, RESULT)) and os.path.exists(path(workdir, MODEL))
+
+
+@contextlib.contextmanager
+def locked(workdir: str) -> Iterator[None]:
+    """Holds ``workdir``'s lock for the block: one process writes a run at a time.
+
+    The lock is an advisory ``flock`` on ``workdir/.lock``, released by the kernel when the
+    process dies, so a killed run never leaves a stale lock behind. Creates ``workdir``.
+
+    Raises:
+      WorkdirBusyError: Another process holds the lock.
+    """
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirConfigError(f"--workdir {workdir} is a file, not a folder")
+    os.makedirs(workdir, exist_ok=True)
+    fd = os.open(path(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise WorkdirBusyError(
+                f"{workdir} is in use by {owner}; wait for it to finish or use another --workdir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # Closing releases the flock.

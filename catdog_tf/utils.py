@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import tempfile
 from typing import Any
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file and a rename.
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str, payload: bytes) -> None:
+    """Writes ``payload`` to ``path`` via a temporary file and a rename.
 
     A reader (or a run resumed after a crash) sees the old file or the new one, never half
     of one. Errors such as a full disk or a read-only folder propagate, the old file intact.
+    The file gets the permissions of any new file (0666 less the umask), not ``mkstemp``'s
+    private 0600.
     """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -28,9 +40,34 @@ def atomic_write_text(path: str, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: str, text: str) -> None:
+    """Writes ``text`` (UTF-8) atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON's ``null``).
+
+    JSON has no NaN: Python would write a bare ``NaN`` that strict readers reject, and a
+    reader that accepts it takes an undefined metric for a number.
+    """
+    if (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, numbers.Integral)
+        and not math.isfinite(float(value))
+    ):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def atomic_write_json(path: str, value: Any) -> None:
-    """Writes ``value`` as indented JSON, atomically (see :func:`atomic_write_text`)."""
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=float) + "\n")
+    """Writes ``value`` as indented, strict JSON (NaN becomes null), atomically."""
+    text = json.dumps(json_safe(value), indent=2, sort_keys=True, default=float, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def read_json(path: str) -> Any:

@@ -31,8 +31,21 @@ from catdog_tf.train.metrics import probabilities
 
 
 def load_image(path: str, image_size: tuple[int, int]) -> np.ndarray:
-    """The image as the model sees it: read, decode, resize, normalize; shape (1, H, W, 3)."""
-    image = data.resize(data.decode(data.read(tf.constant(path))), image_size)
+    """The image as the model sees it: read, decode, orient, resize, normalize; (1, H, W, 3).
+
+    Raises:
+      DataSourceError: The file is missing, not an image, too large or does not decode.
+    """
+    if not os.path.isfile(path):
+        raise data.DataSourceError(f"{path}: no such file")
+    header = data.read_header(path)
+    if header.problem:
+        raise data.DataSourceError(f"{path}: {header.problem}")
+    try:
+        decoded = data.decode(data.read(tf.constant(os.fsencode(path))))
+    except tf.errors.OpError as e:
+        raise data.DataSourceError(f"{path}: corrupt or truncated image data") from e
+    image = data.resize(data.orient(decoded, tf.constant(header.orientation)), image_size)
     return data.normalize(image)[tf.newaxis].numpy()
 
 

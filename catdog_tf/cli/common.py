@@ -8,8 +8,8 @@ from collections.abc import Callable
 from absl import app, flags, logging
 
 from catdog_tf.cli import ONEDNN_DECISION
-from catdog_tf.config import PRESETS, Config, ConfigError, get_preset, parse_override
-from catdog_tf.data import DataSourceError
+from catdog_tf.config import PRESETS, Config, get_preset, parse_override
+from catdog_tf.errors import CatdogError, ConfigError
 
 __all__ = [
     "FLAGS",
@@ -60,18 +60,47 @@ def config_from_flags(model: str | None = None) -> Config:
     return config.validate()
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "message", "") or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def error_line(error: BaseException) -> tuple[str, int]:
+    """The one line (and exit status) a command prints for ``error``.
+
+    Expected errors (:class:`~catdog_tf.errors.CatdogError`, ``OSError`` such as a missing
+    file, a full disk or a read-only workdir, and TensorFlow's own ``OpError`` such as a
+    checkpoint write that ran out of space) say what is wrong; anything else is reported as
+    an internal error with the way to see its traceback. Files are written atomically, so
+    none is left half-written by any of them.
+    """
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted; run the same command again to resume after the last epoch", 130
+    if isinstance(error, MemoryError):
+        return "out of memory: try a smaller --batch_size or image size", 2
+    if isinstance(error, (CatdogError, OSError)):
+        return _first_line(error), 2
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(error, tf.errors.OpError):
+        return f"TensorFlow: {_first_line(error)}", 2
+    return (
+        f"internal error ({type(error).__name__}: {_first_line(error)}); please report it "
+        "with the traceback that --verbosity=1 prints",
+        3,
+    )
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)``, turning expected errors into one line on stderr and exit 2."""
+    """``absl.app.run(main)``, turning every error into one line on stderr (:func:`error_line`)."""
 
     def guarded(argv: list[str]) -> None:
         try:
             main(argv)
-        # OSError covers a missing file, a full disk and a read-only workdir: files are
-        # written atomically, so none is left half-written.
-        except (ConfigError, DataSourceError, OSError) as e:
+        except (Exception, KeyboardInterrupt) as e:
             logging.debug("error", exc_info=True)
+            line, status = error_line(e)
             prog = sys.argv[0].rsplit("/", 1)[-1]
-            print(f"{prog}: error: {e}", file=sys.stderr)
-            sys.exit(2)
+            print(f"{prog}: error: {line}", file=sys.stderr)
+            sys.exit(status)
 
     app.run(guarded)

@@ -8,6 +8,7 @@ Example (Kaggle test1/ folder of <id>.jpg files, writing a submission)::
 from absl import flags
 
 from catdog_tf.cli import common
+from catdog_tf.data.sources import display
 from catdog_tf.train import predict_files
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished run directory.", required=True)
@@ -20,7 +21,7 @@ def main(argv: list[str]) -> None:
     if len(argv) < 2:
         raise common.ConfigError("give at least one image file or folder")
     for path, prob in predict_files(_WORKDIR.value, argv[1:], _BATCH.value, _SUBMISSION.value):
-        print(f"{path}\t{'unreadable' if prob is None else f'{prob:.4f}'}")
+        print(f"{display(path)}\t{'unreadable' if prob is None else f'{prob:.4f}'}")
 
 
 def run() -> None:

@@ -12,6 +12,8 @@ Typical use::
 
 from __future__ import annotations
 
+import hashlib
+
 from absl import logging
 
 from catdog_tf.data.pipeline import (
@@ -25,12 +27,13 @@ from catdog_tf.data.pipeline import (
     epoch_seed,
     eval_batches,
     normalize,
+    orient,
     pipeline_options,
     read,
     resize,
     train_batches,
 )
-from catdog_tf.data.scan import ScanReport, scan
+from catdog_tf.data.scan import Header, ScanReport, read_header, read_orientations, scan
 from catdog_tf.data.sources import (
     CAT,
     DOG,
@@ -61,6 +64,7 @@ __all__ = [
     "describe",
     "epoch_seed",
     "eval_batches",
+    "source_fingerprint",
     "list_class_folders",
     "list_folder",
     "list_kaggle_folder",
@@ -69,6 +73,10 @@ __all__ = [
     "load_usable",
     "make_splits",
     "normalize",
+    "orient",
+    "read_header",
+    "read_orientations",
+    "Header",
     "PARALLELISM",
     "PREFETCH_BATCHES",
     "pipeline_options",
@@ -80,6 +88,20 @@ __all__ = [
     "synthetic",
     "train_batches",
 ]
+
+
+def source_fingerprint(spec: str, seed: int = 0, synthetic_size: int = 512) -> str:
+    """A hash of everything a ``--data`` spec lists (see :meth:`Examples.fingerprint`).
+
+    Taken before the scan, so it costs a listing and a stat per file, not a decode: a
+    resumed run, and ``catdog-compare``'s skip of finished runs, check it to notice a data
+    folder whose files were added, removed or replaced.
+    """
+    loaded = load(spec, seed=seed, synthetic_size=synthetic_size)
+    return hashlib.blake2b(
+        "|".join(f"{name}:{ex.fingerprint()}" for name, ex in sorted(loaded.items())).encode(),
+        digest_size=12,
+    ).hexdigest()
 
 
 def load_usable(
@@ -100,6 +122,15 @@ def load_usable(
             skipped.extend(report.skipped)
             if report.skipped:
                 logging.warning("%s: %s", name, report.summary())
+            counts = report.kept.counts()
+            if len(report.kept) == 0:
+                raise DataSourceError(f"{spec} ({name}): no image decodes: {report.summary()}")
+            if min(counts.values()) == 0:
+                raise DataSourceError(
+                    f"{spec} ({name}): only one class is left after skipping files that do "
+                    f"not decode ({counts['cat']} cats, {counts['dog']} dogs): "
+                    f"{report.summary()}"
+                )
     return loaded, skipped
 
 

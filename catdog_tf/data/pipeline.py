@@ -6,6 +6,9 @@ Stage order (fixed; each choice is for speed or for exact reproducibility):
 2. ``decode``    bytes -> uint8 HxWx3. JPEG through ``decode_jpeg`` with the fast integer
                  DCT (the bulk of the first epoch's cost); PNG/GIF/BMP/WebP content, even when
                  misnamed ``.jpg``, through ``decode_image``. Grayscale and CMYK become RGB.
+2b. ``orient``   EXIF orientation applied (rotations and flips), as PIL's
+                 ``ImageOps.exif_transpose`` and photo viewers do: a phone photo taken
+                 sideways trains and predicts upright. TensorFlow's decoders ignore EXIF.
 3. ``resize``    -> uint8 94x125 (height x width), so the cache holds 35 KB per image.
 4. ``cache``     decoded, resized uint8 images, in memory or in a file: later epochs skip 1-3.
 5. ``shuffle``   train only; a full-size buffer reshuffled per epoch with seed (seed, epoch),
@@ -35,7 +38,7 @@ import math
 
 import tensorflow as tf
 
-from catdog_tf.data.sources import Examples
+from catdog_tf.data.sources import Examples, item_tensor_values
 from catdog_tf.machine import usable_cores
 
 # Fixed parallelism instead of AUTOTUNE: on a 2-core machine tf.data's autotuner sent some runs
@@ -71,6 +74,27 @@ def decode(contents: tf.Tensor, ratio: int = 1, dct_method: str = "INTEGER_FAST"
         lambda: tf.io.decode_jpeg(contents, channels=3, ratio=ratio, dct_method=dct_method),
         lambda: tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False),
     )
+
+
+def orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Stage 2b: turns an image upright from its EXIF orientation (1-8; others left as is).
+
+    The eight cases are PIL's ``ImageOps.exif_transpose``: 2 mirror, 3 rotate 180, 4 flip,
+    5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90 counter-clockwise.
+    """
+    branches = [
+        lambda: image,  # 0: not an EXIF value; as 1.
+        lambda: image,
+        lambda: tf.image.flip_left_right(image),
+        lambda: tf.image.rot90(image, k=2),
+        lambda: tf.image.flip_up_down(image),
+        lambda: tf.image.transpose(image),
+        lambda: tf.image.rot90(image, k=3),
+        lambda: tf.image.rot90(tf.image.transpose(image), k=2),
+        lambda: tf.image.rot90(image, k=1),
+    ]
+    index = tf.where((orientation >= 1) & (orientation <= 8), orientation, 1)
+    return tf.switch_case(tf.cast(index, tf.int32), branches)
 
 
 def resize(
@@ -180,7 +204,7 @@ def decoded_dataset(
     dct_method: str = "INTEGER_FAST",
     chunk_size: int = 64,
 ) -> tf.data.Dataset:
-    """Stages 1-4: (uint8 image, int32 label) pairs, decoded once and cached.
+    """Stages 1-4: (uint8 image, int32 label) pairs, decoded once, upright, and cached.
 
     Images are decoded in chunks of ``chunk_size`` (a ``tf.map_fn`` inside one parallel
     ``map`` call) rather than one ``map`` call per image: per-element tf.data overhead made
@@ -194,16 +218,23 @@ def decoded_dataset(
       dct_method: Passed to :func:`decode`.
       chunk_size: Images per decode call.
     """
-    items = examples.items.astype(bytes) if examples.encoded else examples.items.astype(str)
-    ds = tf.data.Dataset.from_tensor_slices((items, examples.labels)).batch(chunk_size)
+    items = item_tensor_values(examples.items, examples.encoded)
+    orientations = examples.orientations
+    if orientations is None:
+        from catdog_tf.data.scan import read_orientations  # scan imports this module.
+
+        orientations = read_orientations(examples)
+    ds = tf.data.Dataset.from_tensor_slices((items, orientations, examples.labels))
+    ds = ds.batch(chunk_size)
     spec = tf.TensorSpec((*image_size, 3), tf.uint8)
 
-    def load_one(item):
+    def load_one(args):
+        item, orientation = args
         contents = item if examples.encoded else read(item)
-        return resize(decode(contents, dct_method=dct_method), image_size)
+        return resize(orient(decode(contents, dct_method=dct_method), orientation), image_size)
 
-    def load_chunk(chunk, labels):
-        return tf.map_fn(load_one, chunk, fn_output_signature=spec), labels
+    def load_chunk(chunk, chunk_orientations, labels):
+        return tf.map_fn(load_one, (chunk, chunk_orientations), fn_output_signature=spec), labels
 
     # map keeps element order (deterministic=True by default), so the cache and every seeded
     # shuffle of it are reproducible.

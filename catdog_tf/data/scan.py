@@ -1,26 +1,31 @@
 """Finds files that will not decode, before training, so no epoch dies on one bad file.
 
-A cheap Python look at each file's size and first bytes sorts out empty, unreadable and
-non-image files with a precise reason; the rest are decoded once by TensorFlow itself (the
-same decoder the pipeline uses, in parallel through tf.data) and any that fail, typically
-truncated or corrupt JPEGs, are reported as such.
+A cheap Python look at each file's header (its first bytes, and PIL's reading of its size
+and EXIF orientation) sorts out empty, unreadable, non-image and oversized files with a
+precise reason, and records each image's orientation for the pipeline; the rest are decoded
+once by TensorFlow itself (the same decoder the pipeline uses, in parallel through tf.data)
+and any that fail, typically truncated or corrupt JPEGs, are reported as such.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from PIL import Image
 
 from catdog_tf.data import pipeline
-from catdog_tf.data.sources import Examples
+from catdog_tf.data.sources import Examples, item_tensor_values
 
 # Magic numbers of the formats tf.io.decode_image reads.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
+_EXIF_ORIENTATION = 0x0112
 
 
 @dataclasses.dataclass
@@ -42,26 +47,67 @@ class ScanReport:
         return f"{len(self.kept)} images usable, {len(self.skipped)} skipped ({detail})"
 
 
-def _header_problem(path: str) -> str | None:
-    """Reason a file cannot be an image, from its size and first bytes; None if it may be."""
+@dataclasses.dataclass(frozen=True)
+class Header:
+    """What an image's first bytes say, read without decoding it.
+
+    Attributes:
+      problem: Why the file cannot be used (empty, unreadable, not an image, too large), or
+        None if it may decode.
+      orientation: EXIF orientation, 1-8 (1 when absent or unreadable).
+    """
+
+    problem: str | None
+    orientation: int = 1
+
+
+def read_header(item: str | bytes, encoded: bool = False) -> Header:
+    """Reads the size, format and EXIF orientation of an image file (or encoded bytes).
+
+    PIL reads only the header. An image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels
+    (PIL's own decompression-bomb limit) is refused: decoding one can take gigabytes. A file
+    PIL cannot parse is left for TensorFlow's decoder to judge.
+    """
     try:
-        if os.path.getsize(path) == 0:
-            return "empty file"
-        with open(path, "rb") as f:
-            head = f.read(12)
+        if encoded:
+            head = bytes(item[:12])
+            if not head:
+                return Header("empty file")
+        else:
+            if os.path.getsize(item) == 0:
+                return Header("empty file")
+            with open(item, "rb") as f:
+                head = f.read(12)
     except OSError as e:
-        return f"unreadable ({e.strerror or type(e).__name__})"
+        return Header(f"unreadable ({e.strerror or type(e).__name__})")
     if not head.startswith(_MAGIC) or (head.startswith(b"RIFF") and head[8:12] != b"WEBP"):
-        return "not an image"
-    return None
+        return Header("not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(bytes(item)) if encoded else item) as image:
+                width, height = image.size
+                orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Image.DecompressionBombError:
+        return Header(f"too large (over {Image.MAX_IMAGE_PIXELS:,} pixels)")
+    except Exception:  # PIL raises many types on odd files; TensorFlow's decode decides.
+        return Header(None)
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        return Header(f"too large ({width}x{height} pixels; at most {Image.MAX_IMAGE_PIXELS:,})")
+    return Header(None, orientation if orientation in range(1, 9) else 1)
+
+
+def read_orientations(examples: Examples) -> np.ndarray:
+    """int32 EXIF orientation of every example (1 where there is none)."""
+    return np.array(
+        [read_header(item, examples.encoded).orientation for item in examples.items], np.int32
+    )
 
 
 def _decodes(items: np.ndarray, encoded: bool, num_parallel_calls: int) -> np.ndarray:
     """Boolean mask: which items TensorFlow's decoder accepts."""
     index = tf.data.Dataset.range(len(items))
-    source = tf.data.Dataset.from_tensor_slices(
-        items.astype(bytes) if encoded else items.astype(str)
-    )
+    source = tf.data.Dataset.from_tensor_slices(item_tensor_values(items, encoded))
 
     def check(i, item):
         contents = item if encoded else pipeline.read(item)
@@ -95,11 +141,13 @@ def scan(examples: Examples, num_parallel_calls: int = pipeline.PARALLELISM) -> 
       A :class:`ScanReport`; the skipped paths and reasons are also logged.
     """
     reasons: dict[int, str] = {}
-    if not examples.encoded:
-        for i, path in enumerate(examples.items):
-            problem = _header_problem(path)
-            if problem:
-                reasons[i] = problem
+    orientations = np.ones(len(examples), np.int32)
+    for i, item in enumerate(examples.items):
+        header = read_header(item, examples.encoded)
+        orientations[i] = header.orientation
+        if header.problem:
+            reasons[i] = header.problem
+    examples = dataclasses.replace(examples, orientations=orientations)
     candidates = np.array([i for i in range(len(examples)) if i not in reasons], dtype=np.int64)
     if len(candidates):
         mask = _decodes(examples.items[candidates], examples.encoded, num_parallel_calls)

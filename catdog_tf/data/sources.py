@@ -9,12 +9,16 @@ listing 20,000 files takes milliseconds. One ``--data`` spec string selects the 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import socket
 from collections.abc import Mapping
 
 import numpy as np
+from absl import logging
+
+from catdog_tf.errors import DataSourceError
 
 DOG, CAT = 1, 0
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
@@ -36,10 +40,6 @@ LAYOUTS_HELP = (
 )
 
 
-class DataSourceError(ValueError):
-    """The data spec cannot be turned into examples; the message says why and what works."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Examples:
     """Labelled examples of one source or split.
@@ -50,6 +50,8 @@ class Examples:
       origin: Where the examples came from, for logs and result files.
       encoded: True when ``items`` hold image bytes rather than paths.
       synthetic: True for generated images (never real data).
+      orientations: EXIF orientation (1-8, 1 = upright) of each image, or None when not read
+        yet (:func:`catdog_tf.data.scan` reads them; the pipeline reads them if missing).
     """
 
     items: np.ndarray
@@ -57,17 +59,43 @@ class Examples:
     origin: str
     encoded: bool = False
     synthetic: bool = False
+    orientations: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: np.ndarray) -> Examples:
         """The examples at ``indices``, in that order."""
-        return dataclasses.replace(self, items=self.items[indices], labels=self.labels[indices])
+        return dataclasses.replace(
+            self,
+            items=self.items[indices],
+            labels=self.labels[indices],
+            orientations=None if self.orientations is None else self.orientations[indices],
+        )
 
     def counts(self) -> dict[str, int]:
         """Number of cats and dogs."""
         return {"cat": int(np.sum(self.labels == CAT)), "dog": int(np.sum(self.labels == DOG))}
+
+    def fingerprint(self) -> str:
+        """A hash of which images these are, in order, with their labels.
+
+        Files count by path and size (a stat each: milliseconds for 20,000 files), encoded
+        images by their bytes. A resumed run and a file cache compare it, so a folder whose
+        files were added, removed or replaced is never taken for the one a run started on.
+        """
+        digest = hashlib.blake2b(digest_size=12)
+        for item, label in zip(self.items, self.labels, strict=True):
+            if self.encoded:
+                digest.update(len(item).to_bytes(8, "little") + bytes(item))
+            else:
+                try:
+                    size = os.stat(item).st_size
+                except OSError:
+                    size = -1
+                digest.update(os.fsencode(item) + b"\0" + str(size).encode())
+            digest.update(b"\1" if label else b"\0")
+        return digest.hexdigest()
 
 
 def _examples(pairs: list[tuple[str, int]], origin: str) -> Examples:
@@ -77,25 +105,57 @@ def _examples(pairs: list[tuple[str, int]], origin: str) -> Examples:
     return Examples(items=items, labels=labels, origin=origin)
 
 
+def display(path: str) -> str:
+    """``path`` printable as UTF-8 (a name that is not valid UTF-8 shows U+FFFD)."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def item_tensor_values(items: np.ndarray, encoded: bool) -> np.ndarray:
+    """Items as a NumPy object array of bytes, the form tf.data takes for any file name.
+
+    Paths go through ``os.fsencode``: a name that is not valid UTF-8 keeps its exact bytes
+    (``astype(str)`` would fail on it, ``astype(bytes)`` on any non-ASCII name).
+    """
+    if len(items) == 0:
+        return np.array([], dtype=bytes)  # TensorFlow infers no dtype from an empty object array.
+    return np.array([bytes(i) if encoded else os.fsencode(i) for i in items], dtype=object)
+
+
 def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def _kaggle_label(name: str) -> int | None:
+    match = _KAGGLE_NAME.match(name)
+    if not (match and _is_image_name(name)):
+        return None
+    return DOG if match.group(1).lower() == "dog" else CAT
 
 
 def list_kaggle_folder(path: str) -> Examples:
     """Lists a Kaggle-style flat folder: ``cat.<id>.jpg`` and ``dog.<id>.jpg``.
 
     Args:
-      path: The folder. Image files whose names start with neither class are ignored.
+      path: The folder. Image files whose names start with neither class (``dogs.1.jpg``,
+        ``1.jpg``) are left out with a warning that counts them.
 
     Returns:
       The examples, label from the file-name prefix.
     """
-    pairs = []
+    pairs, ignored = [], []
     for name in os.listdir(path):
-        match = _KAGGLE_NAME.match(name)
-        if match and _is_image_name(name):
-            label = DOG if match.group(1).lower() == "dog" else CAT
+        label = _kaggle_label(name)
+        if label is not None:
             pairs.append((os.path.join(path, name), label))
+        elif _is_image_name(name):
+            ignored.append(name)
+    if ignored:
+        logging.warning(
+            "%s: %d image files have no cat./dog. name prefix and are left out (e.g. %s)",
+            path,
+            len(ignored),
+            display(sorted(ignored)[0]),
+        )
     return _examples(pairs, origin=f"kaggle folder {path}")
 
 
@@ -111,17 +171,44 @@ def _class_subfolders(path: str) -> dict[int, list[str]]:
 def list_class_folders(path: str) -> Examples:
     """Lists a folder of class subfolders: ``cats/`` + ``dogs/``, ``Cat/`` + ``Dog/``, ...
 
+    Subfolders are searched recursively, following symlinks, but each real folder and each
+    real file is taken once: a symlink loop or a second link to the same image would
+    otherwise list it many times, and put copies of one image into both training and test.
+
     Args:
-      path: The parent folder. Subfolders are searched recursively for image files.
+      path: The parent folder.
 
     Returns:
       The examples, label from the subfolder name.
+
+    Raises:
+      DataSourceError: One real image file is found under both classes.
     """
-    pairs = []
-    for label, folders in _class_subfolders(path).items():
+    labels: dict[str, int] = {}
+    first_path: dict[str, str] = {}
+    for label, folders in sorted(_class_subfolders(path).items()):
+        seen_dirs: set[str] = set()  # Per class: a link from cats/ into dogs/ must conflict.
         for folder in folders:
-            for root, _, names in os.walk(folder, followlinks=True):
-                pairs.extend((os.path.join(root, n), label) for n in names if _is_image_name(n))
+            for root, dirs, names in os.walk(folder, followlinks=True):
+                real_root = os.path.realpath(root)
+                if real_root in seen_dirs:
+                    dirs[:] = []  # A loop or a second link to a folder already listed.
+                    continue
+                seen_dirs.add(real_root)
+                for n in names:
+                    if not _is_image_name(n):
+                        continue
+                    full = os.path.join(root, n)
+                    real = os.path.realpath(full)
+                    if labels.get(real, label) != label:
+                        raise DataSourceError(
+                            f"{display(full)} and {display(first_path[real])} are the same "
+                            "file under both a cat and a dog folder; which is it?"
+                        )
+                    if real not in labels:
+                        labels[real] = label
+                        first_path[real] = full
+    pairs = [(first_path[real], label) for real, label in labels.items()]
     return _examples(pairs, origin=f"class folders {path}")
 
 
@@ -129,14 +216,27 @@ def list_folder(path: str) -> Examples:
     """Lists ``path`` in whichever single-split layout it has (class subfolders or Kaggle).
 
     Raises:
-      DataSourceError: Missing path, empty folder, one class only or unknown layout; the
-        message names the path and the accepted layouts.
+      DataSourceError: Missing path, empty folder, one class only, unknown layout, or both
+        layouts at once; the message names the path and the accepted layouts.
     """
     if not os.path.exists(path):
         raise DataSourceError(f"{path}: no such file or folder; {LAYOUTS_HELP}")
     if not os.path.isdir(path):
         raise DataSourceError(f"{path}: not a folder; {LAYOUTS_HELP}")
-    examples = list_class_folders(path) if _class_subfolders(path) else list_kaggle_folder(path)
+    try:
+        if _class_subfolders(path):
+            flat = [n for n in os.listdir(path) if _kaggle_label(n) is not None]
+            if flat:
+                raise DataSourceError(
+                    f"{path} has class subfolders and also {len(flat)} cat./dog. image files "
+                    f"beside them (e.g. {display(sorted(flat)[0])}); use one layout: move "
+                    "the files into the class folders, or the folders away"
+                )
+            examples = list_class_folders(path)
+        else:
+            examples = list_kaggle_folder(path)
+    except PermissionError as e:
+        raise DataSourceError(f"{path}: cannot list {e.filename} (permission denied)") from e
     counts = examples.counts()
     if len(examples) == 0:
         raise DataSourceError(f"{path}: no cat or dog images found; {LAYOUTS_HELP}")

@@ -115,7 +115,15 @@ def load_backbone(
     except Exception as e:
         # keras.utils.get_file raises a bare Exception("URL fetch failure on URL: ...").
         if "URL fetch failure" not in str(e):
-            raise
+            if weights == "imagenet":
+                raise
+            # A local file that h5py or Keras cannot read, or with other layers.
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise WeightsUnavailableError(
+                f"weights file {weights!r} cannot be loaded into {name} ({first}); give the "
+                "Keras .h5 weights file of this backbone without its top (notop), "
+                "weights=imagenet or none"
+            ) from e
         url = re.search(r"https?://\S+?(?=:? )", str(e))
         cache = os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models")
         raise WeightsUnavailableError(

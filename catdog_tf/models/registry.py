@@ -9,6 +9,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from catdog_tf.errors import CatdogError, ConfigError
+
 INPUT_SHAPE = (94, 125, 3)
 Builder = Callable[..., keras.Model]
 
@@ -91,7 +93,7 @@ def available_models(include_private: bool = False) -> list[str]:
 def get_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` of ``name``; unknown names list the known ones."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
     return _REGISTRY[name]
 
 
@@ -108,7 +110,18 @@ def build_model(
     Returns:
       A Keras model mapping images to one float32 logit per image, shape (batch, 1).
     """
-    return get_spec(name).builder(input_shape=tuple(input_shape), **kwargs)
+    spec = get_spec(name)
+    try:
+        return spec.builder(input_shape=tuple(input_shape), **kwargs)
+    except CatdogError:
+        raise
+    except (TypeError, ValueError) as e:
+        # Wrong or wrong-typed model_kwargs, or an image too small for the model's pooling.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ConfigError(
+            f"model {name} cannot be built for input {tuple(input_shape)} with model_kwargs "
+            f"{kwargs} ({type(e).__name__}: {first})"
+        ) from e
 
 
 def count_flops(model: keras.Model) -> int | None:

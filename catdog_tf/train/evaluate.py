@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
+import re
 from typing import Any
 
 import keras
@@ -12,9 +14,10 @@ import tensorflow as tf
 
 from catdog_tf import data, rundir
 from catdog_tf.config import Config
+from catdog_tf.errors import ConfigError, RunFilesError
 from catdog_tf.train import metrics
 from catdog_tf.train.steps import model_outputs
-from catdog_tf.utils import atomic_write_json, read_json
+from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
 
 
 def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
@@ -29,8 +32,32 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
                 f"{workdir} has no {name}: is it a finished catdog-train run directory?"
             )
     config, _ = rundir.read_config(workdir)
-    model = keras.saving.load_model(rundir.path(workdir, rundir.MODEL))
-    return config, model, read_json(rundir.path(workdir, rundir.RESULT))
+    model_path = rundir.path(workdir, rundir.MODEL)
+    try:
+        model = keras.saving.load_model(model_path)
+    except Exception as e:  # zipfile, h5py, JSON and Keras errors: the file is damaged.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RunFilesError(
+            f"{model_path} cannot be loaded ({type(e).__name__}: {first}); is it truncated? "
+            f"Run catdog-train again on {workdir} to export it from the best checkpoint"
+        ) from e
+    if tuple(model.input_shape[1:3]) != tuple(config.image_size):
+        raise RunFilesError(
+            f"{model_path} takes {tuple(model.input_shape[1:3])} images but "
+            f"{rundir.path(workdir, rundir.CONFIG)} says {config.image_size}: the two files "
+            "are not of the same run"
+        )
+    try:
+        result = read_json(rundir.path(workdir, rundir.RESULT))
+        threshold = result["validation"]["best_threshold"]
+        if not isinstance(threshold, (int, float)):
+            raise TypeError(f"best_threshold is {threshold!r}")
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunFilesError(
+            f"{rundir.path(workdir, rundir.RESULT)} is not a valid result ({e}); run "
+            f"catdog-train again on {workdir} to rewrite it"
+        ) from e
+    return config, model, result
 
 
 def _logits(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +145,10 @@ def predict_files(
     """
     config, model, _ = load_run(workdir)
     paths = list_images(inputs)
+    if not paths:
+        raise data.DataSourceError(
+            f"no image files ({', '.join(data.sources.IMAGE_EXTENSIONS)}) in {', '.join(inputs)}"
+        )
     examples = data.Examples(
         items=np.array(paths, dtype=object), labels=np.zeros(len(paths), np.int32), origin="predict"
     )
@@ -139,11 +170,24 @@ def _write_submission(path: str, results: list[tuple[str, float | None]]) -> Non
     rows = []
     for file, prob in results:
         stem = os.path.splitext(os.path.basename(file))[0]
-        if stem.isdigit():
+        # ASCII digits only: str.isdigit() accepts "²", which int() rejects.
+        if re.fullmatch(r"[0-9]+", stem):
             # Kaggle scores log loss: an unreadable file gets the uninformative 0.5.
             rows.append((int(stem), 0.5 if prob is None else prob))
+    if not rows:
+        raise ConfigError(
+            "--submission: no file is named <id>.<ext> with a numeric id (as Kaggle's test1/ "
+            "files are); nothing to submit"
+        )
+    ids = [i for i, _ in rows]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(
+            "--submission: two files have the same numeric id (e.g. 1.jpg and 1.png, or the "
+            "same folder given twice); a submission needs one row per id"
+        )
     rows.sort()
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "label"])
-        writer.writerows((i, f"{p:.6f}") for i, p in rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "label"])
+    writer.writerows((i, f"{p:.6f}") for i, p in rows)
+    atomic_write_text(path, buffer.getvalue())

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import fcntl
+import glob
+import io
 import json
 import math
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -27,28 +31,48 @@ from catdog_tf import data, models, rundir
 from catdog_tf import machine as machine_lib
 from catdog_tf import plan as plan_lib
 from catdog_tf.config import Config
-from catdog_tf.errors import ConfigError, WorkdirConfigError
+from catdog_tf.errors import ConfigError, NonFiniteLossError, RunFilesError, WorkdirConfigError
 from catdog_tf.models import pretrained
 from catdog_tf.plan import Plan
 from catdog_tf.train import features, metrics
 from catdog_tf.train.steps import Steps, build_configured_model, make_strategy, precision_policy
-from catdog_tf.utils import atomic_write_json
+from catdog_tf.utils import atomic_write_bytes, atomic_write_json
 
 __all__ = ["NonFiniteLossError", "WorkdirConfigError", "check_workdir", "train_and_evaluate"]
 
 check_workdir = rundir.check_workdir
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+# Locks of the file caches this process writes, held until it exits (see _cache_arg).
+_CACHE_LOCKS: dict[str, int] = {}
 
 
-def _cache_arg(cache: str, workdir: str, split: str) -> str:
-    if cache in ("", "memory"):
-        return cache
-    folder = cache if os.path.isabs(cache) else rundir.path(workdir, cache)
+def _cache_arg(config: Config, examples: data.Examples, workdir: str, split: str) -> str:
+    """The ``cache`` argument of one split's decoded dataset.
+
+    A file cache is named by the split's fingerprint and the image size, so a cache of other
+    images, or of another size, is never read as this one. The process that gets the cache's
+    ``flock`` owns it: a tf.data lockfile found then was left by a killed run (tf.data would
+    refuse to write the cache forever) and is removed.
+    """
+    if config.cache in ("", "memory"):
+        return config.cache
+    folder = config.cache if os.path.isabs(config.cache) else rundir.path(workdir, config.cache)
     os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, split)
+    name = f"{split}-{examples.fingerprint()}-{config.image_height}x{config.image_width}"
+    prefix = os.path.join(folder, name)
+    if prefix not in _CACHE_LOCKS:
+        fd = os.open(prefix + ".owner", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # Another live run is writing it; tf.data's own lockfile guards.
+            return prefix
+        _CACHE_LOCKS[prefix] = fd
+    for file in os.listdir(folder):
+        if file.startswith(name) and (file.endswith(".lockfile") or ".tempstate" in file):
+            os.remove(os.path.join(folder, file))
+    return prefix
 
 
 class _State:
@@ -80,13 +104,41 @@ class _State:
         )
 
     def restore(self) -> int:
-        """Restores the latest checkpoint, if any; returns the first epoch still to run."""
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
-            logging.info(
-                "resumed from %s after epoch %d", self.manager.latest_checkpoint, int(self.epoch)
+        """Restores the newest checkpoint that reads; returns the first epoch still to run.
+
+        Checkpoints are found by their files, not only through the ``checkpoint`` state file,
+        so a garbled state file, or a truncated newest checkpoint, falls back to the previous
+        one instead of starting over (and overwriting the good checkpoints).
+
+        Raises:
+          RunFilesError: There are checkpoints and none of them restores.
+        """
+        numbered = {}
+        for index in glob.glob(os.path.join(self.manager.directory, "ckpt-*.index")):
+            match = re.search(r"ckpt-(\d+)\.index$", index)
+            if match:
+                numbered[int(match.group(1))] = index
+        found = [numbered[n] for n in sorted(numbered, reverse=True)]
+        failures = []
+        for index in found:
+            prefix = index.removesuffix(".index")
+            try:
+                self.checkpoint.restore(prefix).assert_consumed()
+            except Exception as e:  # OpError, IndexError, AssertionError...: it does not read.
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                failures.append(f"{os.path.basename(prefix)}: {first}")
+                logging.warning("checkpoint %s does not restore (%s)", prefix, first)
+                continue
+            if failures:
+                logging.warning("resumed from the older %s instead", prefix)
+            logging.info("resumed from %s after epoch %d", prefix, int(self.epoch))
+            return int(self.epoch)
+        if failures:
+            raise RunFilesError(
+                f"no checkpoint in {self.manager.directory} restores ({'; '.join(failures)}); "
+                "use --overwrite to start the run again"
             )
-        return int(self.epoch)
+        return 0
 
     def get_history(self) -> list[dict[str, Any]]:
         return json.loads(self.history.numpy().decode())
@@ -117,7 +169,7 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str) -> Trainee:
     """The model trains on decoded (cached, optionally augmented) image batches."""
     decoded = {
         name: data.decoded_dataset(
-            ex, config.image_size, cache=_cache_arg(config.cache, workdir, name)
+            ex, config.image_size, cache=_cache_arg(config, ex, workdir, name)
         )
         for name, ex in splits.items()
     }
@@ -229,8 +281,17 @@ def train_and_evaluate(
       ConfigError: Invalid config, or ``workdir`` holds a different config.
       DataSourceError: The data cannot be loaded or split.
       NonFiniteLossError: The loss became NaN/Inf (the last good checkpoint is kept).
+      WorkdirBusyError: Another process is writing to ``workdir``.
+      RunFilesError: The run's checkpoints exist but none of them restores.
     """
     config.validate()
+    with rundir.locked(workdir):
+        return _train_and_evaluate(config, workdir, overwrite, verbose)
+
+
+def _train_and_evaluate(
+    config: Config, workdir: str, overwrite: bool, verbose: bool
+) -> dict[str, Any]:
     saved_plan = rundir.check_workdir(workdir, config, overwrite)
     machine_lib.configure_threads(machine_lib.usable_cores())
     if config.deterministic:
@@ -252,7 +313,16 @@ def train_and_evaluate(
     if len(splits["validation"]) == 0:
         raise ConfigError("the validation split is empty; set val_size > 0")
     logging.info("data:\n%s", data.describe(splits))
-    plan = plan_lib.resolve(config, n_train)
+    for name, examples in splits.items():
+        counts = examples.counts()
+        if len(examples) and min(counts.values()) == 0:
+            raise data.DataSourceError(
+                f"the {name} split has only one class ({counts['cat']} cats, {counts['dog']} "
+                "dogs) after unreadable files were skipped; its accuracy and correlation "
+                "would mean nothing"
+            )
+    fingerprint = data.source_fingerprint(config.data, config.seed, config.synthetic_size)
+    plan = plan_lib.resolve(config, n_train, data_fingerprint=fingerprint)
     plan_lib.check_resume(saved_plan, plan, workdir)
     os.makedirs(workdir, exist_ok=True)
     rundir.write_config(workdir, config, plan.to_dict())
@@ -345,14 +415,16 @@ def _result(
         else None
     )
     # Logits and labels of the best model, for sweep plots and later analysis.
+    buffer = io.BytesIO()
     np.savez(
-        rundir.path(workdir, rundir.PREDICTIONS),
+        buffer,
         **{
             f"{name}_{kind}": array
             for name, (logits, labels) in predictions.items()
             for kind, array in (("logits", logits), ("labels", labels))
         },
     )
+    atomic_write_bytes(rundir.path(workdir, rundir.PREDICTIONS), buffer.getvalue())
 
     def steady(key: str) -> float | None:
         # Median over epochs after the first, which also decodes images and traces steps.

@@ -33,15 +33,19 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
 
 
-def pearson(probs: np.ndarray, labels: np.ndarray) -> float:
+def pearson(probs: np.ndarray, labels: np.ndarray) -> float | None:
     """Pearson correlation between predicted probability and label (the article's metric).
 
-    Returns 0.0 when the predictions are constant (correlation undefined), where
-    ``scipy.stats.pearsonr`` would warn and return NaN.
+    Returns None when the labels hold one class only (the correlation is undefined, and no
+    number would be honest), and 0.0 when the predictions are constant (a model that says
+    the same for every image carries no information about the label), where
+    ``scipy.stats.pearsonr`` would warn and return NaN for both.
     """
     p = np.asarray(probs, np.float64)
     y = np.asarray(labels, np.float64)
-    if np.ptp(p) == 0 or np.ptp(y) == 0:
+    if len(y) < 2 or np.ptp(y) == 0:
+        return None
+    if np.ptp(p) == 0:
         return 0.0
     return float(scipy.stats.pearsonr(p, y).statistic)
 
@@ -69,12 +73,15 @@ def best_threshold(
     return t, sweep[t]
 
 
-def roc_auc(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve, exact, via the Mann-Whitney U statistic (ties count half)."""
+def roc_auc(probs: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve, exact, via the Mann-Whitney U statistic (ties count half).
+
+    None when the labels hold one class only: the curve is undefined.
+    """
     y = np.asarray(labels) == 1
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
-        return float("nan")
+        return None
     ranks = scipy.stats.rankdata(np.asarray(probs, np.float64))
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
@@ -94,7 +101,7 @@ def evaluate_predictions(
       ``mse``, ``cross_entropy``, ``pearson``, ``accuracy_at_0.5``, ``roc_auc``,
       ``article_sweep`` (accuracy at 0.0..0.9), ``article_best_accuracy``,
       ``best_threshold`` and ``best_accuracy`` (on the fine grid, or at ``threshold``),
-      and ``n``.
+      and ``n``. ``pearson`` and ``roc_auc`` are None on a split of one class.
     """
     logits = np.asarray(logits, np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)

@@ -1,0 +1,395 @@
+"""Hostile input, by class: no silent wrong number, no lost file, one clear line per error.
+
+benchmarks/hostile_inputs.py runs the console scripts on a catalogue of such cases; these
+tests pin each class down at the library level, fast.
+"""
+
+import fcntl
+import json
+import math
+import os
+import stat
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import make_class_folders, make_image, make_kaggle_folder
+from PIL import Image, ImageOps
+
+from catdog_tf import data, models, rundir, utils
+from catdog_tf.cli.common import error_line
+from catdog_tf.compare import compare
+from catdog_tf.config import Config, parse_override, smoke
+from catdog_tf.errors import (
+    ConfigError,
+    DataSourceError,
+    RunFilesError,
+    WorkdirBusyError,
+    WorkdirConfigError,
+)
+from catdog_tf.train import evaluate, metrics, train_and_evaluate
+
+# --- Outputs: strict JSON, the umask, undefined metrics.
+
+
+def test_json_outputs_follow_umask_and_never_hold_nan(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        path = str(tmp_path / "r.json")
+        utils.atomic_write_json(path, {"a": math.nan, "b": [np.float32("inf"), 1.5], "c": 2})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    with open(path) as f:
+        text = f.read()
+    assert json.loads(text, parse_constant=pytest.fail) == {"a": None, "b": [None, 1.5], "c": 2}
+
+
+def test_metrics_of_one_class_are_undefined_not_zero():
+    report = metrics.evaluate_predictions(np.array([0.3, -1.0, 2.0]), np.array([1, 1, 1]))
+    assert report["pearson"] is None and report["roc_auc"] is None
+    assert report["accuracy_at_0.5"] == pytest.approx(2 / 3)
+
+
+# --- Config values.
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train_size=1.5", "fraction of the data"),
+        ("learning_rate=nan", "finite float"),
+        ("learning_rate=inf", "finite float"),
+        ("seed=-1", "seed must be in"),
+        ("image_height=100000", "larger than 1024"),
+        ("synthetic_size=1000000000", "at most"),
+        ("model_kwargs=[1]", "cannot parse"),
+    ],
+)
+def test_bad_values_are_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_override(smoke(), override).validate()
+
+
+def test_hand_edited_config_of_wrong_types_is_refused():
+    values = smoke().to_dict()
+    for field, bad in (("model_kwargs", [1]), ("epochs", "3"), ("augment", 1), ("seed", 1.5)):
+        with pytest.raises(ConfigError, match=field):
+            Config.from_dict({**values, field: bad}).validate()
+    with pytest.raises(ConfigError, match="JSON object"):
+        Config.from_dict([1, 2])
+
+
+@pytest.mark.parametrize(
+    "name, shape, kwargs, message",
+    [
+        ("conv1", (32, 40, 3), {"bogus": 1}, "TypeError"),
+        ("conv3", (2, 2, 3), {}, "cannot be built"),
+    ],
+)
+def test_models_that_cannot_be_built_give_config_errors(name, shape, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        models.build_model(name, shape, **kwargs)
+
+
+# --- Data folders.
+
+
+def test_symlink_loops_and_duplicate_links_list_each_image_once(tmp_path):
+    root = make_class_folders(str(tmp_path / "d"), n_per_class=3)
+    os.symlink(os.path.join(root, "cats"), os.path.join(root, "cats", "loop"))
+    os.symlink(os.path.join(root, "dogs", "0.jpg"), os.path.join(root, "dogs", "again.jpg"))
+    examples = data.list_folder(root)
+    assert len(examples) == 6
+    assert len({os.path.realpath(p) for p in examples.items}) == 6
+
+
+def test_one_file_under_both_classes_is_refused(tmp_path):
+    root = make_class_folders(str(tmp_path / "d"), n_per_class=3)
+    os.symlink(os.path.join(root, "cats", "0.jpg"), os.path.join(root, "dogs", "x.jpg"))
+    with pytest.raises(DataSourceError, match="both a cat and a dog"):
+        data.list_folder(root)
+
+
+def test_flat_files_beside_class_folders_are_refused(tmp_path):
+    root = make_class_folders(str(tmp_path / "d"), n_per_class=2)
+    make_image(os.path.join(root, "dog.7.jpg"), 1)
+    with pytest.raises(DataSourceError, match="use one layout"):
+        data.list_folder(root)
+
+
+def test_unprefixed_names_are_left_out_with_a_warning(tmp_path, caplog):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=2)
+    make_image(os.path.join(root, "dogs.9.jpg"), 1)
+    assert len(data.list_folder(root)) == 4
+    assert "1 image files have no cat./dog. name prefix" in caplog.text
+
+
+def test_names_that_are_not_utf8_load_and_decode(tmp_path):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=2)
+    odd = os.fsdecode(os.path.join(os.fsencode(root), b"dog.\xff\xfe.jpg"))
+    make_image(odd, 1)
+    report = data.scan(data.list_folder(root))
+    assert odd in set(report.kept.items) and not report.skipped
+    images = list(data.decoded_dataset(report.kept, (8, 10)))
+    assert len(images) == 5
+
+
+def test_oversized_images_are_skipped_before_decoding(tmp_path, monkeypatch):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=2, size=(10, 10))
+    make_image(os.path.join(root, "dog.9.jpg"), 1, size=(40, 50))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's limit, which scan uses.
+    report = data.scan(data.list_folder(root))
+    assert [(os.path.basename(p), r.split(" (")[0]) for p, r in report.skipped] == [
+        ("dog.9.jpg", "too large")
+    ]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orient_matches_pil_exif_transpose(orientation):
+    pixels = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    image.getexif()[0x0112] = orientation
+    expected = np.asarray(ImageOps.exif_transpose(image))
+    got = data.orient(tf.constant(pixels), tf.constant(orientation)).numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_exif_rotated_photo_is_decoded_upright(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = str(tmp_path / "dog.1.png")  # PNG: lossless, so pixels compare exactly.
+    Image.fromarray(pixels).save(path, exif=exif)
+    examples = data.scan(
+        data.Examples(np.array([path], dtype=object), np.array([1], np.int32), "one")
+    ).kept
+    assert list(examples.orientations) == [6]
+    with Image.open(path) as opened:
+        upright = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+    assert upright.shape == (10, 6, 3)
+    ((decoded, _),) = list(data.decoded_dataset(examples, image_size=(10, 6)))
+    np.testing.assert_array_equal(decoded.numpy(), upright)
+
+
+def test_source_fingerprint_sees_added_and_replaced_files(tmp_path):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=2)
+    before = data.source_fingerprint(root)
+    assert data.source_fingerprint(root) == before
+    make_image(os.path.join(root, "cat.0.jpg"), 0, size=(50, 60))  # Replaced, other size.
+    replaced = data.source_fingerprint(root)
+    make_image(os.path.join(root, "dog.9.jpg"), 1)
+    assert len({before, replaced, data.source_fingerprint(root)}) == 3
+
+
+# --- Run directories.
+
+
+def _tiny(data_dir: str, **changes) -> Config:
+    values = dict(image_height=16, image_width=20, batch_size=4, epochs=2, train_size=0.5)
+    values.update(val_size=0.25, test_size=0.25)
+    return smoke("mlp").replace(data=data_dir, **{**values, **changes})
+
+
+def test_run_files_without_config_are_refused_and_kept(tmp_path):
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints").mkdir(parents=True)
+    (workdir / "history.json").write_text("[]")
+    for overwrite in (False, True):
+        with pytest.raises(WorkdirConfigError, match="no config.json"):
+            rundir.check_workdir(str(workdir), smoke(), overwrite=overwrite)
+    assert (workdir / "history.json").exists()
+
+
+def test_unreadable_config_is_refused_and_never_deleted(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.json").write_text("{garbage")
+    (workdir / "model.keras").write_text("theirs")
+    with pytest.raises(WorkdirConfigError, match="not a valid catdog_tf config"):
+        rundir.check_workdir(str(workdir), smoke(), overwrite=True)
+    assert (workdir / "config.json").read_text() == "{garbage"
+    assert (workdir / "model.keras").exists()
+
+
+def test_a_locked_workdir_is_refused(tmp_path):
+    workdir = str(tmp_path / "run")
+    with (
+        rundir.locked(workdir),
+        pytest.raises(WorkdirBusyError, match=f"process {os.getpid()}"),
+        rundir.locked(workdir),
+    ):
+        pass
+    with rundir.locked(workdir):  # Released after the block.
+        pass
+
+
+def test_a_lock_held_elsewhere_stops_training_before_it_writes(tmp_path):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=4)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    fd = os.open(workdir / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(WorkdirBusyError):
+            train_and_evaluate(_tiny(root), str(workdir), verbose=False)
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(workdir)) == [".lock"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run (its folder is copied by the tests that damage it)."""
+    tmp = tmp_path_factory.mktemp("finished")
+    root = make_kaggle_folder(str(tmp / "d"), n_per_class=4)
+    train_and_evaluate(_tiny(root), str(tmp / "run"), verbose=False)
+    return root, str(tmp / "run")
+
+
+def _history(workdir):
+    return utils.read_json(os.path.join(workdir, "history.json"))
+
+
+def _history_epochs(workdir):
+    return [h["epoch"] for h in _history(workdir)]
+
+
+@pytest.mark.parametrize("damage", ["garbage state file", "truncated newest", "missing newest"])
+def test_damaged_checkpoints_resume_from_the_newest_that_reads(finished, tmp_path, damage):
+    import shutil
+
+    root, source = finished
+    workdir = str(tmp_path / "run")
+    shutil.copytree(source, workdir)
+    folder = os.path.join(workdir, "checkpoints")
+    if damage == "garbage state file":
+        with open(os.path.join(folder, "checkpoint"), "w") as f:
+            f.write("garbage {{{")
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith("ckpt-2.data") and damage == "truncated newest":
+            with open(path, "rb") as f:
+                payload = f.read()
+            with open(path, "wb") as f:
+                f.write(payload[: len(payload) // 3])
+        if name.startswith("ckpt-2") and damage == "missing newest":
+            os.remove(path)
+    result = train_and_evaluate(_tiny(root), workdir, verbose=False)
+    assert _history_epochs(workdir) == [1, 2] and result["epochs_run"] == 2
+    # Epochs restored from a checkpoint keep their original timing; retrained ones do not.
+    kept = 2 if damage == "garbage state file" else 1
+    original, now = _history(source), _history(workdir)
+    assert [h["seconds"] for h in now[:kept]] == [h["seconds"] for h in original[:kept]]
+    if kept == 1:
+        assert now[1]["seconds"] != original[1]["seconds"]
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_restart(finished, tmp_path):
+    import shutil
+
+    root, source = finished
+    workdir = str(tmp_path / "run")
+    shutil.copytree(source, workdir)
+    folder = os.path.join(workdir, "checkpoints")
+    for name in os.listdir(folder):
+        if ".data" in name:
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(b"x")
+    with pytest.raises(RunFilesError, match="no checkpoint"):
+        train_and_evaluate(_tiny(root), workdir, verbose=False)
+    assert _history_epochs(workdir) == [1, 2]
+
+
+def test_resume_on_changed_data_is_refused(finished, tmp_path):
+    import shutil
+
+    root, source = finished
+    workdir = str(tmp_path / "run")
+    shutil.copytree(source, workdir)
+    new_root = str(tmp_path / "d")
+    shutil.copytree(root, new_root)
+    with open(os.path.join(workdir, "config.json")) as f:
+        saved = json.load(f)
+    saved["config"]["data"] = new_root
+    utils.atomic_write_json(os.path.join(workdir, "config.json"), saved)
+    make_image(os.path.join(new_root, "dog.50.jpg"), 1)
+    with pytest.raises(WorkdirConfigError, match="data_fingerprint"):
+        train_and_evaluate(_tiny(new_root), workdir, verbose=False)
+
+
+def test_a_shared_file_cache_never_serves_other_images(tmp_path):
+    cache = str(tmp_path / "cache")
+    first = make_kaggle_folder(str(tmp_path / "a"), n_per_class=4)
+    second = make_class_folders(str(tmp_path / "b"), n_per_class=6)
+    train_and_evaluate(_tiny(first, cache=cache), str(tmp_path / "r1"), verbose=False)
+    result = train_and_evaluate(_tiny(second, cache=cache), str(tmp_path / "r2"), verbose=False)
+    logits = np.load(tmp_path / "r2" / "predictions.npz")["validation_logits"]
+    assert len(logits) == result["data"]["validation"]["n"] == 3
+    assert sum(v["n"] for v in result["data"].values()) == 12
+
+
+def test_a_killed_runs_cache_lockfile_does_not_block_the_next(tmp_path):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=4)
+    config = _tiny(root, cache="cache")
+    splits, _ = data.prepare_splits(root, (0.5, 0.25, 0.25), config.seed)
+    cache = tmp_path / "run" / "cache"
+    cache.mkdir(parents=True)
+    for split, examples in splits.items():  # What tf.data leaves when killed mid-write.
+        (cache / f"{split}-{examples.fingerprint()}-16x20_0.lockfile").write_text("")
+    assert train_and_evaluate(config, str(tmp_path / "run"), verbose=False)["epochs_run"] == 2
+
+
+def test_a_split_of_one_class_is_refused(tmp_path):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=4)
+    for i in range(4):
+        with open(os.path.join(root, f"dog.{i}.jpg"), "w") as f:
+            f.write("junk")
+    with pytest.raises(DataSourceError, match="only one class is left"):
+        train_and_evaluate(_tiny(root), str(tmp_path / "run"), verbose=False)
+
+
+# --- Using a finished run.
+
+
+def test_damaged_model_or_result_gives_run_files_error(finished, tmp_path):
+    import shutil
+
+    _, source = finished
+    for name, payload in (("model.keras", b"PK\x03\x04broken"), ("result.json", b"{}")):
+        workdir = str(tmp_path / name)
+        shutil.copytree(source, workdir)
+        with open(os.path.join(workdir, name), "wb") as f:
+            f.write(payload)
+        with pytest.raises(RunFilesError, match=name):
+            evaluate.load_run(workdir)
+
+
+def test_submission_takes_ascii_numeric_ids_only(finished, tmp_path):
+    _, workdir = finished
+    make_image(str(tmp_path / "p" / "1.jpg"), 1)
+    make_image(str(tmp_path / "p" / "\u00b2.jpg"), 1)
+    (tmp_path / "p" / "3.jpg").write_text("junk")
+    csv = str(tmp_path / "s.csv")
+    evaluate.predict_files(workdir, [str(tmp_path / "p")], submission=csv)
+    with open(csv) as f:
+        rows = f.read().split()
+    assert rows[0] == "id,label" and rows[1].startswith("1,") and rows[2] == "3,0.500000"
+    assert len(rows) == 3
+    with pytest.raises(ConfigError, match="same numeric id"):
+        evaluate.predict_files(workdir, [str(tmp_path / "p")] * 2, submission=csv)
+
+
+def test_compare_refuses_a_model_listed_twice(tmp_path):
+    with pytest.raises(ConfigError, match="listed twice: mlp"):
+        compare(lambda m, loss: smoke(m), ["mlp", "mlp"], ["mse"], str(tmp_path / "c"))
+    assert not (tmp_path / "c").exists()
+
+
+def test_error_lines():
+    assert error_line(KeyboardInterrupt())[1] == 130
+    assert error_line(ConfigError("bad\nsecond line")) == ("bad", 2)
+    op = tf.errors.ResourceExhaustedError(None, None, "No space left on device\nmore")
+    assert error_line(op) == ("TensorFlow: No space left on device", 2)
+    line, status = error_line(ZeroDivisionError("x"))
+    assert status == 3 and line.startswith("internal error (ZeroDivisionError: x)")
