@@ -518,7 +518,8 @@ def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
         outcome = train(t, f"{t}/d", "--set=cache=cache", "--epochs=1")
         for name in os.listdir(f"{t}/run/cache"):
             if name.endswith(".index"):
-                write(f"{t}/run/cache/{name[: -len('.index')]}.lockfile", "1")
+                # tf.data's name for the lockfile of a cache being written (shard 0).
+                write(f"{t}/run/cache/{name[: -len('.index')]}_0.lockfile", "1")
         shutil.rmtree(f"{t}/run/checkpoints")
         os.remove(f"{t}/run/config.json")
         for name in ("model.keras", "result.json", "history.json", "predictions.npz"):

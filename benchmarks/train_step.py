@@ -22,14 +22,18 @@ import tempfile
 import time
 import warnings
 
-import keras
-import tensorflow as tf
-from absl import app, flags
+# What the catdog-* commands do before TensorFlow is imported (oneDNN on for AVX2 CPUs), so
+# this measures what a user of the commands gets.
+from catdog_tf.cli import ONEDNN_DECISION  # isort: skip
 
-from catdog_tf import data, machine, models
-from catdog_tf import plan as plan_lib
-from catdog_tf.config import Config
-from catdog_tf.train.steps import Steps
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from catdog_tf import data, machine, models  # noqa: E402
+from catdog_tf import plan as plan_lib  # noqa: E402
+from catdog_tf.config import Config  # noqa: E402
+from catdog_tf.train.steps import Steps  # noqa: E402
 
 _DATA = flags.DEFINE_string("data", "../shared/data/dogs-vs-cats/train", "Image folder.")
 _MODELS = flags.DEFINE_list(
@@ -117,7 +121,7 @@ def main(argv):
     ds = _batches(_BATCH.value, _STEPS.value)
     n_images = _BATCH.value * _STEPS.value
     rows = []
-    print(f"machine: {machine.probe().describe()}")
+    print(f"machine: {machine.probe().describe()}; oneDNN: {ONEDNN_DECISION}")
     print(f"{n_images} images/cell, batch {_BATCH.value}, Keras {keras.__version__}")
     print("| model | precision | XLA | custom loop img/s | model.fit img/s | custom / fit |")
     print("|---|---|---|---:|---:|---:|")

@@ -81,9 +81,13 @@ def table_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
         for _, path, fmt in COLUMNS:
             value = _get(result, path)
             row.append("-" if value is None else fmt.format(value))
-        row.append(ARTICLE_REPORTED.get(result["config"]["model"], ""))
+        row.append(_article(result))
         rows.append(row)
     return header, rows
+
+
+def _article(result: dict[str, Any]) -> str:
+    return ARTICLE_REPORTED.get(result["config"]["model"], "")
 
 
 def format_markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -143,6 +147,7 @@ def compare(
     *,
     rerun: bool = False,
     verbose: bool = True,
+    progress_bar: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Trains every (model, loss) and writes the comparison table.
 
@@ -152,7 +157,8 @@ def compare(
       losses: Losses, e.g. ``["mse", "cross_entropy"]``.
       workdir: Comparison directory; each run gets ``workdir/<model>-<loss>/``.
       rerun: Train runs again even if they finished (their directories are replaced).
-      verbose: Progress bars and per-epoch lines.
+      verbose: Per-epoch lines.
+      progress_bar: Progress bars too (None: when stdout is a terminal).
 
     Returns:
       The ``result.json`` of every run, in table order.
@@ -176,7 +182,11 @@ def compare(
                 continue
             if verbose:
                 print(f"=== {run_name(model_name, loss)} ===")
-            results.append(train_and_evaluate(config, run_dir, overwrite=rerun, verbose=verbose))
+            results.append(
+                train_and_evaluate(
+                    config, run_dir, overwrite=rerun, verbose=verbose, progress_bar=progress_bar
+                )
+            )
             plot_run(run_dir, os.path.join(workdir, "plots"), run_name(model_name, loss))
             write_outputs(results, workdir)  # After every run: a partial table survives.
     return write_outputs(results, workdir)
@@ -192,12 +202,14 @@ def finished_under(run_dir: str, config: Config) -> bool:
     if not rundir.is_finished(run_dir):
         return False
     try:
+        if read_json(rundir.path(run_dir, rundir.RESULT))["config"]["epochs"] != config.epochs:
+            return False  # To be trained longer (or was trained for more epochs).
         old, saved = rundir.read_config(run_dir)
         if saved is None or rundir.config_differences(old, config):
             return False
         fingerprint = data.source_fingerprint(config.data, config.seed, config.synthetic_size)
         plan = plan_lib.resolve(config, saved["train_images"], data_fingerprint=fingerprint)
-    except (OSError, KeyError, CatdogError):
+    except (OSError, KeyError, TypeError, ValueError, CatdogError):
         return False  # train_and_evaluate reports what is wrong.
     return not plan.differences(saved)
 
@@ -221,9 +233,13 @@ def write_outputs(results: list[dict[str, Any]], workdir: str) -> list[dict[str,
     header, rows = table_rows(results)
     atomic_write_text(os.path.join(workdir, "table.md"), format_markdown(header, rows))
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    # The CSV holds the numbers themselves (pandas reads them as numbers); the markdown
+    # table is the formatted view.
+    for result in results:
+        raw = [_get(result, path) for _, path, _ in COLUMNS]
+        writer.writerow(["" if v is None else v for v in raw] + [_article(result)])
     atomic_write_text(os.path.join(workdir, "table.csv"), buffer.getvalue())
     atomic_write_json(os.path.join(workdir, "results.json"), results)
     return results

@@ -6,12 +6,17 @@ Every module that reads or writes a run asks this one for paths. A run directory
     checkpoints/        tf.train.CheckpointManager: model, optimizer, epoch, early-stopping
                         state and history, saved after every epoch
     best/               the weights with the lowest validation loss so far
-    model.keras         the best model, exported at the end
+    model.keras         the best model, exported at the end (training form: [0, 1] images of
+                        the run's size in, a logit out)
+    serving.keras       the same weights for use (catdog_tf.export): any-size 0..255 images
+                        in, P(dog) out, float32, plain Keras layers only
     history.json        one entry per epoch (also inside the checkpoint, so never out of step)
     result.json         validation and test metrics of the best model, plan, sizes, timings
-    predictions.npz     logits and labels of the best model on validation and test
+    predictions.npz     logits, labels and paths of the best model on validation and test
+    predictions-SPLIT.csv  one row per image: path, label, p_dog, predicted, correct
+    mistakes-SPLIT.png  the split's most confident mistakes
     features/           cached backbone features (bottleneck models only)
-    tensorboard/        tf.summary scalars per epoch
+    tensorboard/        train/ and validation/ event files, Keras's "epoch_" tags
     .lock               held (``flock``) by the one process writing the run (:func:`locked`)
 """
 
@@ -34,6 +39,7 @@ CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 MODEL = "model.keras"
+SERVING = "serving.keras"
 HISTORY = "history.json"
 RESULT = "result.json"
 PREDICTIONS = "predictions.npz"
@@ -41,7 +47,15 @@ FEATURES = "features"
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"
 # What a run writes besides config.json: any of them without a config.json is an orphan.
-RUN_FILES = (CHECKPOINTS, BEST, MODEL, HISTORY, RESULT, PREDICTIONS, FEATURES)
+RUN_FILES = (CHECKPOINTS, BEST, MODEL, SERVING, HISTORY, RESULT, PREDICTIONS, FEATURES)
+
+
+SPLIT_OUTPUTS = ("predictions-{split}.csv", "mistakes-{split}.png")
+
+
+def split_outputs(workdir: str, split: str) -> tuple[str, str]:
+    """(predictions CSV, mistakes PNG) paths of one evaluated split."""
+    return tuple(path(workdir, name.format(split=split)) for name in SPLIT_OUTPUTS)
 
 
 def path(workdir: str, name: str) -> str:
@@ -75,17 +89,23 @@ def write_config(workdir: str, config: Config, plan: dict[str, Any]) -> None:
     atomic_write_json(path(workdir, CONFIG), {"config": config.to_dict(), "plan": plan})
 
 
+# Fields a resumed run may change: more epochs train a run longer. Whether that changes what
+# the earlier epochs computed (a cosine decay's length) is the plan's to say (decay_steps).
+RESUMABLE_FIELDS = ("epochs",)
+
+
 def config_differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     """``{field: (old, new)}`` for fields that differ, except those the plan compares.
 
     Fields such as ``precision`` may change from ``auto`` to the value ``auto`` chose (to pin
-    a saved decision); the resolved plan, not the raw field, decides whether the run matches.
+    a saved decision), and ``epochs`` may grow (:data:`RESUMABLE_FIELDS`); the resolved plan,
+    not the raw field, decides whether the run matches.
     """
     old_values, new_values = old.to_dict(), new.to_dict()
     return {
         name: (old_values[name], value)
         for name, value in new_values.items()
-        if name not in PINNING_FIELDS and old_values[name] != value
+        if name not in PINNING_FIELDS and name not in RESUMABLE_FIELDS and old_values[name] != value
     }
 
 
@@ -117,6 +137,11 @@ def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict
     diff = config_differences(old, config)
     if not diff:
         return saved_plan
+    if not any(os.path.lexists(path(workdir, name)) for name in RUN_FILES):
+        # Only our config.json: the run failed before it trained (bad data, a model that
+        # cannot be built). Nothing would be lost; the corrected command starts afresh.
+        os.remove(path(workdir, CONFIG))
+        return None
     if not overwrite:
         raise WorkdirConfigError(
             f"{workdir} holds a run with a different config (old, new): {diff}; use "
@@ -128,12 +153,16 @@ def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict
 
 def remove_run(workdir: str) -> None:
     """Deletes what a run wrote into ``workdir`` (the names above) and nothing else."""
-    for name in (CONFIG, CHECKPOINTS, BEST, MODEL, HISTORY, RESULT, PREDICTIONS, FEATURES):
+    for name in (CONFIG, *RUN_FILES):
         target = path(workdir, name)
         if os.path.isdir(target) and not os.path.islink(target):
             shutil.rmtree(target)
         elif os.path.lexists(target):
             os.remove(target)
+    for split in ("validation", "test"):
+        for target in split_outputs(workdir, split):
+            if os.path.lexists(target):
+                os.remove(target)
     # TensorBoard events are appended to, not replaced: the old run's curves would mix in.
     if os.path.isdir(path(workdir, TENSORBOARD)):
         shutil.rmtree(path(workdir, TENSORBOARD))

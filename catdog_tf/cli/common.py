@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging as std_logging
+import re
 import sys
 from collections.abc import Callable
 
@@ -36,6 +38,40 @@ def define_config_flags(default_preset: str = "full") -> None:
     flags.DEFINE_string("jit_compile", None, "XLA: auto, on or off.")
     flags.DEFINE_integer("seed", None, "Seed of split, shuffling, augmentation and init.")
     flags.DEFINE_multi_string("set", [], "Any config field: --set=field=value (repeatable).")
+    flags.DEFINE_enum(
+        "progress",
+        "auto",
+        ["auto", "bar", "lines", "none"],
+        "Per-epoch output: a progress bar and a line per epoch (bar), the lines only (lines), "
+        "nothing (none); auto: bar on a terminal, lines when piped to a file.",
+    )
+
+
+def progress_args() -> dict[str, bool | None]:
+    """``verbose`` and ``progress_bar`` arguments of the training functions from --progress."""
+    value = FLAGS.progress
+    return {"verbose": value != "none", "progress_bar": {"bar": True, "lines": False}.get(value)}
+
+
+def config_help() -> str:
+    """Help text: every ``--set`` field with the first sentence of its doc, and the models."""
+    from catdog_tf import models  # Local: TensorFlow is imported only once help is asked for.
+
+    doc = Config.__doc__ or ""
+    fields, name = {}, None
+    for line in doc.split("Attributes:", 1)[-1].splitlines():
+        match = re.match(r"^      (\w+): (.*)", line)
+        if match:
+            name = match.group(1)
+            fields[name] = match.group(2)
+        elif name and line.startswith("        "):
+            fields[name] += " " + line.strip()
+    lines = ["", "config fields (--set=field=value; the named flags set the same fields):"]
+    for field, text in fields.items():
+        first = re.split(r"(?<=[.)])\s", text, maxsplit=1)[0]
+        lines.append(f"  {field}: {first}")
+    lines += ["", f"models: {', '.join(models.available_models())}", ""]
+    return "\n".join(lines)
 
 
 def config_from_flags(model: str | None = None) -> Config:
@@ -92,8 +128,12 @@ def error_line(error: BaseException) -> tuple[str, int]:
 
 def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)``, turning every error into one line on stderr (:func:`error_line`)."""
+    _show_help_of(main)
 
     def guarded(argv: list[str]) -> None:
+        if logging.get_verbosity() < logging.DEBUG:
+            # TensorFlow's own INFO lines ("Sharding callback duration") are noise to a user.
+            std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
         try:
             main(argv)
         except (Exception, KeyboardInterrupt) as e:
@@ -104,3 +144,19 @@ def run(main: Callable[[list[str]], None]) -> None:
             sys.exit(status)
 
     app.run(guarded)
+
+
+def _show_help_of(main: Callable[[list[str]], None]) -> None:
+    """Makes --help show ``main``'s module docstring and flags, as for a ``__main__`` module.
+
+    absl prints the ``__main__`` module's docstring and key flags; a console script's
+    ``__main__`` is a generated wrapper with neither.
+    """
+    module = sys.modules[main.__module__]
+    doc = module.__doc__ or ""
+    if FLAGS.get_flags_for_module(__name__):  # The command takes a config.
+        doc += config_help()
+    sys.modules["__main__"].__doc__ = doc
+    for name in (module.__name__, __name__):
+        for flag in FLAGS.get_flags_for_module(name):
+            FLAGS.register_key_flag_for_module(sys.argv[0], flag)

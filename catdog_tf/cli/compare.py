@@ -36,7 +36,9 @@ def main(argv: list[str]) -> None:
     def make_config(model: str, loss: str):
         return common.config_from_flags(model=model).replace(loss=loss)
 
-    compare(make_config, models, losses, _WORKDIR.value, rerun=_RERUN.value)
+    compare(
+        make_config, models, losses, _WORKDIR.value, rerun=_RERUN.value, **common.progress_args()
+    )
     with open(f"{_WORKDIR.value}/table.md") as f:
         print(f.read())
 

@@ -25,7 +25,10 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise common.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     result = train_and_evaluate(
-        common.config_from_flags(), _WORKDIR.value, overwrite=_OVERWRITE.value
+        common.config_from_flags(),
+        _WORKDIR.value,
+        overwrite=_OVERWRITE.value,
+        **common.progress_args(),
     )
     print(json.dumps({"validation": result["validation"], "test": result["test"]}, indent=2))
 

@@ -88,7 +88,7 @@ class BackbonePreprocess(layers.Layer):
 
 
 def load_backbone(
-    name: str, weights: str, input_shape: tuple[int, int, int] = INPUT_SHAPE
+    name: str, weights: str | None, input_shape: tuple[int, int, int] = INPUT_SHAPE
 ) -> keras.Model:
     """The backbone without its top, with ``imagenet`` weights, a weights file, or none.
 
@@ -103,7 +103,7 @@ def load_backbone(
         the message says where to get the file and how to pass it.
     """
     build = BACKBONES[name].build
-    if weights.lower() in ("none", ""):
+    if weights is None or weights.lower() in ("none", ""):  # None: keras.applications' way.
         return build(include_top=False, weights=None, input_shape=input_shape)
     if weights != "imagenet" and not os.path.isfile(weights):
         raise WeightsUnavailableError(
@@ -137,7 +137,7 @@ def load_backbone(
 def pretrained(
     input_shape: tuple[int, int, int] = INPUT_SHAPE,
     backbone: str = "vgg16",
-    weights: str = "imagenet",
+    weights: str | None = "imagenet",
     train_from: str | None = None,
     dense: int = 256,
     dropout: float = 0.5,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -129,6 +130,10 @@ def count_flops(model: keras.Model) -> int | None:
 
     A multiply-add counts as 2 FLOPs. Returns None where the profiler cannot run.
     """
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    # The v1 profiler logs a deprecation warning per call; the count is what was asked for.
+    tf_logger.setLevel(logging.ERROR)
     try:
         shape = [1, *model.input_shape[1:]]
         fn = tf.function(lambda x: model(x, training=False))
@@ -139,6 +144,8 @@ def count_flops(model: keras.Model) -> int | None:
         return int(info.total_float_ops)
     except Exception:  # The profiler is internal API; a failure must not break a table.
         return None
+    finally:
+        tf_logger.setLevel(level)
 
 
 def describe(model: keras.Model, flops: bool = True) -> dict[str, Any]:

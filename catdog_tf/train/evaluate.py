@@ -16,6 +16,7 @@ from catdog_tf import data, rundir
 from catdog_tf.config import Config
 from catdog_tf.errors import ConfigError, RunFilesError
 from catdog_tf.train import metrics
+from catdog_tf.train import report as report_lib
 from catdog_tf.train.steps import model_outputs
 from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
 
@@ -76,7 +77,9 @@ def evaluate_workdir(
       workdir: A finished run directory.
       data_spec: Folder, ``tfds:cats_vs_dogs`` or ``synthetic``; every usable image is used.
       batch_size: Evaluation batch size.
-      output: Where to write the metrics JSON (default ``WORKDIR/eval-<folder name>.json``).
+      output: Where to write the metrics JSON (default ``WORKDIR/eval-<folder name>.json``);
+        ``<output>-predictions.csv`` (one row per image) and ``<output>-mistakes.png`` (the
+        most confident mistakes) are written beside it.
 
     Returns:
       The metrics of :func:`catdog_tf.train.metrics.evaluate_predictions`, plus ``data``,
@@ -107,7 +110,17 @@ def evaluate_workdir(
         }
     )
     name = os.path.basename(os.path.normpath(data_spec)).replace(":", "_") or "data"
-    atomic_write_json(output or os.path.join(workdir, f"eval-{name}.json"), report)
+    output = output or os.path.join(workdir, f"eval-{name}.json")
+    base = output.removesuffix(".json")
+    report_lib.write_split_outputs(
+        f"{base}-predictions.csv",
+        f"{base}-mistakes.png",
+        examples,
+        logits,
+        threshold,
+        title=f"{config.model} on {data_spec}",
+    )
+    atomic_write_json(output, report)
     return report
 
 

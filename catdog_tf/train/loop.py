@@ -18,6 +18,7 @@ import math
 import os
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,14 +28,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from catdog_tf import data, models, rundir
+from catdog_tf import data, export, models, rundir
 from catdog_tf import machine as machine_lib
 from catdog_tf import plan as plan_lib
 from catdog_tf.config import Config
 from catdog_tf.errors import ConfigError, NonFiniteLossError, RunFilesError, WorkdirConfigError
 from catdog_tf.models import pretrained
 from catdog_tf.plan import Plan
-from catdog_tf.train import features, metrics
+from catdog_tf.train import features, metrics, report
 from catdog_tf.train.steps import Steps, build_configured_model, make_strategy, precision_policy
 from catdog_tf.utils import atomic_write_bytes, atomic_write_json
 
@@ -223,9 +224,9 @@ TRAINEES: dict[str, Callable[[Config, Plan, Any, str], Trainee]] = {
 }
 
 
-def _train_epoch(steps: Steps, dataset, num_steps: int, verbose: bool) -> dict[str, float]:
+def _train_epoch(steps: Steps, dataset, num_steps: int, bar: bool) -> dict[str, float]:
     progbar = keras.utils.Progbar(
-        num_steps, stateful_metrics=["loss", "img/s"], verbose=1 if verbose else 0
+        num_steps, stateful_metrics=["loss", "img/s"], verbose=1 if bar else 0
     )
     loss_sum, correct, seen = 0.0, 0.0, 0
     start = time.perf_counter()
@@ -254,16 +255,44 @@ def _evaluate(steps: Steps, dataset, threshold: float | None = None) -> dict[str
     return metrics.evaluate_predictions(logits, labels, threshold)
 
 
-def _summaries(writer, entry: dict[str, Any], epoch: int) -> None:
-    with writer.as_default(step=epoch):
-        for key, value in entry.items():
-            if isinstance(value, (int, float)) and key != "epoch":
-                tf.summary.scalar(key, value)
-    writer.flush()
+# Keras's TensorBoard callback layout: one run folder per split, "epoch_" tags, so the train
+# and validation curves of one tag overlay.
+_TRAIN_TAGS = {
+    "train_loss": "loss",
+    "train_accuracy": "accuracy",
+    "learning_rate": "learning_rate",
+    "images_per_second": "images_per_second",
+}
+
+
+def _summaries(writers: dict[str, Any], entry: dict[str, Any], epoch: int) -> None:
+    scalars = {
+        "train": {tag: entry[key] for key, tag in _TRAIN_TAGS.items()},
+        "validation": {
+            "loss": entry["val_loss"],
+            "accuracy": entry["val_accuracy_at_0.5"],
+            **{
+                key.removeprefix("val_"): value
+                for key, value in entry.items()
+                if key.startswith("val_") and key not in ("val_loss", "val_accuracy_at_0.5")
+            },
+        },
+    }
+    for split, values in scalars.items():
+        with writers[split].as_default(step=epoch):
+            for tag, value in values.items():
+                if isinstance(value, (int, float)):
+                    tf.summary.scalar(f"epoch_{tag}", value)
+        writers[split].flush()
 
 
 def train_and_evaluate(
-    config: Config, workdir: str, *, overwrite: bool = False, verbose: bool = True
+    config: Config,
+    workdir: str,
+    *,
+    overwrite: bool = False,
+    verbose: bool = True,
+    progress_bar: bool | None = None,
 ) -> dict[str, Any]:
     """Trains ``config.model`` on ``config.data`` and evaluates it; resumes if interrupted.
 
@@ -271,7 +300,9 @@ def train_and_evaluate(
       config: The run's config (validated here).
       workdir: Run directory (created; see the module docstring for its contents).
       overwrite: Delete a run with a different config in ``workdir`` instead of refusing.
-      verbose: Show a progress bar per epoch.
+      verbose: Print a line per epoch.
+      progress_bar: Also a ``keras.utils.Progbar`` per epoch; None: only when stdout is a
+        terminal, so a log piped to a file holds plain lines, no carriage returns.
 
     Returns:
       The contents of ``result.json``: config, model description, validation metrics (with
@@ -286,11 +317,12 @@ def train_and_evaluate(
     """
     config.validate()
     with rundir.locked(workdir):
-        return _train_and_evaluate(config, workdir, overwrite, verbose)
+        bar = verbose and (sys.stdout.isatty() if progress_bar is None else progress_bar)
+        return _train_and_evaluate(config, workdir, overwrite, verbose, bar)
 
 
 def _train_and_evaluate(
-    config: Config, workdir: str, overwrite: bool, verbose: bool
+    config: Config, workdir: str, overwrite: bool, verbose: bool, bar: bool
 ) -> dict[str, Any]:
     saved_plan = rundir.check_workdir(workdir, config, overwrite)
     machine_lib.configure_threads(machine_lib.usable_cores())
@@ -343,7 +375,12 @@ def _train_and_evaluate(
     state = _State(steps, workdir)
     first_epoch = state.restore()
     history = state.get_history()
-    writer = tf.summary.create_file_writer(rundir.path(workdir, rundir.TENSORBOARD))
+    writers = {
+        split: tf.summary.create_file_writer(
+            os.path.join(rundir.path(workdir, rundir.TENSORBOARD), split)
+        )
+        for split in ("train", "validation")
+    }
     patience = config.early_stopping_patience
     for epoch in range(first_epoch, config.epochs):
         if patience and int(state.bad_epochs) >= patience:
@@ -352,7 +389,8 @@ def _train_and_evaluate(
             print(f"epoch {epoch + 1}/{config.epochs} ({config.model}, {config.loss})")
         train_ds = data_and_model.train_batches(epoch).take(num_steps)
         entry: dict[str, Any] = {"epoch": epoch + 1}
-        entry.update(_train_epoch(steps, train_ds, num_steps, verbose))
+        entry.update(_train_epoch(steps, train_ds, num_steps, bar))
+        entry["learning_rate"] = float(steps.optimizer.learning_rate)
         val = _evaluate(steps, data_and_model.eval_ds["validation"])
         val_loss = val["mse"] if config.loss == "mse" else val["cross_entropy"]
         if not (math.isfinite(entry["train_loss"]) and math.isfinite(val_loss)):
@@ -376,7 +414,7 @@ def _train_and_evaluate(
         state.history.assign(json.dumps(history))
         state.manager.save(checkpoint_number=epoch + 1)
         atomic_write_json(rundir.path(workdir, rundir.HISTORY), history)
-        _summaries(writer, entry, epoch + 1)
+        _summaries(writers, entry, epoch + 1)
         if verbose:
             print(
                 f"  train loss {entry['train_loss']:.4f} acc {entry['train_accuracy']:.3f} | "
@@ -391,16 +429,21 @@ def _train_and_evaluate(
 
     if state.best.latest_checkpoint:
         state.best.checkpoint.restore(state.best.latest_checkpoint).expect_partial()
-    _export(data_and_model.model, workdir)
+    _export(data_and_model.model, config, workdir)
     result = _result(config, plan, data_and_model, description, history, skipped, splits, workdir)
     atomic_write_json(rundir.path(workdir, rundir.RESULT), result)
     return result
 
 
-def _export(model: keras.Model, workdir: str) -> None:
-    tmp = os.path.join(workdir, ".model.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, rundir.path(workdir, rundir.MODEL))
+def _export(model: keras.Model, config: Config, workdir: str) -> None:
+    """Writes ``model.keras`` and its serving form ``serving.keras``, each atomically."""
+    for name, exported in (
+        (rundir.MODEL, model),
+        (rundir.SERVING, export.serving_model(model, config)),
+    ):
+        tmp = os.path.join(workdir, f".tmp.{name}")  # Keras wants the .keras suffix.
+        exported.save(tmp)
+        os.replace(tmp, rundir.path(workdir, name))
 
 
 def _result(
@@ -414,16 +457,20 @@ def _result(
         if "test" in predictions
         else None
     )
-    # Logits and labels of the best model, for sweep plots and later analysis.
+    # Logits, labels and paths of the best model, for sweep plots and later analysis.
     buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        **{
-            f"{name}_{kind}": array
-            for name, (logits, labels) in predictions.items()
-            for kind, array in (("logits", logits), ("labels", labels))
-        },
-    )
+    arrays = {}
+    for name, (logits, labels) in predictions.items():
+        arrays.update({f"{name}_logits": logits, f"{name}_labels": labels})
+        arrays[f"{name}_paths"] = np.array(report.item_names(splits[name]), dtype=str)
+        report.write_split_outputs(
+            *rundir.split_outputs(workdir, name),
+            splits[name],
+            logits,
+            val["best_threshold"],
+            title=f"{config.model} {name}",
+        )
+    np.savez(buffer, **arrays)
     atomic_write_bytes(rundir.path(workdir, rundir.PREDICTIONS), buffer.getvalue())
 
     def steady(key: str) -> float | None:

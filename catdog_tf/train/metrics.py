@@ -86,6 +86,21 @@ def roc_auc(probs: np.ndarray, labels: np.ndarray) -> float | None:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def confusion(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, int]:
+    """Counts of each (true class, predicted class) pair when predicting dog for p > threshold.
+
+    Keys: ``cat_as_cat``, ``cat_as_dog`` (false dogs), ``dog_as_cat`` (missed dogs) and
+    ``dog_as_dog``; rows of ``tf.math.confusion_matrix`` with 0 = cat, 1 = dog.
+    """
+    predicted = np.asarray(probs) > threshold
+    truth = np.asarray(labels) == 1
+    return {
+        f"{t}_as_{p}": int(np.sum((truth == (t == "dog")) & (predicted == (p == "dog"))))
+        for t in ("cat", "dog")
+        for p in ("cat", "dog")
+    }
+
+
 def evaluate_predictions(
     logits: np.ndarray, labels: np.ndarray, threshold: float | None = None
 ) -> dict[str, float | dict]:
@@ -101,7 +116,8 @@ def evaluate_predictions(
       ``mse``, ``cross_entropy``, ``pearson``, ``accuracy_at_0.5``, ``roc_auc``,
       ``article_sweep`` (accuracy at 0.0..0.9), ``article_best_accuracy``,
       ``best_threshold`` and ``best_accuracy`` (on the fine grid, or at ``threshold``),
-      and ``n``. ``pearson`` and ``roc_auc`` are None on a split of one class.
+      ``confusion`` (:func:`confusion` at that threshold) and ``n``. ``pearson`` and
+      ``roc_auc`` are None on a split of one class.
     """
     logits = np.asarray(logits, np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
@@ -122,4 +138,5 @@ def evaluate_predictions(
         "article_best_accuracy": max(article.values()),
         "best_threshold": float(threshold),
         "best_accuracy": float(best),
+        "confusion": confusion(probs, labels, threshold),
     }

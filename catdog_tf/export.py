@@ -1,0 +1,108 @@
+"""The serving model: any-size 0..255 images in, P(dog) out, loadable by plain Keras.
+
+A run's ``model.keras`` is the training model: [0, 1] float images at exactly the run's size
+in, one logit out, in the training precision, and (for pretrained models) with this
+package's preprocessing layer inside. :func:`serving_model` wraps the same weights into what
+a user of ``keras.utils.load_img`` expects::
+
+    image (batch, any height, any width, 3), float 0..255
+      -> Resizing to the run's size (bilinear, as the pipeline)
+      -> Rescaling by 1/255
+      -> the classifier, rebuilt in float32 whatever the training precision
+      -> sigmoid: P(dog), shape (batch, 1)
+
+Every layer is a built-in Keras layer (a pretrained model's preprocessing becomes an
+equivalent fixed ``Dense`` on the channels), so ``keras.saving.load_model`` reads it without
+importing catdog_tf, and ``model.export`` / the TFLite converter take it.
+
+What it does not repeat: the pipeline decodes JPEGs with TensorFlow's fast integer DCT and
+rounds the resized image to uint8, so its probabilities differ from the serving model's by
+a little (tested to within 0.01).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from catdog_tf.config import Config
+from catdog_tf.models import build_model, get_spec, pretrained
+from catdog_tf.train.steps import precision_policy
+from catdog_tf.utils import atomic_write_bytes
+
+
+def affine_channels_layer(
+    function: Callable[[tf.Tensor], tf.Tensor], name: str, channels: int = 3
+) -> keras.layers.Dense:
+    """A frozen ``Dense(channels)`` that computes ``function`` on the last axis.
+
+    ``function`` must be affine per pixel (scales, offsets, a channel permutation, as every
+    ``keras.applications`` ``preprocess_input`` here is); it is read off at the zero vector
+    and the unit vectors, then checked on random values.
+
+    Raises:
+      ValueError: ``function`` is not affine on the channels.
+    """
+    basis = np.concatenate([np.zeros((1, channels)), np.eye(channels)]).astype(np.float32)
+    out = np.asarray(function(tf.constant(basis[None, None])))[0, 0]
+    bias, kernel = out[0], out[1:] - out[0]
+    layer = keras.layers.Dense(channels, trainable=False, name=name, dtype="float32")
+    layer.build((None, None, None, channels))
+    layer.set_weights([kernel, bias])
+    probe = np.random.default_rng(0).uniform(0, 1, (1, 4, 4, channels)).astype(np.float32)
+    if not np.allclose(layer(probe), function(tf.constant(probe)), rtol=1e-4, atol=1e-3):
+        raise ValueError(f"{name}: the preprocessing is not affine on the channels")
+    return layer
+
+
+def _plain_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """The layer itself (its weights shared), or a built-in stand-in for a custom one."""
+    if isinstance(layer, pretrained.BackbonePreprocess):
+        return affine_channels_layer(layer.call, name=layer.name)
+    return layer
+
+
+def serving_model(model: keras.Model, config: Config) -> keras.Model:
+    """The serving model of ``model``, a trained ``config.model`` (see the module docstring).
+
+    Args:
+      model: The trained model (any precision), as in a run's ``model.keras``.
+      config: The run's config (its model name, kwargs and image size).
+
+    Returns:
+      A float32 Keras model mapping (batch, H, W, 3) images in 0..255, any H and W, to P(dog).
+    """
+    kwargs = dict(config.model_kwargs)
+    if get_spec(config.model).pretrained:
+        kwargs["weights"] = "none"  # The trained weights are copied in below.
+    with precision_policy("float32"):
+        classifier = build_model(config.model, (*config.image_size, 3), **kwargs)
+        # Same builder, same arguments: the same weights in the same order, cast to float32.
+        classifier.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+        plain = keras.models.clone_model(classifier, clone_function=_plain_layer)
+        inputs = keras.Input((None, None, 3), name="image")
+        x = keras.layers.Resizing(*config.image_size, interpolation="bilinear", name="resize")(
+            inputs
+        )
+        x = keras.layers.Rescaling(1 / 255, name="scale")(x)
+        # training=False fixed in the graph: a serving model never runs dropout, however
+        # it is called (Keras's training=None default reached the nested dropout).
+        p_dog = keras.layers.Activation("sigmoid", name="p_dog")(plain(x, training=False))
+        return keras.Model(inputs, p_dog, name=f"{config.model}_serving")
+
+
+def to_tflite(model: keras.Model, path: str) -> None:
+    """Writes ``model`` (e.g. a serving model) as a TFLite flatbuffer, via a SavedModel.
+
+    The TFLite model keeps the any-size input; give the interpreter a shape with
+    ``resize_tensor_input`` before ``allocate_tensors``.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as saved:
+        model.export(saved, verbose=False)
+        flatbuffer = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
+    atomic_write_bytes(path, flatbuffer)

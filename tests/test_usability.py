@@ -1,0 +1,206 @@
+"""What a Keras and absl user expects: help, a plain-Keras serving model, TensorBoard's
+layout, plain piped logs, training a run longer, numeric CSVs, per-image predictions."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import make_image, make_kaggle_folder
+
+from catdog_tf import compare, models, rundir
+from catdog_tf.config import smoke
+from catdog_tf.train import evaluate_workdir, metrics, predict_files, train_and_evaluate
+from catdog_tf.utils import read_json
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+BIN = os.path.dirname(sys.executable)
+COMMANDS = ["train", "eval", "predict", "compare", "data", "inspect", "machine"]
+
+
+def _tiny(data_dir: str, **changes):
+    values = dict(image_height=24, image_width=32, batch_size=4, epochs=2, train_size=0.5)
+    values.update(val_size=0.25, test_size=0.25)
+    return smoke("conv1").replace(data=data_dir, **{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("usability")
+    root = make_kaggle_folder(str(tmp / "d"), n_per_class=8)
+    workdir = str(tmp / "run")
+    train_and_evaluate(_tiny(root), workdir, verbose=False)
+    return tmp, root, workdir
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_the_commands_doc_and_flags(command):
+    out = subprocess.run(
+        [os.path.join(BIN, f"catdog-{command}"), "--helpshort"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    text = out.stdout
+    assert f"catdog-{command}" in text.splitlines()[0]  # The module docstring comes first.
+    assert "--workdir" in text or command in ("data", "machine")
+    if command in ("train", "compare"):
+        assert "--set" in text and "--progress" in text
+        assert "config fields" in text and "  learning_rate: " in text
+        assert "models: mlp, conv1" in text
+
+
+def test_serving_model_is_plain_keras_and_matches_predict(finished, tmp_path):
+    _, _, workdir = finished
+    files = []
+    for i, size in enumerate([(45, 70), (120, 90), (33, 33)]):
+        files.append(make_image(str(tmp_path / f"{i}.jpg"), i % 2, size=size, seed=i))
+    expected = [p for _, p in predict_files(workdir, files)]
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np, keras, tensorflow as tf
+        model = keras.saving.load_model({rundir.path(workdir, rundir.SERVING)!r})
+        probs = []
+        for path in {files!r}:
+            image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+            probs.append(float(model(tf.cast(image, tf.float32)[None]).numpy()[0, 0]))
+        model.export({str(tmp_path / "saved")!r}, verbose=False)
+        flat = tf.lite.TFLiteConverter.from_saved_model({str(tmp_path / "saved")!r}).convert()
+        lite = tf.lite.Interpreter(model_content=flat)
+        image = tf.cast(tf.io.decode_jpeg(tf.io.read_file({files[0]!r}), channels=3), tf.float32)
+        lite.resize_tensor_input(lite.get_input_details()[0]["index"], [1, *image.shape])
+        lite.allocate_tensors()
+        lite.set_tensor(lite.get_input_details()[0]["index"], image[None].numpy())
+        lite.invoke()
+        print(*probs, float(lite.get_tensor(lite.get_output_details()[0]["index"])[0, 0]))
+        assert not [m for m in sys.modules if m.startswith("catdog_tf")]
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+        cwd=str(tmp_path),  # Not the repository: catdog_tf is not importable by accident.
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    *served, lite = [float(v) for v in out.stdout.split()]
+    # The pipeline's fast integer DCT and uint8 rounding differ a little from the above.
+    np.testing.assert_allclose(served, expected, atol=0.01)
+    assert lite == pytest.approx(served[0], abs=1e-4)
+
+
+def test_build_model_takes_weights_none_as_keras_does():
+    model = models.build_model("mobilenetv2_bottleneck", (32, 32, 3), weights=None)
+    assert model.output_shape == (None, 1)
+
+
+def test_tensorboard_uses_keras_layout_and_tags(finished):
+    _, _, workdir = finished
+    tags = {}
+    for split in ("train", "validation"):
+        folder = os.path.join(workdir, "tensorboard", split)
+        tags[split] = {
+            value.tag
+            for name in os.listdir(folder)
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name))
+            for value in event.summary.value
+        }
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= tags["train"]
+    assert {"epoch_loss", "epoch_accuracy", "epoch_pearson", "epoch_roc_auc"} <= tags["validation"]
+
+
+def test_a_piped_log_is_plain_text(tmp_path):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=6)
+    out = subprocess.run(
+        [
+            os.path.join(BIN, "catdog-train"),
+            "--preset=smoke",
+            "--model=mlp",
+            f"--data={root}",
+            f"--workdir={tmp_path / 'run'}",
+            "--batch_size=4",
+            "--set=image_height=16",
+            "--set=image_width=20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for stream in (out.stdout, out.stderr):
+        assert not {"\r", "\b", "\x1b"} & set(stream)
+    assert "epoch 2/2" in out.stdout and "Sharding callback" not in out.stderr
+    assert "deprecat" not in out.stderr.lower()
+
+
+def test_a_finished_run_trains_longer(finished, tmp_path):
+    _, root, source = finished
+    workdir = str(tmp_path / "run")
+    shutil.copytree(source, workdir)
+    before = read_json(rundir.path(workdir, rundir.HISTORY))
+    result = train_and_evaluate(_tiny(root, epochs=3), workdir, verbose=False)
+    after = read_json(rundir.path(workdir, rundir.HISTORY))
+    assert [h["epoch"] for h in after] == [1, 2, 3] and result["epochs_run"] == 3
+    assert after[:2] == before  # Continued, not retrained.
+    assert not compare.finished_under(workdir, _tiny(root, epochs=4))
+
+
+def test_a_config_that_never_trained_does_not_block_the_corrected_command(tmp_path):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=6)
+    workdir = str(tmp_path / "run")
+    os.makedirs(workdir)
+    rundir.write_config(workdir, _tiny(str(tmp_path / "wrong")), {})  # Failed before training.
+    assert train_and_evaluate(_tiny(root), workdir, verbose=False)["epochs_run"] == 2
+
+
+def test_per_image_predictions_confusion_and_mistakes(finished):
+    tmp, root, workdir = finished
+    result = read_json(rundir.path(workdir, rundir.RESULT))
+    predictions = np.load(rundir.path(workdir, rundir.PREDICTIONS))
+    for split in ("validation", "test"):
+        csv_path, png_path = rundir.split_outputs(workdir, split)
+        with open(csv_path) as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == result[split]["n"] == len(predictions[f"{split}_paths"])
+        assert [r["path"] for r in rows] == list(predictions[f"{split}_paths"])
+        assert all(os.path.exists(r["path"]) for r in rows)
+        probs = metrics.probabilities(predictions[f"{split}_logits"])
+        np.testing.assert_allclose([float(r["p_dog"]) for r in rows], probs, atol=1e-6)
+        confusion = result[split]["confusion"]
+        assert sum(confusion.values()) == result[split]["n"]
+        wrong = sum(r["correct"] == "0" for r in rows)
+        assert wrong == confusion["cat_as_dog"] + confusion["dog_as_cat"]
+        assert os.path.getsize(png_path) > 0
+    report = evaluate_workdir(workdir, root, output=str(tmp / "eval.json"))
+    with open(tmp / "eval-predictions.csv") as f:
+        assert len(list(csv.DictReader(f))) == report["n"] == 16
+    assert (tmp / "eval-mistakes.png").exists()
+
+
+def test_confusion_matches_tensorflow():
+    rng = np.random.default_rng(0)
+    probs, labels = rng.uniform(size=200), rng.integers(0, 2, 200)
+    matrix = tf.math.confusion_matrix(labels, (probs > 0.3).astype(int), num_classes=2).numpy()
+    got = metrics.confusion(probs, labels, 0.3)
+    assert [[got["cat_as_cat"], got["cat_as_dog"]], [got["dog_as_cat"], got["dog_as_dog"]]] == (
+        matrix.tolist()
+    )
+
+
+def test_comparison_csv_holds_numbers(finished, tmp_path):
+    _, _, workdir = finished
+    result = read_json(rundir.path(workdir, rundir.RESULT))
+    compare.write_outputs([result], str(tmp_path))
+    with open(tmp_path / "table.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["params"]) == result["model"]["params"]
+    assert float(row["val AUC"]) == pytest.approx(result["validation"]["roc_auc"], abs=0)
