@@ -13,9 +13,9 @@ Precision and XLA are decided from the machine, never from one CPU's measurement
 * CPU without native bfloat16 (no AVX512_BF16 / AMX): float32. TensorFlow emulates bfloat16
   there, many times slower (BENCHMARKS.md).
 * Whatever the flags cannot decide (bf16 on a CPU that has it; XLA on any CPU) is calibrated:
-  a few timed train steps of the real model at the run's image size and batch per candidate,
-  in the spirit of cuDNN's autotuner, cached per machine, model, image size and batch
-  (:func:`calibration_cache_path`). The simple setting (float32, XLA off) wins unless a
+  timed train steps of the real model at the run's image size and batch, the candidates
+  taking turns (:func:`time_interleaved`), in the spirit of cuDNN's autotuner, cached per
+  machine, model, image size and batch (:func:`calibration_cache_path`). The simple setting (float32, XLA off) wins unless a
   candidate beats it by :data:`MARGIN`.
 """
 
@@ -124,7 +124,9 @@ class Plan:
         return dataclasses.asdict(self)
 
 
-Measure = Callable[[Config, Plan], float]
+# ``measure(config, candidate_plans) -> images/s of each``: all candidates are timed together,
+# so that they can take turns (:func:`time_interleaved`).
+Measure = Callable[[Config, list[Plan]], list[float]]
 
 
 def calibration_cache_path() -> str:
@@ -153,8 +155,8 @@ def resolve(
       config: A validated config.
       train_images: Images in the training split (steps per epoch and the schedule).
       machine: The machine to plan for; default :func:`catdog_tf.machine.probe`.
-      measure: ``measure(config, candidate_plan) -> images/s``, the calibration hook;
-        default :func:`catdog_tf.train.steps.measure_train_speed`.
+      measure: ``measure(config, candidate_plans) -> images/s of each``, the calibration
+        hook; default :func:`catdog_tf.train.steps.measure_train_speeds`.
       data_fingerprint: What the splits hold (recorded, so a resumed run can check it).
 
     Returns:
@@ -315,7 +317,7 @@ def calibrate(
     A cache that cannot be read or written costs a calibration, never the run.
     """
     if measure is None:
-        from catdog_tf.train.steps import measure_train_speed as measure
+        from catdog_tf.train.steps import measure_train_speeds as measure
     path = calibration_cache_path()
     key = _cache_key(config, plan, machine)
     try:
@@ -334,9 +336,9 @@ def calibrate(
             machine.cpu_model,
             ", ".join(candidate_name(*c) for c in missing),
         )
-        for precision, jit in missing:
-            candidate = dataclasses.replace(plan, precision=precision, jit_compile=jit)
-            speeds[candidate_name(precision, jit)] = float(measure(config, candidate))
+        plans = [dataclasses.replace(plan, precision=p, jit_compile=j) for p, j in missing]
+        for (precision, jit), speed in zip(missing, measure(config, plans), strict=True):
+            speeds[candidate_name(precision, jit)] = float(speed)
         cache[key] = speeds
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -346,25 +348,34 @@ def calibrate(
     return {candidate_name(*c): speeds[candidate_name(*c)] for c in candidates}
 
 
-def time_steps(step: Callable[[], Any], batch_size: int, budget_seconds: float = 3.0) -> float:
-    """Images per second of ``step()`` (one batch): median step time after warm-up steps.
+def time_interleaved(
+    steps: list[Callable[[], Any]], batch_size: int, budget_seconds: float = 3.0
+) -> list[float]:
+    """Images per second of each ``step()`` (one batch), the candidates taking turns.
 
-    Warms up for three steps (tracing, XLA compilation, first-touch allocations) and at least
-    a third of the budget, then times at least 5 and at most 20 steps, stopping once
-    ``budget_seconds`` have passed.
+    A shared machine's speed drifts by tens of percent over seconds; timed one after the
+    other, two settings would be compared across the drift. Each step is warmed up first
+    (three steps and a third of the budget: tracing, XLA compilation, first-touch
+    allocations), then the candidates run one step each in turn, until each has at least 8
+    timed steps and ``budget_seconds`` per candidate have passed (at most 40 steps each). The
+    median step time of each gives its speed.
     """
+    for step in steps:
+        start = time.perf_counter()
+        warmed = 0
+        while warmed < 3 or time.perf_counter() - start < budget_seconds / 3:
+            step()
+            warmed += 1
+    times: list[list[float]] = [[] for _ in steps]
     start = time.perf_counter()
-    warmed = 0
-    while warmed < 3 or time.perf_counter() - start < budget_seconds / 3:
-        step()
-        warmed += 1
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < 5 or (len(times) < 20 and time.perf_counter() - start < budget_seconds):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return batch_size / statistics.median(times)
+    while len(times[0]) < 8 or (
+        len(times[0]) < 40 and time.perf_counter() - start < budget_seconds * len(steps)
+    ):
+        for step, record in zip(steps, times, strict=True):
+            t0 = time.perf_counter()
+            step()
+            record.append(time.perf_counter() - t0)
+    return [batch_size / statistics.median(record) for record in times]
 
 
 def check_resume(saved: dict[str, Any] | None, plan: Plan, workdir: str) -> None:

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import time
 
 import pytest
 
@@ -27,10 +28,10 @@ class FakeSpeeds:
         self.speeds = speeds
         self.timed = []
 
-    def __call__(self, config, plan):
-        name = plan_lib.candidate_name(plan.precision, plan.jit_compile)
-        self.timed.append(name)
-        return self.speeds[name]
+    def __call__(self, config, plans):
+        names = [plan_lib.candidate_name(p.precision, p.jit_compile) for p in plans]
+        self.timed.extend(names)
+        return [self.speeds[name] for name in names]
 
 
 @pytest.fixture(autouse=True)
@@ -182,3 +183,21 @@ def test_resume_under_a_changed_plan_is_refused_and_can_be_pinned(tmp_path):
     # Pinning the saved value resumes the run (a pinned field is not a config change).
     result = train_and_evaluate(config.replace(learning_rate=0.05), workdir, verbose=False)
     assert result["plan"]["learning_rate"] == 0.05
+
+
+def test_time_interleaved_takes_turns_and_ranks_by_median():
+    calls = []
+
+    def fake_step(name, seconds):
+        def step():
+            calls.append(name)
+            time.sleep(seconds)
+
+        return step
+
+    speeds = plan_lib.time_interleaved(
+        [fake_step("a", 0.002), fake_step("b", 0.006)], batch_size=8, budget_seconds=0.05
+    )
+    assert speeds[0] > 2 * speeds[1]
+    assert calls[:3] == ["a"] * 3  # Warm-up, one candidate after the other...
+    assert calls[-16:] == ["a", "b"] * 8  # ... then turns.

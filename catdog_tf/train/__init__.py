@@ -8,7 +8,7 @@ from catdog_tf.train.loop import (
     check_workdir,
     train_and_evaluate,
 )
-from catdog_tf.train.steps import Steps, measure_train_speed, per_example_loss
+from catdog_tf.train.steps import Steps, measure_train_speeds, per_example_loss
 
 __all__ = [
     "NonFiniteLossError",
@@ -17,7 +17,7 @@ __all__ = [
     "check_workdir",
     "evaluate_workdir",
     "load_run",
-    "measure_train_speed",
+    "measure_train_speeds",
     "metrics",
     "per_example_loss",
     "predict_files",

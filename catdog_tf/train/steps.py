@@ -23,7 +23,7 @@ from catdog_tf.config import Config
 from catdog_tf.data import normalize
 from catdog_tf.errors import ConfigError
 from catdog_tf.models import build_model
-from catdog_tf.plan import Plan, time_steps
+from catdog_tf.plan import Plan, time_interleaved
 
 
 @contextlib.contextmanager
@@ -279,24 +279,25 @@ class Steps:
         return self.strategy.experimental_distribute_dataset(dataset)
 
 
-def measure_train_speed(config: Config, plan: Plan, budget_seconds: float = 3.0) -> float:
-    """Training images per second of ``config.model`` under ``plan``: the calibration probe.
+def measure_train_speeds(
+    config: Config, plans: list[Plan], budget_seconds: float = 3.0
+) -> list[float]:
+    """Training images per second of ``config.model`` under each plan: the calibration probe.
 
     Random uint8 batches at the config's image size and batch; pretrained models get random
     weights (speed does not depend on them, and nothing is downloaded). A bottleneck model
-    is timed with its frozen backbone, the cost of extracting its features.
+    is timed with its frozen backbone, the cost of extracting its features. The candidates
+    are built first, then timed taking turns (:func:`catdog_tf.plan.time_interleaved`).
     """
     probe_config = config.replace(weights="none", init_from="")
-    probe_plan = dataclasses.replace(plan, starts_from="", strategy="default")
-    steps = Steps(probe_config, probe_plan)
     rng = np.random.default_rng(0)
     images = tf.constant(
         rng.integers(0, 256, (config.batch_size, *config.image_size, 3), dtype=np.uint8)
     )
     labels = tf.constant(rng.integers(0, 2, (config.batch_size,), dtype=np.int32))
 
-    def step():
-        loss, _ = steps.train_step(images, labels)
-        return float(loss)  # Waits for the step to finish.
+    def probe(plan: Plan) -> Callable[[], float]:
+        steps = Steps(probe_config, dataclasses.replace(plan, starts_from="", strategy="default"))
+        return lambda: float(steps.train_step(images, labels)[0])  # float() waits for it.
 
-    return time_steps(step, config.batch_size, budget_seconds)
+    return time_interleaved([probe(p) for p in plans], config.batch_size, budget_seconds)
