@@ -15,8 +15,8 @@ Precision and XLA are decided from the machine, never from one CPU's measurement
 * Whatever the flags cannot decide (bf16 on a CPU that has it; XLA on any CPU) is calibrated:
   timed train steps of the real model at the run's image size and batch, the candidates
   taking turns (:func:`time_interleaved`), in the spirit of cuDNN's autotuner, cached per
-  machine, model, image size and batch (:func:`calibration_cache_path`). The simple setting (float32, XLA off) wins unless a
-  candidate beats it by :data:`MARGIN`.
+  machine, model, image size and batch (:func:`calibration_cache_path`). The simple setting
+  (float32, XLA off) wins unless a candidate beats it by :data:`MARGIN`.
 """
 
 from __future__ import annotations
