@@ -2,8 +2,9 @@ r"""Train-step throughput: every precision/XLA setting, what ``auto`` picks, and
 
 For every model, in one run: the same model, the same batches (real images, decoded and
 cached beforehand, so the input pipeline costs almost nothing) and the same batch size,
-with XLA on and off and float32 vs mixed_bfloat16. Each cell is images per second over
-``--steps`` timed steps after a warm-up epoch (tracing and compilation excluded). A second
+with XLA on and off and float32 vs mixed_bfloat16. Each cell is images per second over an
+epoch of ``--steps`` steps after a warm-up epoch (tracing and compilation excluded), the median
+of ``--repeats`` epochs timed with the cells of a model taking turns. A second
 table puts the setting ``auto`` resolves to on this machine (:func:`catdog_tf.plan.resolve`,
 calibrating afresh in a temporary cache unless ``--fresh_calibration=false``) beside the best
 explicit setting, both read from the first table.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import tempfile
 import time
 import warnings
@@ -45,6 +47,9 @@ _PRECISIONS = flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Pr
 _JIT = flags.DEFINE_list("jit", ["off", "on"], "XLA settings.")
 _JSON = flags.DEFINE_string("json", "", "Also write the results here.")
 _FIT = flags.DEFINE_bool("fit", True, "Also time Keras model.fit.")
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 3, "Timed epochs per cell, the cells of a model taking turns; the median counts."
+)
 _FRESH = flags.DEFINE_bool(
     "fresh_calibration", True, "Calibrate auto in a temporary cache (as a new user would)."
 )
@@ -72,19 +77,33 @@ def bench_config(model_name: str, precision: str = "auto", jit: str = "auto") ->
     )
 
 
-def custom_loop(
-    model_name: str, precision: str, jit: str, ds: tf.data.Dataset, n_images: int
-) -> float:
-    config = bench_config(model_name, precision, jit)
-    steps = Steps(config, plan_lib.resolve(config, train_images=n_images))
-    for images, labels in ds:  # Warm-up epoch: tracing and compilation.
-        loss, _ = steps.train_step(images, labels)
-    float(loss)
+def _epoch_seconds(steps: Steps, ds: tf.data.Dataset) -> float:
     start = time.perf_counter()
     for images, labels in ds:
         loss, _ = steps.train_step(images, labels)
     float(loss)  # Wait for the last step.
-    return n_images / (time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def custom_loop(
+    model_name: str, cells: list[tuple[str, str]], ds: tf.data.Dataset, n_images: int
+) -> dict[tuple[str, str], list[float]]:
+    """Images/s of each (precision, XLA) cell per repeat, the cells taking turns.
+
+    Every cell is built and warmed up (one epoch: tracing and compilation) first; then each
+    repeat times one epoch of every cell in turn, so a drifting machine load hits all cells
+    of a model alike.
+    """
+    steps = {}
+    for precision, jit in cells:
+        config = bench_config(model_name, precision, jit)
+        steps[(precision, jit)] = Steps(config, plan_lib.resolve(config, train_images=n_images))
+        _epoch_seconds(steps[(precision, jit)], ds)
+    speeds: dict[tuple[str, str], list[float]] = {cell: [] for cell in cells}
+    for _ in range(_REPEATS.value):
+        for cell, cell_steps in steps.items():
+            speeds[cell].append(n_images / _epoch_seconds(cell_steps, ds))
+    return speeds
 
 
 def keras_fit(
@@ -123,27 +142,32 @@ def main(argv):
     rows = []
     print(f"machine: {machine.probe().describe()}; oneDNN: {ONEDNN_DECISION}")
     print(f"{n_images} images/cell, batch {_BATCH.value}, Keras {keras.__version__}")
-    print("| model | precision | XLA | custom loop img/s | model.fit img/s | custom / fit |")
-    print("|---|---|---|---:|---:|---:|")
+    print(
+        "| model | precision | XLA | custom loop img/s (median) | range | model.fit img/s | "
+        "custom / fit |"
+    )
+    print("|---|---|---|---:|---|---:|---:|")
     for model_name in _MODELS.value:
-        for precision in _PRECISIONS.value:
-            for jit in _JIT.value:
-                ours = custom_loop(model_name, precision, jit, ds, n_images)
-                fit = keras_fit(model_name, precision, jit, ds, n_images) if _FIT.value else ours
-                rows.append(
-                    {
-                        "model": model_name,
-                        "precision": precision,
-                        "xla": jit,
-                        "custom": ours,
-                        "fit": fit,
-                    }
-                )
-                print(
-                    f"| {model_name} | {precision} | {jit} | {ours:,.0f} | {fit:,.0f} | "
-                    f"{ours / fit:.2f} |",
-                    flush=True,
-                )
+        cells = [(p, j) for p in _PRECISIONS.value for j in _JIT.value]
+        speeds = custom_loop(model_name, cells, ds, n_images)
+        for (precision, jit), values in speeds.items():
+            ours = statistics.median(values)
+            fit = keras_fit(model_name, precision, jit, ds, n_images) if _FIT.value else ours
+            rows.append(
+                {
+                    "model": model_name,
+                    "precision": precision,
+                    "xla": jit,
+                    "custom": ours,
+                    "custom_repeats": values,
+                    "fit": fit,
+                }
+            )
+            print(
+                f"| {model_name} | {precision} | {jit} | {ours:,.0f} | "
+                f"{min(values):,.0f}-{max(values):,.0f} | {fit:,.0f} | {ours / fit:.2f} |",
+                flush=True,
+            )
     autos = []
     print("\n| model | auto picks | its img/s | best explicit | best img/s | auto / best |")
     print("|---|---|---:|---|---:|---:|")

@@ -60,9 +60,9 @@ COLUMNS: list[tuple[str, tuple[str, ...], str]] = [
 ]
 
 
-def run_name(model: str, loss: str) -> str:
-    """Directory name of one run of the comparison."""
-    return f"{model}-{loss}"
+def run_name(model: str, loss: str, seed: int | None = None) -> str:
+    """Directory name of one run of the comparison (``-seedN`` when seeds are listed)."""
+    return f"{model}-{loss}" + ("" if seed is None else f"-seed{seed}")
 
 
 def _get(result: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -145,26 +145,29 @@ def compare(
     losses: Sequence[str],
     workdir: str,
     *,
+    seeds: Sequence[int] | None = None,
     rerun: bool = False,
     verbose: bool = True,
     progress_bar: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Trains every (model, loss) and writes the comparison table.
+    """Trains every (model, loss[, seed]) and writes the comparison table.
 
     Args:
       make_config: ``(model, loss) -> Config`` for one run (a preset plus overrides).
       model_names: Models, in table order.
       losses: Losses, e.g. ``["mse", "cross_entropy"]``.
-      workdir: Comparison directory; each run gets ``workdir/<model>-<loss>/``.
+      workdir: Comparison directory; each run gets ``workdir/<model>-<loss>[-seed<N>]/``.
+      seeds: Seeds to run each row with (a seed changes the split, shuffles, augmentation
+        and init); None runs the config's own seed once.
       rerun: Train runs again even if they finished (their directories are replaced).
       verbose: Per-epoch lines.
       progress_bar: Progress bars too (None: when stdout is a terminal).
 
     Returns:
-      The ``result.json`` of every run, in table order.
+      The ``result.json`` of every run (with its ``run_dir``), in table order.
     """
-    for kind, names in (("model", model_names), ("loss", losses)):
-        repeated = sorted({n for n in names if list(names).count(n) > 1})
+    for kind, names in (("model", model_names), ("loss", losses), ("seed", seeds or [0])):
+        repeated = sorted({str(n) for n in names if list(names).count(n) > 1})
         if repeated:
             raise ConfigError(f"{kind} listed twice: {', '.join(repeated)}; list each once")
         if not names:
@@ -173,22 +176,25 @@ def compare(
     results = []
     for model_name in model_names:
         for loss in losses:
-            config = _link_start(make_config(model_name, loss).validate(), workdir)
-            run_dir = os.path.join(workdir, run_name(model_name, loss))
-            if not rerun and finished_under(run_dir, config):
-                if verbose:
-                    print(f"{run_name(model_name, loss)}: finished, skipped (use --rerun)")
-                results.append(read_json(rundir.path(run_dir, rundir.RESULT)))
-                continue
-            if verbose:
-                print(f"=== {run_name(model_name, loss)} ===")
-            results.append(
-                train_and_evaluate(
-                    config, run_dir, overwrite=rerun, verbose=verbose, progress_bar=progress_bar
-                )
-            )
-            plot_run(run_dir, os.path.join(workdir, "plots"), run_name(model_name, loss))
-            write_outputs(results, workdir)  # After every run: a partial table survives.
+            for seed in seeds or [None]:
+                config = make_config(model_name, loss)
+                config = config if seed is None else config.replace(seed=seed)
+                config = _link_start(config.validate(), workdir, seed)
+                name = run_name(model_name, loss, seed)
+                run_dir = os.path.join(workdir, name)
+                if not rerun and finished_under(run_dir, config):
+                    if verbose:
+                        print(f"{name}: finished, skipped (use --rerun)")
+                    result = read_json(rundir.path(run_dir, rundir.RESULT))
+                else:
+                    if verbose:
+                        print(f"=== {name} ===")
+                    result = train_and_evaluate(
+                        config, run_dir, overwrite=rerun, verbose=verbose, progress_bar=progress_bar
+                    )
+                    plot_run(run_dir, os.path.join(workdir, "plots"), name)
+                results.append({**result, "run_dir": name})
+                write_outputs(results, workdir)  # After every run: a partial table survives.
     return write_outputs(results, workdir)
 
 
@@ -214,12 +220,12 @@ def finished_under(run_dir: str, config: Config) -> bool:
     return not plan.differences(saved)
 
 
-def _link_start(config: Config, workdir: str) -> Config:
-    """A fine-tuning run starts from its bottleneck run of the same comparison and loss."""
+def _link_start(config: Config, workdir: str, seed: int | None = None) -> Config:
+    """A fine-tuning run starts from its bottleneck run of the same comparison, loss, seed."""
     start = models.get_spec(config.model).starts_from
     if not start or config.init_from:
         return config
-    source = os.path.join(workdir, run_name(start, config.loss))
+    source = os.path.join(workdir, run_name(start, config.loss, seed))
     if not os.path.exists(rundir.path(source, rundir.MODEL)):
         raise ConfigError(
             f"{config.model} starts from a finished {start} run ({source}); list {start} "
@@ -229,17 +235,24 @@ def _link_start(config: Config, workdir: str) -> Config:
 
 
 def write_outputs(results: list[dict[str, Any]], workdir: str) -> list[dict[str, Any]]:
-    """Writes ``table.md``, ``table.csv`` and ``results.json``; returns ``results``."""
-    header, rows = table_rows(results)
-    atomic_write_text(os.path.join(workdir, "table.md"), format_markdown(header, rows))
+    """Writes the table (``table.md``, ``table.csv``), ``results.json`` and summary plots.
+
+    The table has one row per (model, loss): the mean of each run's numbers over its seeds,
+    95% intervals and the paired tests of :func:`catdog_tf.summary.summarize`.
+    ``results.json`` keeps every run's own numbers, so the table can be recomputed.
+    """
+    from catdog_tf import summary  # Local: summary imports this module's COLUMNS.
+
+    rows = summary.summarize(results, workdir)
+    header, formatted, raw = summary.table(rows)
+    atomic_write_text(os.path.join(workdir, "table.md"), format_markdown(header, formatted))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     # The CSV holds the numbers themselves (pandas reads them as numbers); the markdown
     # table is the formatted view.
-    for result in results:
-        raw = [_get(result, path) for _, path, _ in COLUMNS]
-        writer.writerow(["" if v is None else v for v in raw] + [_article(result)])
+    writer.writerows(raw)
     atomic_write_text(os.path.join(workdir, "table.csv"), buffer.getvalue())
     atomic_write_json(os.path.join(workdir, "results.json"), results)
+    summary.plot(rows, os.path.join(workdir, "plots"))
     return results

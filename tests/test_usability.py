@@ -199,7 +199,7 @@ def test_confusion_matches_tensorflow():
 def test_comparison_csv_holds_numbers(finished, tmp_path):
     _, _, workdir = finished
     result = read_json(rundir.path(workdir, rundir.RESULT))
-    compare.write_outputs([result], str(tmp_path))
+    compare.write_outputs([{**result, "run_dir": workdir}], str(tmp_path))
     with open(tmp_path / "table.csv") as f:
         row = next(csv.DictReader(f))
     assert float(row["params"]) == result["model"]["params"]

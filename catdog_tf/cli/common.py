@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging as std_logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -96,6 +97,11 @@ def config_from_flags(model: str | None = None) -> Config:
     return config.validate()
 
 
+def _own_info_only(record: std_logging.LogRecord) -> bool:
+    """Keeps warnings and errors from anywhere, and INFO lines from this package only."""
+    return record.levelno >= std_logging.WARNING or f"{os.sep}catdog_tf{os.sep}" in record.pathname
+
+
 def _first_line(error: BaseException) -> str:
     text = str(getattr(error, "message", "") or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -132,8 +138,10 @@ def run(main: Callable[[list[str]], None]) -> None:
 
     def guarded(argv: list[str]) -> None:
         if logging.get_verbosity() < logging.DEBUG:
-            # TensorFlow's own INFO lines ("Sharding callback duration") are noise to a user.
+            # TensorFlow's own INFO lines ("Sharding callback duration", through absl or its
+            # "tensorflow" logger) are noise to a user; this package's INFO lines stay.
             std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+            logging.get_absl_handler().addFilter(_own_info_only)
         try:
             main(argv)
         except (Exception, KeyboardInterrupt) as e:

@@ -5,6 +5,8 @@ Examples::
     catdog-compare --preset=article --data=../shared/data/dogs-vs-cats/train --workdir=runs/article
     catdog-compare --preset=full --data=../shared/data/dogs-vs-cats/train --workdir=runs/full
     catdog-compare --preset=smoke --workdir=/tmp/smoke
+    catdog-compare --preset=article --seeds=0,1,2 --data=../shared/data/dogs-vs-cats/train \
+        --workdir=runs/article-3seeds
 """
 
 from absl import flags
@@ -24,6 +26,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Comparison directory.", require
 _MODELS = flags.DEFINE_list("models", None, "Models (default: the preset's set).")
 _LOSSES = flags.DEFINE_list("losses", None, "Losses, e.g. mse,cross_entropy.")
 _RERUN = flags.DEFINE_bool("rerun", False, "Retrain runs that already finished.")
+_SEEDS = flags.DEFINE_list(
+    "seeds",
+    None,
+    "Seeds to run each model with, e.g. 0,1,2 (each changes the split, shuffles, augmentation "
+    "and init); the table gives means, 95% intervals and paired tests. Default: one run.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -36,8 +44,18 @@ def main(argv: list[str]) -> None:
     def make_config(model: str, loss: str):
         return common.config_from_flags(model=model).replace(loss=loss)
 
+    try:
+        seeds = [int(s) for s in _SEEDS.value] if _SEEDS.value else None
+    except ValueError as e:
+        raise common.ConfigError(f"--seeds takes integers: {_SEEDS.value}") from e
     compare(
-        make_config, models, losses, _WORKDIR.value, rerun=_RERUN.value, **common.progress_args()
+        make_config,
+        models,
+        losses,
+        _WORKDIR.value,
+        seeds=seeds,
+        rerun=_RERUN.value,
+        **common.progress_args(),
     )
     with open(f"{_WORKDIR.value}/table.md") as f:
         print(f.read())

@@ -390,7 +390,8 @@ def _train_and_evaluate(
         train_ds = data_and_model.train_batches(epoch).take(num_steps)
         entry: dict[str, Any] = {"epoch": epoch + 1}
         entry.update(_train_epoch(steps, train_ds, num_steps, bar))
-        entry["learning_rate"] = float(steps.optimizer.learning_rate)
+        # convert_to_numpy reads a plain or a distributed (mirrored) variable alike.
+        entry["learning_rate"] = float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate))
         val = _evaluate(steps, data_and_model.eval_ds["validation"])
         val_loss = val["mse"] if config.loss == "mse" else val["cross_entropy"]
         if not (math.isfinite(entry["train_loss"]) and math.isfinite(val_loss)):
