@@ -515,20 +515,19 @@ def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
         kaggle(f"{t}/d")
         os.makedirs(f"{t}/run/cache")
         # What a run killed while writing its cache leaves; the name is the cache's own.
-        outcome = train(t, f"{t}/d", "--set=cache=cache", "--epochs=1")
+        train(t, f"{t}/d", "--set=cache=cache", "--epochs=1")
         for name in os.listdir(f"{t}/run/cache"):
             if name.endswith(".index"):
                 # tf.data's name for the lockfile of a cache being written (shard 0).
                 write(f"{t}/run/cache/{name[: -len('.index')]}_0.lockfile", "1")
-        shutil.rmtree(f"{t}/run/checkpoints")
-        os.remove(f"{t}/run/config.json")
-        for name in ("model.keras", "result.json", "history.json", "predictions.npz"):
-            os.remove(f"{t}/run/{name}")
-        shutil.rmtree(f"{t}/run/best")
+        # Keep only the lockfiles: as if the first run was killed while writing its cache.
+        for name in os.listdir(f"{t}/run"):
+            if name != "cache":
+                path = f"{t}/run/{name}"
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         for name in os.listdir(f"{t}/run/cache"):
             if not name.endswith(".lockfile"):
                 os.remove(f"{t}/run/cache/{name}")
-        del outcome
         return train(t, f"{t}/d", "--set=cache=cache")
 
     add(Case("stale cache lockfile of a killed run", "workdir", "ok", stale_lockfile))
