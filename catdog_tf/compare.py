@@ -16,85 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from catdog_tf import data, models, rundir
+from catdog_tf import data, models, rundir, summary
 from catdog_tf import plan as plan_lib
 from catdog_tf.config import Config
 from catdog_tf.errors import CatdogError, ConfigError
+from catdog_tf.summary import format_markdown
 from catdog_tf.train import metrics, train_and_evaluate
 from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
-
-# What the reference article reports (validation set of 1,024 images, MSE loss), and the
-# Keras-blog row for conv3 (different set-up: 2,000 training images, 150x150, augmentation).
-ARTICLE_REPORTED: dict[str, str] = {
-    "mlp": "~random guessing",
-    "conv1": "MSE 0.36, Pearson 0.152",
-    "conv2": "MSE 0.33, Pearson 0.21, best acc 61%",
-    "conv2_wide": "Pearson 0.30, best acc 67%",
-    "conv3": "Keras blog: 79-81% (2,000 images)",
-    "vgg16_bottleneck": "Keras blog bottleneck: ~90-91%",
-    "vgg16_finetune": "Keras blog fine-tuning: ~94-95%",
-}
-
-# (header, key path into result.json, format)
-COLUMNS: list[tuple[str, tuple[str, ...], str]] = [
-    ("model", ("config", "model"), "{}"),
-    ("loss", ("config", "loss"), "{}"),
-    ("params", ("model", "params"), "{:,}"),
-    ("weight MB", ("model", "weight_mb"), "{:.1f}"),
-    ("epochs", ("epochs_run",), "{}"),
-    ("s/epoch", ("seconds_per_epoch",), "{:.1f}"),
-    ("img/s", ("train_images_per_second",), "{:.0f}"),
-    ("val MSE", ("validation", "mse"), "{:.3f}"),
-    ("val CE", ("validation", "cross_entropy"), "{:.3f}"),
-    ("val Pearson", ("validation", "pearson"), "{:.3f}"),
-    ("val acc@0.5", ("validation", "accuracy_at_0.5"), "{:.3f}"),
-    ("best thr", ("validation", "best_threshold"), "{:.3f}"),
-    ("val best acc", ("validation", "best_accuracy"), "{:.3f}"),
-    ("val AUC", ("validation", "roc_auc"), "{:.3f}"),
-    ("test MSE", ("test", "mse"), "{:.3f}"),
-    ("test CE", ("test", "cross_entropy"), "{:.3f}"),
-    ("test Pearson", ("test", "pearson"), "{:.3f}"),
-    ("test acc@0.5", ("test", "accuracy_at_0.5"), "{:.3f}"),
-    ("test acc@thr", ("test", "best_accuracy"), "{:.3f}"),
-    ("test AUC", ("test", "roc_auc"), "{:.3f}"),
-]
 
 
 def run_name(model: str, loss: str, seed: int | None = None) -> str:
     """Directory name of one run of the comparison (``-seedN`` when seeds are listed)."""
     return f"{model}-{loss}" + ("" if seed is None else f"-seed{seed}")
-
-
-def _get(result: dict[str, Any], path: tuple[str, ...]) -> Any:
-    value: Any = result
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
-def table_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows of the comparison table (with the article's column)."""
-    header = [c[0] for c in COLUMNS] + ["article reported"]
-    rows = []
-    for result in results:
-        row = []
-        for _, path, fmt in COLUMNS:
-            value = _get(result, path)
-            row.append("-" if value is None else fmt.format(value))
-        row.append(_article(result))
-        rows.append(row)
-    return header, rows
-
-
-def _article(result: dict[str, Any]) -> str:
-    return ARTICLE_REPORTED.get(result["config"]["model"], "")
-
-
-def format_markdown(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def plot_run(result_dir: str, plots_dir: str, name: str) -> list[str]:
@@ -241,8 +174,6 @@ def write_outputs(results: list[dict[str, Any]], workdir: str) -> list[dict[str,
     95% intervals and the paired tests of :func:`catdog_tf.summary.summarize`.
     ``results.json`` keeps every run's own numbers, so the table can be recomputed.
     """
-    from catdog_tf import summary  # Local: summary imports this module's COLUMNS.
-
     rows = summary.summarize(results, workdir)
     header, formatted, raw = summary.table(rows)
     atomic_write_text(os.path.join(workdir, "table.md"), format_markdown(header, formatted))

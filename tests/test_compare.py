@@ -4,7 +4,7 @@ import csv
 import os
 from pathlib import Path
 
-from catdog_tf import compare
+from catdog_tf import compare, summary
 from catdog_tf.config import smoke
 from catdog_tf.utils import read_json
 
@@ -23,7 +23,7 @@ def test_smoke_compare_end_to_end(tmp_path):
     for name in ("table.md", "table.csv", "results.json"):
         assert os.path.exists(os.path.join(workdir, name))
     rows = list(csv.DictReader(Path(workdir, "table.csv").read_text().splitlines()))
-    header = [c[0] for c in compare.COLUMNS]
+    header = [c[0] for c in summary.COLUMNS]
     assert list(rows[0])[: len(header)] == header and list(rows[0])[-1] == "article reported"
     assert [(r["model"], r["loss"]) for r in rows] == [
         (m, loss) for m in names for loss in ("mse", "cross_entropy")
