@@ -32,3 +32,13 @@ class NonFiniteLossError(CatdogError, RuntimeError):
 
 class RunFilesError(CatdogError):
     """A run's own files (checkpoint, model, result) are missing, truncated or corrupt."""
+
+
+def first_line(error: BaseException, limit: int | None = 200) -> str:
+    """The first line of ``error``'s message, or its type's name when the message is empty.
+
+    TensorFlow's errors carry the message in ``.message``. ``limit`` cuts it (None keeps it
+    whole): what one error line quotes of an exception raised by a library.
+    """
+    text = str(getattr(error, "message", "") or error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]

@@ -12,7 +12,7 @@ from absl import app, flags, logging
 
 from catdog_tf.cli import ONEDNN_DECISION
 from catdog_tf.config import PRESETS, Config, get_preset, parse_override
-from catdog_tf.errors import CatdogError, ConfigError
+from catdog_tf.errors import CatdogError, ConfigError, first_line
 
 __all__ = [
     "FLAGS",
@@ -102,11 +102,6 @@ def _own_info_only(record: std_logging.LogRecord) -> bool:
     return record.levelno >= std_logging.WARNING or f"{os.sep}catdog_tf{os.sep}" in record.pathname
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "message", "") or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def error_line(error: BaseException) -> tuple[str, int]:
     """The one line (and exit status) a command prints for ``error``.
 
@@ -120,14 +115,15 @@ def error_line(error: BaseException) -> tuple[str, int]:
         return "interrupted; run the same command again to resume after the last epoch", 130
     if isinstance(error, MemoryError):
         return "out of memory: try a smaller --batch_size or image size", 2
+    message = first_line(error, limit=None)
     if isinstance(error, (CatdogError, OSError)):
-        return _first_line(error), 2
+        return message, 2
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(error, tf.errors.OpError):
-        return f"TensorFlow: {_first_line(error)}", 2
+        return f"TensorFlow: {message}", 2
     return (
-        f"internal error ({type(error).__name__}: {_first_line(error)}); please report it "
-        "with the traceback that --verbosity=1 prints",
+        f"internal error ({type(error).__name__}: {message}); please report it with the "
+        "traceback that --verbosity=1 prints",
         3,
     )
 

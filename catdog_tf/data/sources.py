@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 from absl import logging
 
-from catdog_tf.errors import DataSourceError
+from catdog_tf.errors import DataSourceError, first_line
 
 DOG, CAT = 1, 0
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
@@ -314,9 +314,8 @@ def load_tfds(
     except DataSourceError:
         raise
     except Exception as e:  # TFDS raises many types (DownloadError, OSError, ...).
-        first_line = str(e).splitlines()[0][:200] if str(e) else ""
         raise DataSourceError(
-            f"could not load TFDS '{name}' ({type(e).__name__}: {first_line}). {hint}"
+            f"could not load TFDS '{name}' ({type(e).__name__}: {first_line(e)}). {hint}"
         ) from e
     items, labels = [], []
     for example in ds.as_numpy_iterator():

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from catdog_tf.errors import ConfigError
+from catdog_tf.errors import ConfigError, first_line
 from catdog_tf.models.reference import _logit
 from catdog_tf.models.registry import INPUT_SHAPE, register
 
@@ -118,7 +118,7 @@ def load_backbone(
             if weights == "imagenet":
                 raise
             # A local file that h5py or Keras cannot read, or with other layers.
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            first = first_line(e)
             raise WeightsUnavailableError(
                 f"weights file {weights!r} cannot be loaded into {name} ({first}); give the "
                 "Keras .h5 weights file of this backbone without its top (notop), "

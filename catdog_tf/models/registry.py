@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from catdog_tf.errors import CatdogError, ConfigError
+from catdog_tf.errors import CatdogError, ConfigError, first_line
 
 INPUT_SHAPE = (94, 125, 3)
 Builder = Callable[..., keras.Model]
@@ -118,7 +118,7 @@ def build_model(
         raise
     except (TypeError, ValueError) as e:
         # Wrong or wrong-typed model_kwargs, or an image too small for the model's pooling.
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        first = first_line(e, limit=300)
         raise ConfigError(
             f"model {name} cannot be built for input {tuple(input_shape)} with model_kwargs "
             f"{kwargs} ({type(e).__name__}: {first})"

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from catdog_tf import data, rundir
 from catdog_tf.config import Config
-from catdog_tf.errors import ConfigError, RunFilesError
+from catdog_tf.errors import ConfigError, RunFilesError, first_line
 from catdog_tf.train import metrics
 from catdog_tf.train import report as report_lib
 from catdog_tf.train.steps import model_outputs
@@ -37,7 +37,7 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
     try:
         model = keras.saving.load_model(model_path)
     except Exception as e:  # zipfile, h5py, JSON and Keras errors: the file is damaged.
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e)
         raise RunFilesError(
             f"{model_path} cannot be loaded ({type(e).__name__}: {first}); is it truncated? "
             f"Run catdog-train again on {workdir} to export it from the best checkpoint"

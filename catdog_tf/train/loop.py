@@ -32,7 +32,13 @@ from catdog_tf import data, export, models, rundir
 from catdog_tf import machine as machine_lib
 from catdog_tf import plan as plan_lib
 from catdog_tf.config import Config
-from catdog_tf.errors import ConfigError, NonFiniteLossError, RunFilesError, WorkdirConfigError
+from catdog_tf.errors import (
+    ConfigError,
+    NonFiniteLossError,
+    RunFilesError,
+    WorkdirConfigError,
+    first_line,
+)
 from catdog_tf.models import pretrained
 from catdog_tf.plan import Plan
 from catdog_tf.train import features, metrics, report
@@ -126,7 +132,7 @@ class _State:
             try:
                 self.checkpoint.restore(prefix).assert_consumed()
             except Exception as e:  # OpError, IndexError, AssertionError...: it does not read.
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                first = first_line(e)
                 failures.append(f"{os.path.basename(prefix)}: {first}")
                 logging.warning("checkpoint %s does not restore (%s)", prefix, first)
                 continue
