@@ -80,8 +80,8 @@ class Plan:
       steps_per_epoch: Optimizer steps per epoch.
       train_images: Training images the steps were computed from.
       strategy: ``default``, ``mirrored`` or ``multi_worker``.
-      data_fingerprint: Which images are in each split (:meth:`catdog_tf.data.Examples.
-        fingerprint`); a changed data folder changes it.
+      data_fingerprint: :func:`catdog_tf.data.fingerprint` of what the ``--data`` spec listed;
+        files added, removed or replaced change it.
       threads: TensorFlow intra-op threads (the usable cores).
       data_parallelism: Parallel calls of the tf.data map stages.
       machine: :meth:`catdog_tf.machine.Machine.to_dict` of the machine that resolved it.

@@ -13,6 +13,7 @@ Typical use::
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from absl import logging
 
@@ -64,6 +65,8 @@ __all__ = [
     "describe",
     "epoch_seed",
     "eval_batches",
+    "drop_unusable",
+    "fingerprint",
     "source_fingerprint",
     "list_class_folders",
     "list_folder",
@@ -90,30 +93,42 @@ __all__ = [
 ]
 
 
-def source_fingerprint(spec: str, seed: int = 0, synthetic_size: int = 512) -> str:
-    """A hash of everything a ``--data`` spec lists (see :meth:`Examples.fingerprint`).
+def fingerprint(loaded: Mapping[str, Examples]) -> str:
+    """One hash of every part of a loaded spec (:meth:`Examples.fingerprint`), by name.
 
-    Taken before the scan, so it costs a listing and a stat per file, not a decode: a
-    resumed run, and ``catdog-compare``'s skip of finished runs, check it to notice a data
-    folder whose files were added, removed or replaced.
+    Taken on what :func:`load` listed, before the scan, so it costs a stat per file, not a
+    decode: a resumed run, and ``catdog-compare``'s skip of finished runs, check it to notice
+    a data folder whose files were added, removed or replaced.
     """
-    loaded = load(spec, seed=seed, synthetic_size=synthetic_size)
     return hashlib.blake2b(
         "|".join(f"{name}:{ex.fingerprint()}" for name, ex in sorted(loaded.items())).encode(),
         digest_size=12,
     ).hexdigest()
 
 
-def load_usable(
-    spec: str, seed: int = 0, synthetic_size: int = 512, skip_bad_files: bool = True
+def source_fingerprint(spec: str, seed: int = 0, synthetic_size: int = 512) -> str:
+    """:func:`fingerprint` of what a ``--data`` spec lists now."""
+    return fingerprint(load(spec, seed=seed, synthetic_size=synthetic_size))
+
+
+def drop_unusable(
+    loaded: dict[str, Examples], spec: str, skip_bad_files: bool = True
 ) -> tuple[dict[str, Examples], list[tuple[str, str]]]:
-    """Loads a ``--data`` spec (see :func:`load`) and drops the files that do not decode.
+    """Drops the files of a loaded spec that do not decode (:func:`scan`), part by part.
+
+    Args:
+      loaded: Output of :func:`load`.
+      spec: The ``--data`` spec it came from (for messages).
+      skip_bad_files: Scan; when False, ``loaded`` is returned as it is.
 
     Returns:
-      (loaded, skipped): the usable examples per split name (``all`` or predefined splits),
-      and the ``(path, reason)`` of every skipped file.
+      (loaded, skipped): the usable examples per part, and the ``(path, reason)`` of every
+      skipped file.
+
+    Raises:
+      DataSourceError: A part has no image, or one class only, left.
     """
-    loaded = load(spec, seed=seed, synthetic_size=synthetic_size)
+    loaded = dict(loaded)
     skipped: list[tuple[str, str]] = []
     if skip_bad_files:
         for name, examples in loaded.items():
@@ -132,6 +147,19 @@ def load_usable(
                     f"{report.summary()}"
                 )
     return loaded, skipped
+
+
+def load_usable(
+    spec: str, seed: int = 0, synthetic_size: int = 512, skip_bad_files: bool = True
+) -> tuple[dict[str, Examples], list[tuple[str, str]]]:
+    """Loads a ``--data`` spec (see :func:`load`) and drops the files that do not decode.
+
+    Returns:
+      (loaded, skipped): the usable examples per split name (``all`` or predefined splits),
+      and the ``(path, reason)`` of every skipped file.
+    """
+    loaded = load(spec, seed=seed, synthetic_size=synthetic_size)
+    return drop_unusable(loaded, spec, skip_bad_files)
 
 
 def prepare_splits(

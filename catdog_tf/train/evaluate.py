@@ -94,6 +94,10 @@ def evaluate_workdir(
         origin=examples_list[0].origin,
         encoded=examples_list[0].encoded,
         synthetic=examples_list[0].synthetic,
+        # The scan read every header already; without these the pipeline would read them again.
+        orientations=np.concatenate([e.orientations for e in examples_list])
+        if all(e.orientations is not None for e in examples_list)
+        else None,
     )
     dataset = data.eval_batches(
         data.decoded_dataset(examples, config.image_size, cache=""), batch_size

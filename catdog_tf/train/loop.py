@@ -336,13 +336,12 @@ def _train_and_evaluate(
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
 
-    splits, skipped = data.prepare_splits(
-        config.data,
-        (config.train_size, config.val_size, config.test_size),
-        config.seed,
-        config.synthetic_size,
-        config.skip_bad_files,
-    )
+    # data.prepare_splits, with the listing's fingerprint taken on the way: listed once.
+    loaded = data.load(config.data, seed=config.seed, synthetic_size=config.synthetic_size)
+    fingerprint = data.fingerprint(loaded)
+    loaded, skipped = data.drop_unusable(loaded, config.data, config.skip_bad_files)
+    sizes = (config.train_size, config.val_size, config.test_size)
+    splits = data.make_splits(loaded, sizes, config.seed)
     n_train = len(splits["train"])
     if config.batch_size > n_train:
         raise ConfigError(
@@ -359,7 +358,6 @@ def _train_and_evaluate(
                 "dogs) after unreadable files were skipped; its accuracy and correlation "
                 "would mean nothing"
             )
-    fingerprint = data.source_fingerprint(config.data, config.seed, config.synthetic_size)
     plan = plan_lib.resolve(config, n_train, data_fingerprint=fingerprint)
     plan_lib.check_resume(saved_plan, plan, workdir)
     os.makedirs(workdir, exist_ok=True)
