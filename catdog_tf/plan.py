@@ -50,6 +50,7 @@ DECISIONS = (
     "learning_rate",
     "lr_schedule",
     "decay_steps",
+    "warmup_steps",
     "steps_per_epoch",
     "strategy",
     "data_fingerprint",
@@ -76,7 +77,9 @@ class Plan:
       optimizer: ``adam``, ``rmsprop`` or ``sgd``.
       learning_rate: Peak learning rate.
       lr_schedule: ``constant`` or ``cosine``.
-      decay_steps: Length of the cosine decay in optimizer steps (0 when constant).
+      decay_steps: Length of the cosine decay in optimizer steps, after the warm-up (0 when
+        constant).
+      warmup_steps: Optimizer steps of linear warm-up to ``learning_rate`` (0 for none).
       steps_per_epoch: Optimizer steps per epoch.
       train_images: Training images the steps were computed from.
       strategy: ``default``, ``mirrored`` or ``multi_worker``.
@@ -97,6 +100,7 @@ class Plan:
     learning_rate: float
     lr_schedule: str
     decay_steps: int
+    warmup_steps: int
     steps_per_epoch: int
     train_images: int
     strategy: str
@@ -181,12 +185,14 @@ def resolve(
     why["learning_rate"] = (
         "set in the config" if config.learning_rate else f"the {config.model} model's default"
     )
-    decay_steps = config.epochs * steps if config.lr_schedule == "cosine" else 0
+    warmup_steps = round(config.warmup_epochs * steps)
+    why["warmup_steps"] = f"{config.warmup_epochs} warm-up epochs x {steps} steps"
+    decay_steps = config.epochs * steps - warmup_steps if config.lr_schedule == "cosine" else 0
     why["data_fingerprint"] = (
         "which images each split holds: files added, removed or replaced change it"
     )
     why["decay_steps"] = (
-        f"cosine decay over {config.epochs} epochs x {steps} steps"
+        f"cosine decay over {config.epochs} epochs x {steps} steps, less the warm-up"
         if decay_steps
         else "constant learning rate"
     )
@@ -199,6 +205,7 @@ def resolve(
         learning_rate=float(learning_rate),
         lr_schedule=config.lr_schedule,
         decay_steps=decay_steps,
+        warmup_steps=warmup_steps,
         steps_per_epoch=steps,
         train_images=train_images,
         strategy=config.strategy,

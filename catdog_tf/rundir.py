@@ -18,6 +18,10 @@ Every module that reads or writes a run asks this one for paths. A run directory
     features/           cached backbone features (bottleneck models only)
     tensorboard/        train/ and validation/ event files, Keras's "epoch_" tags
     .lock               held (``flock``) by the one process writing the run (:func:`locked`)
+
+A trained model shipped with the package (:mod:`catdog_tf.shipped`) is a run directory of
+:data:`SHIPPED_FILES` only, plus ``shipped.json`` (what made it); it is read-only: no run
+writes into a folder that has ``shipped.json``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ LOCK = ".lock"
 RUN_FILES = (CHECKPOINTS, BEST, MODEL, SERVING, HISTORY, RESULT, PREDICTIONS, FEATURES)
 
 
+# A finished run as shipped: what catdog-predict and catdog-eval read (the config with its
+# plan, the validation threshold in result.json, both exported models).
+SHIPPED_FILES = (CONFIG, RESULT, MODEL, SERVING)
+SHIPPED_MARK = "shipped.json"
+
 SPLIT_OUTPUTS = ("predictions-{split}.csv", "mistakes-{split}.png")
 
 
@@ -61,6 +70,17 @@ def split_outputs(workdir: str, split: str) -> tuple[str, str]:
 def path(workdir: str, name: str) -> str:
     """``workdir/name`` for one of this module's names."""
     return os.path.join(workdir, name)
+
+
+def outputs_folder(workdir: str) -> str:
+    """Where a command that uses a finished run writes by default (catdog-eval, -inspect).
+
+    The run directory itself; for a shipped model, which is read-only, ``NAME-outputs`` in
+    the current directory.
+    """
+    if os.path.exists(path(workdir, SHIPPED_MARK)):
+        return os.path.abspath(f"{os.path.basename(os.path.normpath(workdir))}-outputs")
+    return workdir
 
 
 def read_config(workdir: str) -> tuple[Config, dict[str, Any] | None]:
@@ -185,6 +205,11 @@ def locked(workdir: str) -> Iterator[None]:
     """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirConfigError(f"--workdir {workdir} is a file, not a folder")
+    if os.path.exists(path(workdir, SHIPPED_MARK)):
+        raise WorkdirConfigError(
+            f"{workdir} is a shipped trained model (it has {SHIPPED_MARK}), read-only: "
+            "train into another --workdir (init_from can start from it)"
+        )
     os.makedirs(workdir, exist_ok=True)
     fd = os.open(path(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
     try:

@@ -42,6 +42,7 @@ COLUMNS: list[tuple[str, tuple[str, ...], str]] = [
     ("epochs", ("epochs_run",), "{}"),
     ("s/epoch", ("seconds_per_epoch",), "{:.1f}"),
     ("img/s", ("train_images_per_second",), "{:.0f}"),
+    ("train FLOPs", ("training_flops",), "{:.2e}"),
     ("val MSE", ("validation", "mse"), "{:.3f}"),
     ("val CE", ("validation", "cross_entropy"), "{:.3f}"),
     ("val Pearson", ("validation", "pearson"), "{:.3f}"),
@@ -55,6 +56,8 @@ COLUMNS: list[tuple[str, tuple[str, ...], str]] = [
     ("test acc@0.5", ("test", "accuracy_at_0.5"), "{:.3f}"),
     ("test acc@thr", ("test", "best_accuracy"), "{:.3f}"),
     ("test AUC", ("test", "roc_auc"), "{:.3f}"),
+    ("test acc@0.5 TTA", ("test_tta", "accuracy_at_0.5"), "{:.3f}"),
+    ("test acc@thr TTA", ("test_tta", "best_accuracy"), "{:.3f}"),
 ]
 
 

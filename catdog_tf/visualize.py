@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import data
+from catdog_tf import data, rundir
 from catdog_tf.train.evaluate import load_run
 from catdog_tf.train.metrics import probabilities
 
@@ -159,7 +159,8 @@ def inspect_image(
     Args:
       workdir: A finished run directory (``model.keras`` and ``config.json``).
       image_path: An image file any source accepts (JPEG, PNG, ...).
-      output_dir: Where to write; default ``workdir/inspect/<image name>``.
+      output_dir: Where to write; default ``inspect/<image name>`` in
+        :func:`catdog_tf.rundir.outputs_folder` (the run directory unless shipped).
       max_maps: Channels shown per conv layer.
 
     Returns:
@@ -169,7 +170,7 @@ def inspect_image(
         raise FileNotFoundError(f"no image file {image_path!r}")
     config, model, _ = load_run(workdir)
     name = os.path.splitext(os.path.basename(image_path))[0]
-    output_dir = output_dir or os.path.join(workdir, "inspect", name)
+    output_dir = output_dir or os.path.join(rundir.outputs_folder(workdir), "inspect", name)
     os.makedirs(output_dir, exist_ok=True)
     image = load_image(image_path, config.image_size)
     written = []

@@ -79,17 +79,14 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch):
     config = tiny_config(epochs=3, model_kwargs={"dropout": 0.3}, augment=True)
     full = train_and_evaluate(config, str(tmp_path / "full"), verbose=False)
 
-    original = loop._summaries
-
-    def killed_after_first_epoch(writer, entry, epoch):
-        original(writer, entry, epoch)
+    def killed_after_first_epoch(epoch, entry):
         if epoch == 1:
             raise KeyboardInterrupt  # Like Ctrl-C after epoch 1's checkpoint.
 
-    monkeypatch.setattr(loop, "_summaries", killed_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train_and_evaluate(config, str(tmp_path / "resumed"), verbose=False)
-    monkeypatch.setattr(loop, "_summaries", original)
+        train_and_evaluate(
+            config, str(tmp_path / "resumed"), verbose=False, on_epoch_end=killed_after_first_epoch
+        )
     resumed = train_and_evaluate(config, str(tmp_path / "resumed"), verbose=False)
 
     history_full = read_json(tmp_path / "full" / "history.json")
@@ -136,18 +133,17 @@ def test_early_stopping_restores_best_weights(tmp_path, monkeypatch):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     poison = tf.Variable(1.0)
-    original_loss, original_summaries = steps_module.per_example_loss, loop._summaries
+    original_loss = steps_module.per_example_loss
     monkeypatch.setattr(
-        steps_module, "per_example_loss", lambda name, y, z: original_loss(name, y, z) * poison
+        steps_module, "per_example_loss", lambda *args: original_loss(*args) * poison
     )
-
-    def poison_after_first(writer, entry, epoch):
-        original_summaries(writer, entry, epoch)
-        poison.assign(math.nan)
-
-    monkeypatch.setattr(loop, "_summaries", poison_after_first)
     with pytest.raises(NonFiniteLossError, match="epoch 2: loss is nan") as info:
-        train_and_evaluate(tiny_config(epochs=3), str(tmp_path / "run"), verbose=False)
+        train_and_evaluate(
+            tiny_config(epochs=3),
+            str(tmp_path / "run"),
+            verbose=False,
+            on_epoch_end=lambda epoch, entry: poison.assign(math.nan),
+        )
     assert "last good checkpoint (epoch 1)" in str(info.value)
     latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
     assert latest.endswith("ckpt-1")

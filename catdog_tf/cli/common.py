@@ -48,6 +48,30 @@ def define_config_flags(default_preset: str = "full") -> None:
     )
 
 
+def define_trained_run_flags() -> None:
+    """``--workdir`` (a finished run) or ``--weights`` (a shipped model), for the users of one."""
+    flags.DEFINE_string("workdir", None, "A finished run directory (or give --weights).")
+    flags.DEFINE_string(
+        "weights",
+        None,
+        "A trained model shipped with catdog_tf, by name (see catdog_tf/weights/README.md), "
+        "instead of --workdir.",
+    )
+
+
+def trained_run_from_flags() -> str:
+    """The run directory ``--workdir`` or ``--weights`` names (exactly one must be given)."""
+    from catdog_tf import shipped
+
+    if (FLAGS.workdir is None) == (FLAGS.weights is None):
+        known = ", ".join(shipped.available()) or "none"
+        raise ConfigError(
+            f"give --workdir=RUN_DIR (a finished run) or --weights=NAME (shipped: {known}), "
+            "exactly one"
+        )
+    return FLAGS.workdir if FLAGS.weights is None else shipped.path(FLAGS.weights)
+
+
 def progress_args() -> dict[str, bool | None]:
     """``verbose`` and ``progress_bar`` arguments of the training functions from --progress."""
     value = FLAGS.progress

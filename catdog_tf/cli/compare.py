@@ -17,9 +17,15 @@ from catdog_tf.compare import compare
 DEFAULT_MODELS = {
     "article": ["mlp", "conv1", "conv2", "conv2_wide", "conv3"],
     "full": ["conv3", "conv5_bn", "conv4_bn", "sepnet"],
+    "fast": ["conv3", "conv5_bn"],
     "smoke": ["mlp", "conv1", "conv2", "conv2_wide", "conv3"],
 }
-DEFAULT_LOSSES = {"article": ["mse"], "full": ["cross_entropy"], "smoke": ["mse"]}
+DEFAULT_LOSSES = {
+    "article": ["mse"],
+    "full": ["cross_entropy"],
+    "fast": ["cross_entropy"],
+    "smoke": ["mse"],
+}
 
 common.define_config_flags(default_preset="article")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Comparison directory.", required=True)

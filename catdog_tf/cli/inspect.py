@@ -11,7 +11,7 @@ from absl import flags
 from catdog_tf.cli import common
 from catdog_tf.visualize import inspect_image
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A finished run directory.", required=True)
+common.define_trained_run_flags()
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (default WORKDIR/inspect/IMAGE).")
 _MAX_MAPS = flags.DEFINE_integer("max_maps", 16, "Channels shown per conv layer.", lower_bound=1)
 
@@ -22,7 +22,7 @@ def main(argv: list[str]) -> None:
         raise common.ConfigError("give at least one image file")
     for image in argv[1:]:
         output = _OUTPUT.value if len(argv) == 2 else None
-        for path in inspect_image(_WORKDIR.value, image, output, _MAX_MAPS.value):
+        for path in inspect_image(common.trained_run_from_flags(), image, output, _MAX_MAPS.value):
             print(path)
 
 

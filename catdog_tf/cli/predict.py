@@ -3,6 +3,10 @@
 Example (Kaggle test1/ folder of <id>.jpg files, writing a submission)::
 
     catdog-predict --workdir=runs/conv3 --submission=submission.csv path/to/test1
+
+or, with a model shipped with the package, no training at all::
+
+    catdog-predict --weights=conv5_bn-fast photo.jpg
 """
 
 from absl import flags
@@ -11,7 +15,7 @@ from catdog_tf.cli import common
 from catdog_tf.data.sources import display
 from catdog_tf.train import predict_files
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A finished run directory.", required=True)
+common.define_trained_run_flags()
 _SUBMISSION = flags.DEFINE_string("submission", None, "Write a Kaggle id,label CSV here.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Prediction batch size.", lower_bound=1)
 
@@ -20,7 +24,8 @@ def main(argv: list[str]) -> None:
     """Prints one 'path<TAB>probability' line per image."""
     if len(argv) < 2:
         raise common.ConfigError("give at least one image file or folder")
-    for path, prob in predict_files(_WORKDIR.value, argv[1:], _BATCH.value, _SUBMISSION.value):
+    run_dir = common.trained_run_from_flags()
+    for path, prob in predict_files(run_dir, argv[1:], _BATCH.value, _SUBMISSION.value):
         print(f"{display(path)}\t{'unreadable' if prob is None else f'{prob:.4f}'}")
 
 

@@ -266,25 +266,39 @@ def train_batches(
     seed: int = 0,
     augment_config: AugmentConfig | None = None,
     num_parallel_calls: int = PARALLELISM,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ) -> tf.data.Dataset:
     """Stages 5-8 for one training epoch: shuffled, batched, augmented uint8 batches.
+
+    With ``num_shards`` > 1 (one input pipeline per worker, :mod:`catdog_tf.train.distributed`)
+    every pipeline shuffles the whole split in the same seeded order and keeps every
+    ``num_shards``-th example from ``shard_index``: the shards are disjoint, and batch ``k`` of
+    all the shards together holds the examples of one pipeline's global batch ``k``.
 
     Args:
       decoded: Output of :func:`decoded_dataset`.
       num_examples: Size of ``decoded`` (the shuffle buffer holds all of it).
-      batch_size: Global batch size; the last partial batch is dropped.
+      batch_size: Batch size of this pipeline (the global batch / ``num_shards``); the last
+        partial batch is dropped.
       epoch: Epoch number, part of the shuffle and augmentation seed.
       seed: Run seed.
       augment_config: Transform ranges, or None for no augmentation.
       num_parallel_calls: Parallelism of the per-batch map.
+      num_shards: Input pipelines sharing the epoch.
+      shard_index: This pipeline's shard, in ``[0, num_shards)``.
     """
     s = epoch_seed(seed, epoch)
     ds = decoded.shuffle(num_examples, seed=s, reshuffle_each_iteration=False)
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
     ds = ds.batch(batch_size, drop_remainder=True)
 
     def per_batch(index, batch):
         images, labels = batch
-        return augment(images, tf.stack([tf.constant(s, tf.int64), index]), augment_config), labels
+        # One augmentation seed per (epoch, global batch, shard): shards never share warps.
+        stream = index * num_shards + shard_index
+        return augment(images, tf.stack([tf.constant(s, tf.int64), stream]), augment_config), labels
 
     if augment_config is not None:
         ds = ds.enumerate().map(per_batch, num_parallel_calls=num_parallel_calls)

@@ -50,10 +50,13 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
         )
     try:
         result = read_json(rundir.path(workdir, rundir.RESULT))
-        threshold = result["validation"]["best_threshold"]
-        if not isinstance(threshold, (int, float)):
-            raise TypeError(f"best_threshold is {threshold!r}")
-    except (ValueError, KeyError, TypeError) as e:
+        for key in ("validation", "validation_tta"):
+            # validation_tta is None (or absent) for a run trained without tta.
+            if key == "validation" or result.get(key) is not None:
+                threshold = result[key]["best_threshold"]
+                if not isinstance(threshold, (int, float)):
+                    raise TypeError(f"{key} best_threshold is {threshold!r}")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise RunFilesError(
             f"{rundir.path(workdir, rundir.RESULT)} is not a valid result ({e}); run "
             f"catdog-train again on {workdir} to rewrite it"
@@ -61,31 +64,51 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
     return config, model, result
 
 
-def _logits(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    logits, labels = model_outputs(model, dataset)
+def _logits(
+    model: keras.Model, dataset: tf.data.Dataset, tta: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    logits, labels = model_outputs(model, dataset, tta=tta)
     return logits.reshape(-1), labels
 
 
 def evaluate_workdir(
-    workdir: str, data_spec: str, batch_size: int = 64, output: str | None = None
+    workdir: str,
+    data_spec: str,
+    batch_size: int = 64,
+    output: str | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Evaluates a run's best model on all of ``data_spec``, as a test split.
 
-    The threshold is the one the run chose on its validation split, applied unchanged.
+    The threshold is the one the run chose on its validation split, applied unchanged; with
+    ``tta``, the one it chose on its flip-averaged validation logits.
 
     Args:
       workdir: A finished run directory.
       data_spec: Folder, ``tfds:cats_vs_dogs`` or ``synthetic``; every usable image is used.
       batch_size: Evaluation batch size.
-      output: Where to write the metrics JSON (default ``WORKDIR/eval-<folder name>.json``);
-        ``<output>-predictions.csv`` (one row per image) and ``<output>-mistakes.png`` (the
-        most confident mistakes) are written beside it.
+      output: Where to write the metrics JSON (default ``eval-<folder name>.json`` in
+        :func:`catdog_tf.rundir.outputs_folder`,
+        ``eval-<folder name>-tta.json`` with ``tta``); ``<output>-predictions.csv`` (one row
+        per image) and ``<output>-mistakes.png`` (the most confident mistakes) are written
+        beside it.
+      tta: Flip test-time augmentation (:func:`catdog_tf.train.steps.flip_averaged`); the
+        run must have been trained with ``tta=true`` (its threshold was chosen that way).
 
     Returns:
       The metrics of :func:`catdog_tf.train.metrics.evaluate_predictions`, plus ``data``,
-      ``skipped_files`` and ``threshold_from``.
+      ``skipped_files``, ``threshold_from`` and ``tta``.
+
+    Raises:
+      ConfigError: ``tta`` for a run trained without it.
     """
     config, model, result = load_run(workdir)
+    validation = result.get("validation_tta") if tta else result["validation"]
+    if validation is None:
+        raise ConfigError(
+            f"{workdir} was trained without tta, so it has no threshold chosen on "
+            "flip-averaged validation logits; evaluate without --tta, or train with --set=tta=true"
+        )
     loaded, skipped = data.load_usable(data_spec, config.seed, config.synthetic_size)
     examples_list = list(loaded.values())
     examples = data.Examples(
@@ -102,19 +125,22 @@ def evaluate_workdir(
     dataset = data.eval_batches(
         data.decoded_dataset(examples, config.image_size, cache=""), batch_size
     )
-    logits, labels = _logits(model, dataset)
-    threshold = result["validation"]["best_threshold"]
+    logits, labels = _logits(model, dataset, tta)
+    threshold = validation["best_threshold"]
     report = metrics.evaluate_predictions(logits, labels, threshold=threshold)
     report.update(
         {
             "data": data_spec,
-            "threshold_from": "validation split of the run",
+            "tta": tta,
+            "threshold_from": "validation split of the run" + (", flip-averaged" if tta else ""),
             "skipped_files": len(skipped),
             **examples.counts(),
         }
     )
     name = os.path.basename(os.path.normpath(data_spec)).replace(":", "_") or "data"
-    output = output or os.path.join(workdir, f"eval-{name}.json")
+    folder = rundir.outputs_folder(workdir)
+    os.makedirs(folder, exist_ok=True)
+    output = output or os.path.join(folder, f"eval-{name}{'-tta' if tta else ''}.json")
     base = output.removesuffix(".json")
     report_lib.write_split_outputs(
         f"{base}-predictions.csv",

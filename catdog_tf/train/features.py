@@ -99,11 +99,23 @@ def cached_features(
     return out, {"reused": False, "dim": int(out[names[0]][0].shape[1]), "seconds": seconds}
 
 
-def train_batches(arrays: Arrays, batch_size: int, epoch: int, seed: int = 0) -> tf.data.Dataset:
-    """One epoch of shuffled feature batches, seeded by (seed, epoch) like the image pipeline."""
+def train_batches(
+    arrays: Arrays,
+    batch_size: int,
+    epoch: int,
+    seed: int = 0,
+    num_shards: int = 1,
+    shard_index: int = 0,
+) -> tf.data.Dataset:
+    """One epoch of shuffled feature batches, seeded and sharded like the image pipeline.
+
+    See :func:`catdog_tf.data.train_batches` for ``batch_size`` (per pipeline) and sharding.
+    """
     features, labels = arrays
     ds = tf.data.Dataset.from_tensor_slices((features, labels))
     ds = ds.shuffle(len(labels), seed=data.epoch_seed(seed, epoch), reshuffle_each_iteration=False)
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
     return ds.batch(batch_size, drop_remainder=True).prefetch(data.PREFETCH_BATCHES)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fcntl
+import functools
 import glob
 import io
 import json
@@ -19,6 +20,7 @@ import os
 import re
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,8 +43,8 @@ from catdog_tf.errors import (
 )
 from catdog_tf.models import pretrained
 from catdog_tf.plan import Plan
-from catdog_tf.train import features, metrics, report
-from catdog_tf.train.steps import Steps, build_configured_model, make_strategy, precision_policy
+from catdog_tf.train import distributed, features, metrics, report
+from catdog_tf.train.steps import Steps, build_configured_model, precision_policy
 from catdog_tf.utils import atomic_write_bytes, atomic_write_json
 
 __all__ = ["NonFiniteLossError", "WorkdirConfigError", "check_workdir", "train_and_evaluate"]
@@ -83,9 +85,14 @@ def _cache_arg(config: Config, examples: data.Examples, workdir: str, split: str
 
 
 class _State:
-    """Everything a resumed run needs, in one ``tf.train.Checkpoint``."""
+    """Everything a resumed run needs, in one ``tf.train.Checkpoint``.
 
-    def __init__(self, steps: Steps, workdir: str):
+    Saved into ``workdir``; restored from ``read_dir`` (the chief's run directory, which a
+    worker that is not the chief reads but never writes).
+    """
+
+    def __init__(self, steps: Steps, workdir: str, read_dir: str):
+        self.read_dir = read_dir
         self.epoch = tf.Variable(0, dtype=tf.int64)
         self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64)
         self.bad_epochs = tf.Variable(0, dtype=tf.int64)
@@ -121,7 +128,8 @@ class _State:
           RunFilesError: There are checkpoints and none of them restores.
         """
         numbered = {}
-        for index in glob.glob(os.path.join(self.manager.directory, "ckpt-*.index")):
+        folder = rundir.path(self.read_dir, rundir.CHECKPOINTS)
+        for index in glob.glob(os.path.join(folder, "ckpt-*.index")):
             match = re.search(r"ckpt-(\d+)\.index$", index)
             if match:
                 numbered[int(match.group(1))] = index
@@ -142,7 +150,7 @@ class _State:
             return int(self.epoch)
         if failures:
             raise RunFilesError(
-                f"no checkpoint in {self.manager.directory} restores ({'; '.join(failures)}); "
+                f"no checkpoint in {folder} restores ({'; '.join(failures)}); "
                 "use --overwrite to start the run again"
             )
         return 0
@@ -158,8 +166,9 @@ class Trainee:
     Attributes:
       steps: The compiled steps; for a bottleneck model they train only the head.
       model: The whole model (exported as ``model.keras``).
-      train_batches: ``epoch -> dataset`` of that epoch's training batches (seeded by the
-        config's seed and the epoch).
+      train_batches: ``(epoch, batch_size, num_shards, shard_index) -> dataset`` of that
+        epoch's training batches of one input pipeline (seeded by the config's seed and the
+        epoch; see :func:`catdog_tf.data.train_batches`).
       eval_ds: Validation (and test) batches, in order.
       features_info: For a bottleneck model, whether its features were reused, and their
         size and extraction time; else None.
@@ -167,12 +176,12 @@ class Trainee:
 
     steps: Steps
     model: keras.Model
-    train_batches: Callable[[int], tf.data.Dataset]
+    train_batches: Callable[[int, int, int, int], tf.data.Dataset]
     eval_ds: dict[str, tf.data.Dataset]
     features_info: dict[str, Any] | None = None
 
 
-def image_trainee(config: Config, plan: Plan, splits, workdir: str) -> Trainee:
+def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) -> Trainee:
     """The model trains on decoded (cached, optionally augmented) image batches."""
     decoded = {
         name: data.decoded_dataset(
@@ -180,13 +189,20 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str) -> Trainee:
         )
         for name, ex in splits.items()
     }
-    steps = Steps(config, plan)
+    steps = Steps(config, plan, strategy)
     augment = data.AugmentConfig() if config.augment else None
     return Trainee(
         steps=steps,
         model=steps.model,
-        train_batches=lambda epoch: data.train_batches(
-            decoded["train"], len(splits["train"]), config.batch_size, epoch, config.seed, augment
+        train_batches=lambda epoch, batch, shards, index: data.train_batches(
+            decoded["train"],
+            len(splits["train"]),
+            batch,
+            epoch,
+            config.seed,
+            augment,
+            num_shards=shards,
+            shard_index=index,
         ),
         eval_ds={
             name: data.eval_batches(decoded[name], config.batch_size)
@@ -196,13 +212,12 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str) -> Trainee:
     )
 
 
-def bottleneck_trainee(config: Config, plan: Plan, splits, workdir: str) -> Trainee:
+def bottleneck_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) -> Trainee:
     """A frozen backbone runs once per split (features cached); only the head trains."""
     # Each image is read once, to extract its features: no image cache.
     decoded = {
         name: data.decoded_dataset(ex, config.image_size, cache="") for name, ex in splits.items()
     }
-    strategy = make_strategy(plan.strategy)
     with precision_policy(plan.precision), strategy.scope():
         model = build_configured_model(config, plan)
     arrays, info = features.cached_features(model, decoded, splits, config, workdir)
@@ -211,8 +226,8 @@ def bottleneck_trainee(config: Config, plan: Plan, splits, workdir: str) -> Trai
     return Trainee(
         steps=Steps(config, plan, strategy, model=pretrained.head(model)),
         model=model,
-        train_batches=lambda epoch: features.train_batches(
-            arrays["train"], config.batch_size, epoch, config.seed
+        train_batches=lambda epoch, batch, shards, index: features.train_batches(
+            arrays["train"], batch, epoch, config.seed, num_shards=shards, shard_index=index
         ),
         eval_ds={
             name: features.eval_batches(arrays[name], config.batch_size)
@@ -223,7 +238,7 @@ def bottleneck_trainee(config: Config, plan: Plan, splits, workdir: str) -> Trai
     )
 
 
-TRAINEES: dict[str, Callable[[Config, Plan, Any, str], Trainee]] = {
+TRAINEES: dict[str, Callable[[Config, Plan, Any, str, Any], Trainee]] = {
     "scratch": image_trainee,
     "finetune": image_trainee,
     "bottleneck": bottleneck_trainee,
@@ -236,7 +251,7 @@ def _train_epoch(steps: Steps, dataset, num_steps: int, bar: bool) -> dict[str, 
     )
     loss_sum, correct, seen = 0.0, 0.0, 0
     start = time.perf_counter()
-    for step, (images, labels) in enumerate(steps.distribute(dataset), start=1):
+    for step, (images, labels) in enumerate(dataset, start=1):
         batch_loss, batch_correct = steps.train_step(images, labels)
         # Accumulate as tensors: no device sync per step; read only for the progress bar.
         loss_sum += batch_loss
@@ -252,6 +267,7 @@ def _train_epoch(steps: Steps, dataset, num_steps: int, bar: bool) -> dict[str, 
         "train_loss": float(loss_sum) / seen,
         "train_accuracy": float(correct) / seen,
         "seconds": seconds,
+        "images": seen,
         "images_per_second": seen / seconds,
     }
 
@@ -299,8 +315,15 @@ def train_and_evaluate(
     overwrite: bool = False,
     verbose: bool = True,
     progress_bar: bool | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    on_finished: Callable[[keras.Model, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Trains ``config.model`` on ``config.data`` and evaluates it; resumes if interrupted.
+
+    Under ``strategy=multi_worker`` every worker runs this with the same arguments (and its
+    own ``TF_CONFIG``): the chief writes ``workdir``, which every worker reads to resume (a
+    filesystem they all see); the other workers write into temporary directories they remove
+    (:mod:`catdog_tf.train.distributed`).
 
     Args:
       config: The run's config (validated here).
@@ -309,6 +332,9 @@ def train_and_evaluate(
       verbose: Print a line per epoch.
       progress_bar: Also a ``keras.utils.Progbar`` per epoch; None: only when stdout is a
         terminal, so a log piped to a file holds plain lines, no carriage returns.
+      on_epoch_end: Called with (epoch, history entry) after each epoch's checkpoint.
+      on_finished: Called with the best model and the result once the run is evaluated
+        (on a worker that is not the chief, before its files are removed).
 
     Returns:
       The contents of ``result.json``: config, model description, validation metrics (with
@@ -322,16 +348,35 @@ def train_and_evaluate(
       RunFilesError: The run's checkpoints exist but none of them restores.
     """
     config.validate()
-    with rundir.locked(workdir):
-        bar = verbose and (sys.stdout.isatty() if progress_bar is None else progress_bar)
-        return _train_and_evaluate(config, workdir, overwrite, verbose, bar)
+    bar = verbose and (sys.stdout.isatty() if progress_bar is None else progress_bar)
+    hooks = (on_epoch_end, on_finished)
+    me = distributed.role(config.strategy)
+    if me.chief:
+        with rundir.locked(workdir):
+            return _train_and_evaluate(config, workdir, workdir, overwrite, verbose, bar, hooks)
+    with tempfile.TemporaryDirectory(prefix=f"catdog-{me.task.replace(':', '')}-") as scratch:
+        return _train_and_evaluate(config, scratch, workdir, False, verbose, bar, hooks)
 
 
 def _train_and_evaluate(
-    config: Config, workdir: str, overwrite: bool, verbose: bool, bar: bool
+    config: Config,
+    workdir: str,
+    read_dir: str,
+    overwrite: bool,
+    verbose: bool,
+    bar: bool,
+    hooks: tuple[Any, Any],
 ) -> dict[str, Any]:
+    on_epoch_end, on_finished = hooks
     saved_plan = rundir.check_workdir(workdir, config, overwrite)
     machine_lib.configure_threads(machine_lib.usable_cores())
+    # Before any other TensorFlow work: multi_worker configures collective ops at start-up.
+    strategy = distributed.make_strategy(config.strategy)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(
+            f"batch_size={config.batch_size} does not split evenly over "
+            f"{strategy.num_replicas_in_sync} replicas"
+        )
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -366,7 +411,7 @@ def _train_and_evaluate(
         logging.info("plan: %s = %s (%s)", name, getattr(plan, name), reason)
     num_steps = plan.steps_per_epoch
 
-    data_and_model = TRAINEES[plan.mode](config, plan, splits, workdir)
+    data_and_model = TRAINEES[plan.mode](config, plan, splits, workdir, strategy)
     description = models.describe(data_and_model.model)
     logging.info(
         "%s; %s, XLA %s, %d replica(s)",
@@ -376,7 +421,7 @@ def _train_and_evaluate(
         data_and_model.steps.strategy.num_replicas_in_sync,
     )
     steps = data_and_model.steps
-    state = _State(steps, workdir)
+    state = _State(steps, workdir, read_dir)
     first_epoch = state.restore()
     history = state.get_history()
     writers = {
@@ -391,14 +436,21 @@ def _train_and_evaluate(
             break  # A resumed run that had already stopped early.
         if verbose:
             print(f"epoch {epoch + 1}/{config.epochs} ({config.model}, {config.loss})")
-        train_ds = data_and_model.train_batches(epoch).take(num_steps)
+        train_ds = steps.train_input(functools.partial(data_and_model.train_batches, epoch))
         entry: dict[str, Any] = {"epoch": epoch + 1}
         entry.update(_train_epoch(steps, train_ds, num_steps, bar))
         # convert_to_numpy reads a plain or a distributed (mirrored) variable alike.
         entry["learning_rate"] = float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate))
-        val = _evaluate(steps, data_and_model.eval_ds["validation"])
-        val_loss = val["mse"] if config.loss == "mse" else val["cross_entropy"]
-        if not (math.isfinite(entry["train_loss"]) and math.isfinite(val_loss)):
+        # With ema_decay the moving average is what is validated, kept as best and exported.
+        with steps.averaged():
+            val = _evaluate(steps, data_and_model.eval_ds["validation"])
+            val_loss = val["mse"] if config.loss == "mse" else val["cross_entropy"]
+            val_loss = distributed.agree(steps.strategy, val_loss)  # One decision everywhere.
+            finite = math.isfinite(entry["train_loss"]) and math.isfinite(val_loss)
+            improved = finite and val_loss < float(state.best_val_loss)
+            if improved:
+                state.best.save(checkpoint_number=epoch + 1)
+        if not finite:
             raise NonFiniteLossError(
                 f"epoch {epoch + 1}: loss is {entry['train_loss']} (validation {val_loss}); "
                 f"stopped, the last good checkpoint (epoch {epoch}) is kept in {workdir}. "
@@ -409,10 +461,9 @@ def _train_and_evaluate(
         )
         entry["val_loss"] = val_loss
         history.append(entry)
-        if val_loss < float(state.best_val_loss):
+        if improved:
             state.best_val_loss.assign(val_loss)
             state.bad_epochs.assign(0)
-            state.best.save(checkpoint_number=epoch + 1)
         else:
             state.bad_epochs.assign_add(1)
         state.epoch.assign(epoch + 1)
@@ -420,6 +471,8 @@ def _train_and_evaluate(
         state.manager.save(checkpoint_number=epoch + 1)
         atomic_write_json(rundir.path(workdir, rundir.HISTORY), history)
         _summaries(writers, entry, epoch + 1)
+        if on_epoch_end:
+            on_epoch_end(epoch + 1, entry)
         if verbose:
             print(
                 f"  train loss {entry['train_loss']:.4f} acc {entry['train_accuracy']:.3f} | "
@@ -432,11 +485,17 @@ def _train_and_evaluate(
             )
             break
 
-    if state.best.latest_checkpoint:
-        state.best.checkpoint.restore(state.best.latest_checkpoint).expect_partial()
+    distributed.agree(steps.strategy, 0.0)  # Every worker's saves are done.
+    # The chief's best checkpoint: a resumed worker may have saved its own best before it
+    # was killed, in a directory since removed.
+    best = tf.train.latest_checkpoint(rundir.path(read_dir, rundir.BEST))
+    if best:
+        state.best.checkpoint.restore(best).expect_partial()
     _export(data_and_model.model, config, workdir)
     result = _result(config, plan, data_and_model, description, history, skipped, splits, workdir)
     atomic_write_json(rundir.path(workdir, rundir.RESULT), result)
+    if on_finished:
+        on_finished(data_and_model.model, result)
     return result
 
 
@@ -456,17 +515,22 @@ def _result(
 ) -> dict[str, Any]:
     steps = data_and_model.steps
     predictions = {name: steps.predict(ds) for name, ds in data_and_model.eval_ds.items()}
-    val = metrics.evaluate_predictions(*predictions["validation"])
-    test = (
-        metrics.evaluate_predictions(*predictions["test"], threshold=val["best_threshold"])
-        if "test" in predictions
-        else None
+    val, test = _validation_and_test(predictions)
+    # Flip TTA is reported beside, never instead of, the plain numbers; its threshold is
+    # chosen on the flip-averaged validation logits.
+    tta = (
+        {name: steps.predict(ds, tta=True) for name, ds in data_and_model.eval_ds.items()}
+        if config.tta
+        else {}
     )
+    val_tta, test_tta = _validation_and_test(tta) if tta else (None, None)
     # Logits, labels and paths of the best model, for sweep plots and later analysis.
     buffer = io.BytesIO()
     arrays = {}
     for name, (logits, labels) in predictions.items():
         arrays.update({f"{name}_logits": logits, f"{name}_labels": labels})
+        if name in tta:
+            arrays[f"{name}_tta_logits"] = tta[name][0]
         arrays[f"{name}_paths"] = np.array(report.item_names(splits[name]), dtype=str)
         report.write_split_outputs(
             *rundir.split_outputs(workdir, name),
@@ -503,6 +567,34 @@ def _result(
         "seconds_per_epoch": steady("seconds"),
         "train_images_per_second": steady("images_per_second"),
         "total_train_seconds": sum(h["seconds"] for h in history),
+        "training_flops": training_flops(description, history),
         "validation": val,
         "test": test,
+        "validation_tta": val_tta,
+        "test_tta": test_tta,
     }
+
+
+def _validation_and_test(predictions: dict[str, tuple[np.ndarray, np.ndarray]]):
+    """Validation metrics (choosing the threshold) and test metrics at that threshold."""
+    val = metrics.evaluate_predictions(*predictions["validation"])
+    test = (
+        metrics.evaluate_predictions(*predictions["test"], threshold=val["best_threshold"])
+        if "test" in predictions
+        else None
+    )
+    return val, test
+
+
+def training_flops(description: dict[str, Any], history: list[dict[str, Any]]) -> float | None:
+    """Training compute of a run: images trained on x 3 x forward FLOPs per image.
+
+    A training step costs about three forward passes (the forward, and a backward pass of
+    twice its cost), the usual estimate (Kaplan et al. 2020). Machine-independent, so runs on
+    different CPUs compare. None when the FLOPs are unknown or an epoch's image count was not
+    recorded (a run resumed from an older version).
+    """
+    flops = description.get("flops")
+    if not flops or any("images" not in h for h in history):
+        return None
+    return 3.0 * flops * sum(h["images"] for h in history)

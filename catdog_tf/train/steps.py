@@ -24,6 +24,7 @@ from catdog_tf.data import normalize
 from catdog_tf.errors import ConfigError
 from catdog_tf.models import build_model
 from catdog_tf.plan import Plan, time_interleaved
+from catdog_tf.train import distributed
 
 
 @contextlib.contextmanager
@@ -85,50 +86,71 @@ def copy_weights(run_dir: str, model: keras.Model) -> None:
         variable.assign(found)
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """``default`` (one device), ``mirrored`` (all local devices) or ``multi_worker``."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+def learning_rate_schedule(plan: Plan) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The plan's learning rate: constant or cosine, after an optional linear warm-up.
+
+    Both are Keras's ``CosineDecay``: with a warm-up it rises linearly from 0 to the peak over
+    ``warmup_steps``; a constant rate after the warm-up is a cosine with ``alpha=1`` (no decay).
+    """
+    peak = plan.learning_rate
+    if plan.lr_schedule == "cosine":
+        if plan.warmup_steps:
+            return keras.optimizers.schedules.CosineDecay(
+                0.0,
+                decay_steps=max(1, plan.decay_steps),
+                warmup_target=peak,
+                warmup_steps=plan.warmup_steps,
+            )
+        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=max(1, plan.decay_steps))
+    if plan.warmup_steps:
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=1, alpha=1.0, warmup_target=peak, warmup_steps=plan.warmup_steps
+        )
+    return peak
 
 
 def make_optimizer(config: Config, plan: Plan) -> keras.optimizers.Optimizer:
     """The plan's Adam (AdamW with weight decay), RMSprop or SGD with momentum.
 
-    Cosine decay is optional; ``mixed_float16`` wraps the optimizer in a
-    ``LossScaleOptimizer``, the TensorFlow mixed-precision guide's custom-loop recipe.
+    The learning rate follows :func:`learning_rate_schedule`. With ``config.ema_decay`` the
+    optimizer also keeps Keras's moving average of the weights (:meth:`Steps.averaged`);
+    ``mixed_float16`` wraps the optimizer in a ``LossScaleOptimizer``, the TensorFlow
+    mixed-precision guide's custom-loop recipe.
     """
-    lr: Any = plan.learning_rate
+    lr = learning_rate_schedule(plan)
     name = plan.optimizer
-    if plan.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, plan.decay_steps))
+    ema = {"use_ema": bool(config.ema_decay), "ema_momentum": config.ema_decay or 0.99}
     if name == "adam":
         optimizer = (
-            keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+            keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
             if config.weight_decay
-            else keras.optimizers.Adam(lr)
+            else keras.optimizers.Adam(lr, **ema)
         )
     elif name == "rmsprop":
-        optimizer = keras.optimizers.RMSprop(lr, weight_decay=config.weight_decay or None)
+        optimizer = keras.optimizers.RMSprop(lr, weight_decay=config.weight_decay or None, **ema)
     else:
         optimizer = keras.optimizers.SGD(
-            lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None
+            lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None, **ema
         )
     if plan.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
 
-def per_example_loss(name: str, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+def per_example_loss(
+    name: str, labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0
+) -> tf.Tensor:
     """Loss of each example, float32, shape (batch,).
 
     ``mse``: squared error of the sigmoid probability (the article's loss).
     ``cross_entropy``: binary cross-entropy from logits (stable for any logit).
+    ``label_smoothing`` moves the targets halfway-to-0.5 by that fraction, as Keras's
+    ``BinaryCrossentropy(label_smoothing=...)`` does.
     """
     labels = tf.cast(tf.reshape(labels, [-1]), tf.float32)
     logits = tf.cast(tf.reshape(logits, [-1]), tf.float32)
+    if label_smoothing:
+        labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
     if name == "mse":
         return tf.square(tf.sigmoid(logits) - labels)
     return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -151,16 +173,41 @@ def collect_logits(
     return np.concatenate(logits), np.concatenate(labels)
 
 
-def model_outputs(model: keras.Model, batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
+def flip_averaged(model: Callable[..., tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Flip test-time augmentation: ``images -> mean of model(images), model(mirrored)``.
+
+    The two halves run as one batch of twice the size (one call, better vectorized).
+    """
+
+    def forward(images: tf.Tensor) -> tf.Tensor:
+        both = model(tf.concat([images, tf.reverse(images, axis=[2])], 0), training=False)
+        plain, mirrored = tf.split(tf.cast(both, tf.float32), 2)
+        return (plain + mirrored) / 2
+
+    return forward
+
+
+def inference(model: Callable[..., tf.Tensor], tta: bool) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``images -> float32 outputs`` of ``model`` in inference mode, flip-averaged if ``tta``."""
+    if tta:
+        return flip_averaged(model)
+    return lambda images: tf.cast(model(images, training=False), tf.float32)
+
+
+def model_outputs(
+    model: keras.Model, batches: Iterable, tta: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """float32 outputs of ``model`` (inference mode) on every uint8 (images, labels) batch.
 
     Used with a saved model (``catdog_tf.train.evaluate``) and with a pretrained model's
     feature extractor (``catdog_tf.train.features``); returns (outputs, labels) in order.
+    ``tta`` averages each output with the mirrored image's (:func:`flip_averaged`).
     """
+    forward = inference(model, tta)
 
     @tf.function(reduce_retracing=True)
     def step(images, labels):
-        return tf.cast(model(normalize(images), training=False), tf.float32), labels
+        return forward(normalize(images)), labels
 
     return collect_logits(step, batches)
 
@@ -194,16 +241,19 @@ class Steps:
         """
         self.config = config
         self.plan = plan
-        self.strategy = strategy or make_strategy(plan.strategy)
+        self.strategy = strategy or distributed.make_strategy(plan.strategy)
         with precision_policy(plan.precision), self.strategy.scope():
             self.model = model or build_configured_model(config, plan)
+            if self.strategy.num_replicas_in_sync > 1:
+                distributed.synchronize_batch_norm(self.model)
             self.optimizer = make_optimizer(config, plan)
             self.optimizer.build(self.model.trainable_variables)
         self._train = self._make_train_step()
-        self._eval = self._make_eval_step()
+        self._eval = {tta: self._make_eval_step(tta) for tta in (False, True)}
 
     def _make_train_step(self):
         model, optimizer, loss_name = self.model, self.optimizer, self.config.loss
+        smoothing = self.config.label_smoothing
         global_batch = float(self.config.batch_size)
         scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
@@ -212,7 +262,7 @@ class Steps:
             images = normalize(images)  # The pipeline's last stage, fused into the step.
             with tf.GradientTape() as tape:
                 logits = model(images, training=True)
-                losses = per_example_loss(loss_name, labels, logits)
+                losses = per_example_loss(loss_name, labels, logits, smoothing)
                 # Sum / global batch size: correct gradient scale under any replica count.
                 loss = tf.reduce_sum(losses) / global_batch
                 if model.losses:
@@ -238,14 +288,18 @@ class Steps:
 
         return train_step
 
-    def _make_eval_step(self):
-        model = self.model
+    def _make_eval_step(self, tta: bool):
+        forward = inference(self.model, tta)
 
         @tf.function(jit_compile=self.plan.jit_compile)
         def replica_step(images, labels):
-            logits = model(normalize(images), training=False)
-            logits = tf.cast(tf.reshape(logits, [-1]), tf.float32)
+            logits = tf.reshape(forward(normalize(images)), [-1])
             return logits, tf.reshape(labels, [-1])
+
+        if self.plan.strategy == "multi_worker":
+            # Each worker evaluates the whole split itself (its weights are everyone's): every
+            # image counted once, and no collective op that a partial last batch could stall.
+            return tf.function(replica_step, reduce_retracing=True)
 
         @tf.function(reduce_retracing=True)
         def eval_step(images, labels):
@@ -258,25 +312,58 @@ class Steps:
     @property
     def traced_functions(self) -> dict[str, tf.types.experimental.PolymorphicFunction]:
         """The outer ``tf.function`` of each step (``experimental_get_tracing_count()``)."""
-        return {"train": self._train, "eval": self._eval}
+        return {"train": self._train, "eval": self._eval[False], "eval_tta": self._eval[True]}
 
     def train_step(self, images, labels) -> tuple[tf.Tensor, tf.Tensor]:
         """One optimizer step on a (distributed) batch: (sum of losses, correct count)."""
         return self._train(images, labels)
 
-    def eval_step(self, images, labels) -> tuple[tf.Tensor, tf.Tensor]:
-        """(logits, labels) of a (distributed) batch, gathered from all replicas."""
-        return self._eval(images, labels)
+    def eval_step(self, images, labels, tta: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """(logits, labels) of a (distributed) batch, gathered from all replicas.
 
-    def predict(self, dataset) -> tuple[np.ndarray, np.ndarray]:
+        ``tta`` averages each logit with the mirrored image's (:func:`flip_averaged`).
+        """
+        return self._eval[tta](images, labels)
+
+    def predict(self, dataset, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Logits and labels of every example of a batched (images, labels) dataset, as NumPy."""
-        return collect_logits(self.eval_step, self.distribute(dataset))
+        if self.plan.strategy != "multi_worker" and self.strategy.num_replicas_in_sync > 1:
+            dataset = self.strategy.experimental_distribute_dataset(dataset)
+        return collect_logits(self._eval[tta], dataset)
 
-    def distribute(self, dataset: tf.data.Dataset):
-        """Splits global batches across replicas (a no-op for the default strategy)."""
-        if self.strategy.num_replicas_in_sync == 1:
-            return dataset
-        return self.strategy.experimental_distribute_dataset(dataset)
+    def train_input(self, make_batches: distributed.MakeBatches):
+        """One epoch of training input for :meth:`train_step`, split as the strategy needs.
+
+        Args:
+          make_batches: ``(batch_size, num_shards, shard_index) -> dataset`` of one input
+            pipeline's batches (:func:`catdog_tf.data.train_batches` with the epoch bound).
+        """
+        return distributed.distribute_train(
+            self.strategy,
+            self.plan.strategy,
+            make_batches,
+            self.config.batch_size,
+            self.plan.steps_per_epoch,
+        )
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """Inside the block the model holds the optimizer's moving average of its weights.
+
+        Without ``ema_decay`` this does nothing. The training weights are put back on leaving
+        (the average is Keras's own, :meth:`keras.optimizers.Optimizer.finalize_variable_values`).
+        """
+        if not self.config.ema_decay:
+            yield
+            return
+        variables = self.model.trainable_variables
+        saved = [keras.ops.convert_to_numpy(v) for v in variables]
+        self.optimizer.finalize_variable_values(variables)
+        try:
+            yield
+        finally:
+            for variable, value in zip(variables, saved, strict=True):
+                variable.assign(value)
 
 
 def measure_train_speeds(

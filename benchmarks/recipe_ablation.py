@@ -1,0 +1,119 @@
+r"""The `fast` recipe and its ablation: the recipe, then the recipe minus each trick.
+
+Each row is ``catdog-train --preset=fast`` (or ``full`` for the baseline) with the overrides
+printed in its command column, run for every seed into ``WORKDIR/ROW-seedN`` (finished runs
+are read, interrupted ones resume). The table gives test accuracy at the validation threshold
+without and with flip TTA, AUC, the training compute (images trained on x 3 x forward FLOPs)
+as a fraction of conv5_bn's 60-epoch ``full`` run, and the wall time on this machine::
+
+    python benchmarks/recipe_ablation.py --data=../shared/data/dogs-vs-cats/train \
+        --workdir=runs/ablation --rows=recipe,no_ema --seeds=0,1
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+
+from absl import app, flags
+
+from catdog_tf import machine, rundir
+from catdog_tf.compare import finished_under
+from catdog_tf.config import get_preset, parse_override
+from catdog_tf.train import train_and_evaluate
+from catdog_tf.utils import read_json
+
+# Row name -> (preset, overrides). Each ablation row removes one trick from the recipe.
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "recipe": ("fast", []),
+    "no_ema": ("fast", ["ema_decay=0"]),
+    "no_label_smoothing": ("fast", ["label_smoothing=0"]),
+    "no_warmup": ("fast", ["warmup_epochs=0"]),
+    "base_lr": ("fast", ["learning_rate=0.001"]),
+    "full_15_epochs": ("full", ["epochs=15"]),
+    "full_60_epochs": ("full", []),
+}
+# The compute the goals are measured against: conv5_bn, 60 epochs of the full split.
+REFERENCE_EPOCHS, REFERENCE_IMAGES = 60, 16_000
+
+_DATA = flags.DEFINE_string("data", "../shared/data/dogs-vs-cats/train", "Image folder.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/ablation", "Where the runs go.")
+_ROWS = flags.DEFINE_list("rows", list(ROWS), f"Rows to run, of: {', '.join(ROWS)}.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds of each row.")
+_MODEL = flags.DEFINE_string("model", "conv5_bn", "Model of every row.")
+_TRAIN = flags.DEFINE_bool("train", True, "Train missing runs (false: table of finished ones).")
+
+
+def command(row: str, seed: int) -> str:
+    """The catdog-train command of one run of a row."""
+    preset, overrides = ROWS[row]
+    sets = "".join(f" --set={o}" for o in overrides)
+    return (
+        f"catdog-train --preset={preset} --model={_MODEL.value} --seed={seed}{sets} "
+        f"--data={_DATA.value} --workdir={_WORKDIR.value}/{row}-seed{seed}"
+    )
+
+
+def run_row(row: str, seed: int) -> dict | None:
+    """The result of one run of ``row``: read if finished, else trained (if --train)."""
+    preset, overrides = ROWS[row]
+    config = get_preset(preset, _MODEL.value).replace(data=_DATA.value, seed=seed)
+    for assignment in overrides:
+        config = parse_override(config, assignment)
+    run_dir = os.path.join(_WORKDIR.value, f"{row}-seed{seed}")
+    if finished_under(run_dir, config.validate()):
+        return read_json(rundir.path(run_dir, rundir.RESULT))
+    if not _TRAIN.value:
+        return None
+    print(f"=== {command(row, seed)}", flush=True)
+    return train_and_evaluate(config, run_dir, progress_bar=False)
+
+
+def _mean(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    spread = f" ({min(values):.4f}-{max(values):.4f})" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.4f}{spread}"
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    seeds = [int(s) for s in _SEEDS.value]
+    cpu = machine.probe().describe()
+    lines = [
+        f"CPU: {cpu}",
+        "",
+        "| row | seeds | test acc@thr | test acc@thr, flip TTA | test AUC | train FLOPs | "
+        "of conv5_bn full | s/epoch (median) | train minutes | command (seed 0) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in _ROWS.value:
+        results = [r for r in (run_row(row, s) for s in seeds) if r is not None]
+        if not results:
+            continue
+        reference = 3 * results[0]["model"]["flops"] * REFERENCE_EPOCHS * REFERENCE_IMAGES
+        flops = [r["training_flops"] for r in results]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row,
+                    ",".join(str(r["config"]["seed"]) for r in results),
+                    _mean([r["test"]["best_accuracy"] for r in results]),
+                    _mean([(r.get("test_tta") or {}).get("best_accuracy") for r in results]),
+                    _mean([r["test"]["roc_auc"] for r in results]),
+                    f"{statistics.mean(flops):.2e}" if all(flops) else "-",
+                    f"{statistics.mean(flops) / reference:.2f}" if all(flops) else "-",
+                    f"{statistics.median(r['seconds_per_epoch'] for r in results):.0f}",
+                    f"{statistics.mean(r['total_train_seconds'] for r in results) / 60:.0f}",
+                    f"`{command(row, seeds[0])}`",
+                ]
+            )
+            + " |"
+        )
+        print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

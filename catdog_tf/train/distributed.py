@@ -1,0 +1,155 @@
+"""Past one device: the run's ``tf.distribute`` strategy, each worker's role, sharded input.
+
+Three strategies, all driving the same ``GradientTape`` step (:mod:`catdog_tf.train.steps`),
+as TensorFlow's custom-training-loop guide sets them up:
+
+* ``default``: one device.
+* ``mirrored``: every local device (several GPUs, or logical CPUs) is a replica; one input
+  pipeline whose global batches are split across them.
+* ``multi_worker``: ``tf.distribute.MultiWorkerMirroredStrategy`` across the processes that
+  ``TF_CONFIG`` lists. Each worker runs its own input pipeline over a disjoint shard of every
+  epoch (:func:`catdog_tf.data.train_batches`), never "every worker reads everything".
+
+In every case the loss is summed and divided by the global batch, batch norm is synchronized
+across replicas (:func:`synchronize_batch_norm`), and decisions taken from validation metrics
+are made on all-reduced values (:func:`agree`) so that the workers never diverge. Every worker
+saves checkpoints (TensorFlow requires it); only the chief writes into the run directory
+(:func:`role`), the others into temporary directories they remove.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from catdog_tf.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """This process's part in a run.
+
+    Attributes:
+      chief: Whether it writes the run directory (the one process of a single-process run).
+      task: ``"worker:1"`` style name from ``TF_CONFIG``; ``""`` without one.
+    """
+
+    chief: bool
+    task: str
+
+
+def role(strategy: str) -> Role:
+    """This process's role under ``strategy`` (``TF_CONFIG`` for ``multi_worker``).
+
+    The chief is the ``chief`` task if ``TF_CONFIG`` lists one, else worker 0, as in
+    TensorFlow's multi-worker guide.
+
+    Raises:
+      ConfigError: ``TF_CONFIG`` is not valid JSON, or names a task type other than chief
+        or worker.
+    """
+    if strategy != "multi_worker" or not os.environ.get("TF_CONFIG"):
+        return Role(chief=True, task="")
+    try:
+        tf_config = json.loads(os.environ["TF_CONFIG"])
+        cluster = tf_config["cluster"]
+        task_type, task_id = tf_config["task"]["type"], int(tf_config["task"]["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"TF_CONFIG is not {{'cluster': {{...}}, 'task': {{'type': ..., 'index': ...}}}} "
+            f"({e}); see README 'Scaling out'"
+        ) from e
+    if task_type not in ("chief", "worker") or task_type not in cluster:
+        raise ConfigError(
+            f"TF_CONFIG task type {task_type!r}: multi_worker runs chief and worker tasks "
+            f"listed in its cluster ({', '.join(cluster)})"
+        )
+    chief = task_type == "chief" or (task_id == 0 and "chief" not in cluster)
+    return Role(chief=chief, task=f"{task_type}:{task_id}")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """``default`` (one device), ``mirrored`` (all local devices) or ``multi_worker``.
+
+    ``multi_worker`` must be created before TensorFlow runs anything else in the process
+    (its collective ops are configured at start-up): the training loop creates it first.
+    """
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except (RuntimeError, ValueError) as e:
+            raise ConfigError(
+                f"strategy=multi_worker could not start ({str(e).splitlines()[0]}); it must be "
+                "the first TensorFlow work of its process, one run per process"
+            ) from e
+    return tf.distribute.get_strategy()
+
+
+# make_batches(batch_size, num_shards, shard_index) -> that input pipeline's batches.
+MakeBatches = Callable[[int, int, int], tf.data.Dataset]
+
+
+def distribute_train(
+    strategy: tf.distribute.Strategy,
+    strategy_name: str,
+    make_batches: MakeBatches,
+    global_batch: int,
+    steps: int,
+):
+    """One epoch's training input for ``steps`` optimizer steps under ``strategy``.
+
+    ``multi_worker``: one pipeline per worker, each over its own shard, yielding per-replica
+    batches (``distribute_datasets_from_function``). ``mirrored``: one pipeline of global
+    batches, split across the local replicas. ``default``: the global batches as they are.
+    """
+    if strategy_name == "multi_worker":
+
+        def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            batch = context.get_per_replica_batch_size(global_batch)
+            local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+            dataset = make_batches(batch, context.num_input_pipelines, context.input_pipeline_id)
+            return dataset.take(steps * local_replicas)
+
+        return strategy.distribute_datasets_from_function(per_worker)
+    dataset = make_batches(global_batch, 1, 0).take(steps)
+    if strategy.num_replicas_in_sync == 1:
+        return dataset
+    return strategy.experimental_distribute_dataset(dataset)
+
+
+def agree(strategy: tf.distribute.Strategy, value: float) -> float:
+    """The mean of ``value`` over the replicas of all workers: one number they all share.
+
+    Every worker evaluates the whole validation split with the same weights; summation order
+    may still differ in the last bit, and a best-epoch or early-stopping decision that differs
+    between workers would leave one waiting for the other forever. Also a barrier: it returns
+    once every worker has reached it.
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return value
+    # Inside a tf.function: run eagerly, the collective strategy warns of its overhead.
+    per_replica = strategy.run(tf.function(tf.identity), args=(tf.constant(value, tf.float64),))
+    return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None))
+
+
+def synchronize_batch_norm(model: keras.Model) -> int:
+    """Makes every ``BatchNormalization`` of ``model`` (nested models too) synchronized.
+
+    With several replicas, each would otherwise normalize by the statistics of its own slice
+    of the batch. Keras reads the flag at call time. Returns how many layers were changed.
+    """
+    changed = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+            layer.synchronized = True
+            changed += 1
+        elif isinstance(layer, keras.Model):
+            changed += synchronize_batch_norm(layer)
+    return changed

@@ -1,0 +1,161 @@
+"""The time-to-accuracy options: label smoothing, warm-up, weight averaging, flip TTA, compute."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from catdog_tf import data
+from catdog_tf.config import Config, fast, full, smoke
+from catdog_tf.errors import ConfigError
+from catdog_tf.plan import resolve
+from catdog_tf.train import Steps, evaluate_workdir, train_and_evaluate
+from catdog_tf.train import steps as steps_module
+from catdog_tf.utils import read_json
+
+
+def tiny_config(**changes) -> Config:
+    base = smoke("_tiny").replace(
+        synthetic_size=128, image_height=24, image_width=32, batch_size=16, learning_rate=3e-2
+    )
+    return base.replace(**changes)
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.3])
+def test_label_smoothing_matches_keras(smoothing):
+    labels = tf.constant([0, 1, 1, 0])
+    logits = tf.constant([[-3.0], [0.5], [4.0], [1.0]])
+    ours = steps_module.per_example_loss("cross_entropy", labels, logits, smoothing).numpy()
+    keras_loss = keras.losses.BinaryCrossentropy(
+        from_logits=True, label_smoothing=smoothing, reduction=None
+    )
+    expected = keras_loss(tf.cast(labels, tf.float32)[:, None], logits)
+    np.testing.assert_allclose(ours, np.ravel(expected), rtol=1e-5)
+
+
+def _rates(schedule, steps):
+    return np.array([float(schedule(s)) for s in steps])
+
+
+def test_warmup_then_cosine_schedule():
+    config = full("_tiny").replace(epochs=10, warmup_epochs=2.0, learning_rate=0.1)
+    plan = resolve(config, train_images=640)  # 10 steps per epoch
+    assert (plan.warmup_steps, plan.decay_steps) == (20, 80)
+    schedule = steps_module.learning_rate_schedule(plan)
+    np.testing.assert_allclose(_rates(schedule, [0, 10, 20]), [0.0, 0.05, 0.1], atol=1e-7)
+    # After the warm-up: 0.1 * (1 + cos(pi * t / 80)) / 2.
+    t = np.array([20, 60, 100])
+    expected = 0.1 * (1 + np.cos(np.pi * np.minimum(t - 20, 80) / 80)) / 2
+    np.testing.assert_allclose(_rates(schedule, t), expected, atol=1e-7)
+
+
+def test_warmup_then_constant_schedule():
+    config = smoke("_tiny").replace(epochs=4, warmup_epochs=0.5, learning_rate=0.2)
+    plan = resolve(config, train_images=320)  # 10 steps per epoch, 5 of warm-up
+    schedule = steps_module.learning_rate_schedule(plan)
+    np.testing.assert_allclose(_rates(schedule, [0, 1, 5, 6, 39]), [0, 0.04, 0.2, 0.2, 0.2])
+    assert steps_module.learning_rate_schedule(resolve(config.replace(warmup_epochs=0), 320)) == 0.2
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"label_smoothing": 1.0},
+        {"label_smoothing": -0.1},
+        {"ema_decay": 1.0},
+        {"warmup_epochs": 2.0, "epochs": 2},
+        {"warmup_epochs": -1.0},
+    ],
+)
+def test_bad_recipe_values_are_refused(changes):
+    with pytest.raises(ConfigError):
+        tiny_config(**changes).validate()
+
+
+def test_moving_average_is_kerass_and_training_weights_come_back():
+    decay = 0.9
+    config = tiny_config(ema_decay=decay)
+    steps = Steps(config, resolve(config, train_images=64))
+    rng = np.random.default_rng(0)
+    average = None
+    for _ in range(4):
+        images = tf.constant(rng.integers(0, 256, (16, 24, 32, 3)), tf.uint8)
+        labels = tf.constant(rng.integers(0, 2, 16), tf.int32)
+        steps.train_step(images, labels)
+        now = [v.numpy() for v in steps.model.trainable_variables]
+        # Keras starts the average at the first step's weights, then decays it every step.
+        if average is None:
+            average = now
+        else:
+            average = [decay * a + (1 - decay) * w for a, w in zip(average, now, strict=True)]
+    training = [v.numpy() for v in steps.model.trainable_variables]
+    with steps.averaged():
+        inside = [v.numpy() for v in steps.model.trainable_variables]
+    for got, want in zip(inside, average, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not all(np.array_equal(a, b) for a, b in zip(inside, training, strict=True))
+    for got, want in zip(steps.model.trainable_variables, training, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_flip_tta_is_the_mean_of_the_image_and_its_mirror():
+    config = tiny_config()
+    steps = Steps(config, resolve(config, train_images=64))
+    images = tf.constant(np.random.default_rng(1).integers(0, 256, (5, 24, 32, 3)), tf.uint8)
+    dataset = tf.data.Dataset.from_tensor_slices((images, tf.zeros(5, tf.int32))).batch(4)
+    model = steps.model
+    x = data.normalize(images)
+    expected = (model(x, training=False) + model(x[:, :, ::-1], training=False)).numpy() / 2
+    tta_logits, _ = steps.predict(dataset, tta=True)
+    np.testing.assert_allclose(tta_logits, expected.ravel(), rtol=1e-5, atol=1e-6)
+    saved_logits, _ = steps_module.model_outputs(model, dataset, tta=True)
+    np.testing.assert_allclose(saved_logits.ravel(), expected.ravel(), rtol=1e-5, atol=1e-6)
+    plain, _ = steps.predict(dataset)
+    assert not np.allclose(plain, tta_logits)
+
+
+def test_recipe_run_reports_tta_and_compute_and_resumes_exactly(tmp_path):
+    config = tiny_config(
+        epochs=3, warmup_epochs=1.0, label_smoothing=0.1, ema_decay=0.9, tta=True, augment=True
+    )
+    whole = train_and_evaluate(config, str(tmp_path / "whole"), verbose=False)
+    for key in ("validation_tta", "test_tta"):
+        assert 0 <= whole[key]["accuracy_at_0.5"] <= 1
+    assert whole["test_tta"]["best_threshold"] == whole["validation_tta"]["best_threshold"]
+    images = 3 * (64 // 16) * 16  # epochs x steps x batch
+    assert whole["training_flops"] == pytest.approx(3 * whole["model"]["flops"] * images)
+    arrays = np.load(tmp_path / "whole" / "predictions.npz")
+    assert arrays["test_tta_logits"].shape == arrays["test_logits"].shape
+
+    def killed_after_first_epoch(epoch, entry):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(
+            config, str(tmp_path / "resumed"), verbose=False, on_epoch_end=killed_after_first_epoch
+        )
+    resumed = train_and_evaluate(config, str(tmp_path / "resumed"), verbose=False)
+    history = [read_json(tmp_path / run / "history.json") for run in ("whole", "resumed")]
+    assert [h["train_loss"] for h in history[0]] == [h["train_loss"] for h in history[1]]
+    assert whole["validation"] == resumed["validation"]
+    assert whole["test_tta"] == resumed["test_tta"]
+
+
+def test_eval_with_tta_uses_the_tta_threshold(tmp_path, kaggle_dir):
+    plain = tiny_config(data=kaggle_dir, train_size=6, val_size=3, test_size=3, batch_size=2)
+    train_and_evaluate(plain, str(tmp_path / "plain"), verbose=False)
+    with pytest.raises(ConfigError, match="tta"):
+        evaluate_workdir(str(tmp_path / "plain"), kaggle_dir, tta=True)
+    result = train_and_evaluate(plain.replace(tta=True), str(tmp_path / "tta"), verbose=False)
+    report = evaluate_workdir(str(tmp_path / "tta"), kaggle_dir, tta=True)
+    assert report["tta"] is True
+    assert report["best_threshold"] == result["validation_tta"]["best_threshold"]
+    assert evaluate_workdir(str(tmp_path / "tta"), kaggle_dir)["tta"] is False
+
+
+def test_fast_preset_is_a_quarter_of_full():
+    recipe, reference = fast(), full("conv5_bn")
+    assert recipe.validate() is recipe
+    assert recipe.epochs * 4 == reference.epochs
+    assert recipe.train_size == reference.train_size and recipe.tta

@@ -1,0 +1,100 @@
+"""Trained models shipped in catdog_tf/weights: each loads and predicts; shipping and guards."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import make_image
+
+from catdog_tf import rundir, shipped
+from catdog_tf.config import smoke
+from catdog_tf.errors import ConfigError, WorkdirConfigError
+from catdog_tf.train import evaluate_workdir, predict_files, train_and_evaluate
+from catdog_tf.utils import read_json
+
+
+def _readme_names() -> list[str]:
+    """Names in the first column of catdog_tf/weights/README.md's table."""
+    with open(os.path.join(shipped.FOLDER, "README.md")) as f:
+        return re.findall(r"^\| `([\w.-]+)` \|", f.read(), flags=re.MULTILINE)
+
+
+def test_readme_table_lists_exactly_the_shipped_models():
+    assert sorted(_readme_names()) == shipped.available()
+
+
+@pytest.mark.parametrize("name", shipped.available())
+def test_each_shipped_model_predicts_a_generated_image(tmp_path, name):
+    run = shipped.path(name)
+    for file in (*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK):
+        assert os.path.exists(rundir.path(run, file)), file
+    about = read_json(rundir.path(run, rundir.SHIPPED_MARK))
+    assert about["command"] and about["cpu"]
+    images = [
+        make_image(str(tmp_path / f"{label}.jpg"), label, size=(200, 260), seed=label)
+        for label in (0, 1)
+    ]
+    (first, p_first), (second, p_second) = predict_files(run, images)
+    assert (first, second) == tuple(images)
+    assert 0 <= p_first <= 1 and 0 <= p_second <= 1
+    result = read_json(rundir.path(run, rundir.RESULT))
+    assert 0 < result["validation"]["best_threshold"] < 1  # What catdog-eval applies.
+
+
+def _tiny_run(tmp_path) -> str:
+    config = smoke("_tiny").replace(
+        synthetic_size=64, image_height=24, image_width=32, batch_size=16, epochs=1
+    )
+    run = str(tmp_path / "run")
+    train_and_evaluate(config, run, verbose=False)
+    return run
+
+
+def test_ship_copies_what_use_needs_and_the_copy_is_read_only(tmp_path, kaggle_dir, monkeypatch):
+    folder = str(tmp_path / "weights")
+    target = shipped.ship(_tiny_run(tmp_path), "tiny", {"command": "x", "cpu": "y"}, folder)
+    assert shipped.available(folder) == ["tiny"]
+    assert shipped.path("tiny", folder) == target
+    assert sorted(os.listdir(target)) == sorted([*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK])
+    with pytest.raises(ConfigError, match="shipped: tiny"):
+        shipped.path("nope", folder)
+    with pytest.raises(WorkdirConfigError, match="read-only"):
+        train_and_evaluate(
+            smoke("_tiny").replace(image_height=24, image_width=32), target, verbose=False
+        )
+    assert sorted(os.listdir(target)) == sorted([*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK])
+    monkeypatch.chdir(tmp_path)  # The eval report of a shipped model goes to ./NAME-outputs.
+    report = evaluate_workdir(target, kaggle_dir)
+    assert report["n"] == 12
+    assert os.path.exists(tmp_path / "tiny-outputs" / "eval-kaggle.json")
+    assert sorted(os.listdir(target)) == sorted([*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK])
+
+
+def test_ship_refuses_an_unfinished_run(tmp_path):
+    with pytest.raises(ConfigError, match="not a finished run"):
+        shipped.ship(str(tmp_path), "x", {}, str(tmp_path / "weights"))
+
+
+@pytest.mark.parametrize("args", [[], ["--workdir=a", "--weights=b"]])
+def test_predict_needs_exactly_one_of_workdir_and_weights(args, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "catdog_tf.cli.predict", *args, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2
+    assert "exactly one" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_unknown_shipped_name_is_one_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "catdog_tf.cli.predict", "--weights=nope", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2
+    assert "no shipped model named 'nope'" in out.stderr and "Traceback" not in out.stderr
