@@ -15,7 +15,7 @@ def test_smoke_compare_end_to_end(tmp_path):
 
     def make_config(model, loss):
         return smoke(model).replace(
-            loss=loss, synthetic_size=128, image_height=24, image_width=32, epochs=2
+            loss=loss, synthetic_size=128, image_height=24, image_width=32, epochs=2, tta=True
         )
 
     results = compare.compare(make_config, names, ["mse", "cross_entropy"], workdir, verbose=False)

@@ -9,7 +9,6 @@ yielded). Tiny model with batch norm (synchronized across the workers), syntheti
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -80,16 +79,6 @@ CONNECTION_ERRORS = ("Address already in use", "failed to connect to all address
 TIMEOUT = 240
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def config(strategy: str):
     return smoke("conv4_bn").replace(
         synthetic_size=128,
@@ -104,7 +93,7 @@ def config(strategy: str):
     )
 
 
-def start(tmp_path, name, cfg, workdir, task=None, ports=None, kill_at=0, logical_cpus=0):
+def start(tmp_path, name, cfg, workdir, tf_config=None, kill_at=0, logical_cpus=0):
     scratch = tmp_path / "tmp"  # The workers' temporary directories go here.
     scratch.mkdir(exist_ok=True)
     env = {
@@ -114,11 +103,8 @@ def start(tmp_path, name, cfg, workdir, task=None, ports=None, kill_at=0, logica
         "TMPDIR": str(scratch),
         "LOGICAL_CPUS": str(logical_cpus or ""),
     }
-    if task is not None:
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-        env["TF_CONFIG"] = json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": task}}
-        )
+    if tf_config is not None:
+        env["TF_CONFIG"] = tf_config
     out = str(tmp_path / name)
     log = open(out + ".log", "w")  # noqa: SIM115 (closed by the caller through wait())
     process = subprocess.Popen(
@@ -147,12 +133,10 @@ def log_of(process) -> str:
 
 
 def two_workers(tmp_path, tag, workdir, kill_at=(0, 0)):
-    ports = free_ports(2)
-    workers = [
-        start(tmp_path, f"{tag}{i}", config("multi_worker"), workdir, i, ports, kill_at[i])
-        for i in range(2)
+    return [
+        start(tmp_path, f"{tag}{i}", config("multi_worker"), workdir, tf_config, kill_at[i])
+        for i, tf_config in enumerate(distributed.local_cluster(2))
     ]
-    return workers
 
 
 def finish(workers) -> list[int]:

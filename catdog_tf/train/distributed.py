@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 from collections.abc import Callable
 
 import keras
@@ -71,6 +72,27 @@ def role(strategy: str) -> Role:
         )
     chief = task_type == "chief" or (task_id == 0 and "chief" not in cluster)
     return Role(chief=chief, task=f"{task_type}:{task_id}")
+
+
+def local_cluster(workers: int) -> list[str]:
+    """``TF_CONFIG`` of each of ``workers`` processes on this machine (127.0.0.1, free ports).
+
+    For trying ``multi_worker`` on one machine (tests, benchmarks): start one process per
+    entry, each with its ``TF_CONFIG``. The ports are free when chosen; another program may
+    still take one before the workers bind it.
+    """
+    sockets = [socket.socket() for _ in range(workers)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [
+        json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}})
+        for i in range(workers)
+    ]
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
