@@ -15,7 +15,11 @@ import os
 import subprocess
 import sys
 
-from absl import app, flags
+# As the catdog-* commands do before TensorFlow is imported (oneDNN on for AVX2 CPUs), so
+# that the CPU line printed describes what the runs had.
+from catdog_tf.cli import ONEDNN_DECISION  # noqa: F401  # isort: skip
+
+from absl import app, flags  # noqa: E402
 
 from catdog_tf import machine
 from catdog_tf.train import distributed
