@@ -348,7 +348,7 @@ def fast(model: str = "conv5_bn") -> Config:
 
     Command: ``catdog-train --preset=fast --data=../shared/data/dogs-vs-cats/train
     --workdir=runs/fast``. Training compute for conv5_bn: 15 x 16,000 images x 3 x 132
-    MFLOPs, about 9.5e16 FLOPs (``full``'s 60 epochs: 3.8e17). The measured wall time, per
+    MFLOPs, about 9.5e13 FLOPs (``full``'s 60 epochs: 3.8e14). The measured wall time, per
     CPU kind, is in BENCHMARKS.md ("The fast recipe").
     """
     return full(model).replace(
