@@ -341,10 +341,9 @@ def fast(model: str = "conv5_bn") -> Config:
     ``full``'s data, augmentation and cosine schedule, at a quarter of its 60 epochs, with what
     the fast small-CNN recipes (airbench, "How to train your ResNet") carry over to a CPU: a
     one-epoch linear warm-up to a peak rate of 2e-3 (twice conv5_bn's default), label
-    smoothing 0.1, a moving average of
-    the weights (evaluated and exported), and flip test-time augmentation reported beside the
-    plain accuracy. No early stopping: the schedule ends the run. The ablation of each trick
-    is in BENCHMARKS.md.
+    smoothing 0.1, a moving average of the weights (evaluated and exported), and flip
+    test-time augmentation reported beside the plain accuracy. No early stopping: the schedule
+    ends the run. The ablation of each trick is in BENCHMARKS.md.
 
     Command: ``catdog-train --preset=fast --data=../shared/data/dogs-vs-cats/train
     --workdir=runs/fast``. Training compute for conv5_bn: 15 x 16,000 images x 3 x 132

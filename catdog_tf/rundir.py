@@ -72,13 +72,18 @@ def path(workdir: str, name: str) -> str:
     return os.path.join(workdir, name)
 
 
+def is_shipped(workdir: str) -> bool:
+    """Whether ``workdir`` is a shipped trained model (read-only; :mod:`catdog_tf.shipped`)."""
+    return os.path.exists(path(workdir, SHIPPED_MARK))
+
+
 def outputs_folder(workdir: str) -> str:
     """Where a command that uses a finished run writes by default (catdog-eval, -inspect).
 
     The run directory itself; for a shipped model, which is read-only, ``NAME-outputs`` in
     the current directory.
     """
-    if os.path.exists(path(workdir, SHIPPED_MARK)):
+    if is_shipped(workdir):
         return os.path.abspath(f"{os.path.basename(os.path.normpath(workdir))}-outputs")
     return workdir
 
@@ -205,7 +210,7 @@ def locked(workdir: str) -> Iterator[None]:
     """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirConfigError(f"--workdir {workdir} is a file, not a folder")
-    if os.path.exists(path(workdir, SHIPPED_MARK)):
+    if is_shipped(workdir):
         raise WorkdirConfigError(
             f"{workdir} is a shipped trained model (it has {SHIPPED_MARK}), read-only: "
             "train into another --workdir (init_from can start from it)"

@@ -26,9 +26,7 @@ def available(folder: str = FOLDER) -> list[str]:
     if not os.path.isdir(folder):
         return []
     return sorted(
-        name
-        for name in os.listdir(folder)
-        if os.path.exists(rundir.path(os.path.join(folder, name), rundir.SHIPPED_MARK))
+        name for name in os.listdir(folder) if rundir.is_shipped(os.path.join(folder, name))
     )
 
 

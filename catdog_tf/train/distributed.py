@@ -47,30 +47,31 @@ class Role:
 def role(strategy: str) -> Role:
     """This process's role under ``strategy`` (``TF_CONFIG`` for ``multi_worker``).
 
-    The chief is the ``chief`` task if ``TF_CONFIG`` lists one, else worker 0, as in
-    TensorFlow's multi-worker guide.
+    ``TF_CONFIG`` is read by TensorFlow's ``TFConfigClusterResolver``. The chief is the
+    ``chief`` task if the cluster lists one, else worker 0, as in TensorFlow's multi-worker
+    guide.
 
     Raises:
-      ConfigError: ``TF_CONFIG`` is not valid JSON, or names a task type other than chief
-        or worker.
+      ConfigError: ``TF_CONFIG`` is not valid JSON, has no task, or names a task type other
+        than chief or worker.
     """
     if strategy != "multi_worker" or not os.environ.get("TF_CONFIG"):
         return Role(chief=True, task="")
     try:
-        tf_config = json.loads(os.environ["TF_CONFIG"])
-        cluster = tf_config["cluster"]
-        task_type, task_id = tf_config["task"]["type"], int(tf_config["task"]["index"])
-    except (ValueError, KeyError, TypeError) as e:
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        task_type, task_id = resolver.task_type, resolver.task_id
+        jobs = resolver.cluster_spec().jobs
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(
             f"TF_CONFIG is not {{'cluster': {{...}}, 'task': {{'type': ..., 'index': ...}}}} "
             f"({e}); see README 'Scaling out'"
         ) from e
-    if task_type not in ("chief", "worker") or task_type not in cluster:
+    if task_type not in ("chief", "worker") or task_type not in jobs:
         raise ConfigError(
             f"TF_CONFIG task type {task_type!r}: multi_worker runs chief and worker tasks "
-            f"listed in its cluster ({', '.join(cluster)})"
+            f"listed in its cluster ({', '.join(jobs) or 'none'}); see README 'Scaling out'"
         )
-    chief = task_type == "chief" or (task_id == 0 and "chief" not in cluster)
+    chief = task_type == "chief" or (task_id == 0 and "chief" not in jobs)
     return Role(chief=chief, task=f"{task_type}:{task_id}")
 
 

@@ -92,21 +92,16 @@ def learning_rate_schedule(plan: Plan) -> float | keras.optimizers.schedules.Lea
     Both are Keras's ``CosineDecay``: with a warm-up it rises linearly from 0 to the peak over
     ``warmup_steps``; a constant rate after the warm-up is a cosine with ``alpha=1`` (no decay).
     """
-    peak = plan.learning_rate
-    if plan.lr_schedule == "cosine":
-        if plan.warmup_steps:
-            return keras.optimizers.schedules.CosineDecay(
-                0.0,
-                decay_steps=max(1, plan.decay_steps),
-                warmup_target=peak,
-                warmup_steps=plan.warmup_steps,
-            )
-        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=max(1, plan.decay_steps))
-    if plan.warmup_steps:
-        return keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=1, alpha=1.0, warmup_target=peak, warmup_steps=plan.warmup_steps
-        )
-    return peak
+    cosine, warmup = plan.lr_schedule == "cosine", plan.warmup_steps
+    if not (cosine or warmup):
+        return plan.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else plan.learning_rate,
+        decay_steps=max(1, plan.decay_steps) if cosine else 1,
+        alpha=0.0 if cosine else 1.0,
+        warmup_target=plan.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
 
 
 def make_optimizer(config: Config, plan: Plan) -> keras.optimizers.Optimizer:
@@ -119,7 +114,7 @@ def make_optimizer(config: Config, plan: Plan) -> keras.optimizers.Optimizer:
     """
     lr = learning_rate_schedule(plan)
     name = plan.optimizer
-    ema = {"use_ema": bool(config.ema_decay), "ema_momentum": config.ema_decay or 0.99}
+    ema = {"use_ema": True, "ema_momentum": config.ema_decay} if config.ema_decay else {}
     if name == "adam":
         optimizer = (
             keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
@@ -319,7 +314,10 @@ class Steps:
         return self._train(images, labels)
 
     def eval_step(self, images, labels, tta: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        """(logits, labels) of a (distributed) batch, gathered from all replicas.
+        """(logits, labels) of a batch, gathered from all replicas (whole on each worker).
+
+        Under ``mirrored`` the batch is split across the replicas and gathered back; under
+        ``multi_worker`` each worker evaluates the whole batch itself.
 
         ``tta`` averages each logit with the mirrored image's (:func:`flip_averaged`).
         """
