@@ -64,6 +64,7 @@ def test_metrics_of_one_class_are_undefined_not_zero():
         ("image_height=100000", "larger than 1024"),
         ("synthetic_size=1000000000", "at most"),
         ("model_kwargs=[1]", "cannot parse"),
+        ("augment_ops=cutout", "augment_ops='cutout' is not one of affine, flip_shift"),
     ],
 )
 def test_bad_values_are_refused(override, message):

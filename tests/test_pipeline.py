@@ -11,6 +11,7 @@ from conftest import make_image
 from PIL import Image
 
 from catdog_tf import data
+from catdog_tf.config import AUGMENT_OPS
 
 
 def _encoded(fmt: str, mode: str = "RGB", size=(20, 30)) -> bytes:
@@ -120,6 +121,49 @@ def test_augment_flip_only_mirrors():
         assert np.array_equal(warped, original) or np.array_equal(warped, original[:, ::-1])
 
 
+def _shifted(image: np.ndarray, flip: bool, dy: int, dx: int) -> np.ndarray:
+    """NumPy reference of one flip_shift transform: indices clamped to the border."""
+    height, width = image.shape[:2]
+    cols = np.arange(width)
+    cols = width - 1 - cols if flip else cols
+    rows = np.clip(np.arange(height) - dy, 0, height - 1)
+    return image[rows][:, np.clip(cols - dx, 0, width - 1)]
+
+
+def test_flip_shift_matches_numpy_reference_within_ranges():
+    images = np.random.default_rng(0).integers(0, 255, (64, 16, 20, 3), np.uint8)
+    config = data.FlipShiftConfig(flip=True, shift=0.25)  # Up to 4 rows and 5 columns.
+    seed = tf.constant([3, 4], tf.int64)
+    out = data.flip_shift(tf.constant(images), seed, config).numpy()
+    np.testing.assert_array_equal(
+        out, _in_tf_data(lambda x: config(x, seed), tf.constant(images)).numpy()
+    )
+    used = []
+    for image, transformed in zip(images, out, strict=True):
+        matches = [
+            (flip, dy, dx)
+            for flip in (False, True)
+            for dy in range(-4, 5)
+            for dx in range(-5, 6)
+            if np.array_equal(_shifted(image, flip, dy, dx), transformed)
+        ]
+        assert len(matches) == 1, matches  # Random pixels: only one transform fits.
+        used.append(matches[0])
+    flips, dys, dxs = zip(*used, strict=True)
+    assert set(flips) == {False, True}
+    assert {-4, 4} <= set(dys) and {-5, 5} <= set(dxs)  # The range's ends are drawn.
+    other = data.flip_shift(tf.constant(images), tf.constant([3, 5], tf.int64), config)
+    assert not np.array_equal(out, other.numpy())
+
+
+def test_flip_shift_identity_when_ranges_are_zero():
+    images = tf.constant(np.random.default_rng(0).integers(0, 255, (3, 16, 20, 3), np.uint8))
+    still = data.FlipShiftConfig(flip=False, shift=0)
+    out = data.flip_shift(images, tf.constant([0, 0], tf.int64), still)
+    np.testing.assert_array_equal(out.numpy(), images.numpy())
+    assert out.dtype == tf.uint8
+
+
 def test_decoded_dataset_shapes_dtypes_labels(kaggle_dir):
     examples = data.list_folder(kaggle_dir)
     items = list(data.decoded_dataset(examples, image_size=(16, 20), chunk_size=5))
@@ -129,12 +173,18 @@ def test_decoded_dataset_shapes_dtypes_labels(kaggle_dir):
         assert int(label) == expected
 
 
-def test_train_batches_seeded_per_epoch(kaggle_dir):
+def test_every_augment_ops_value_has_a_variant():
+    assert sorted(data.AUGMENTATIONS) == sorted(AUGMENT_OPS)
+
+
+@pytest.mark.parametrize("ops", sorted(data.AUGMENTATIONS))
+def test_train_batches_seeded_per_epoch(kaggle_dir, ops):
     examples = data.list_folder(kaggle_dir)
     decoded = data.decoded_dataset(examples, image_size=(16, 20))
 
     def labels(epoch, seed=0):
-        batches = data.train_batches(decoded, len(examples), 4, epoch, seed, data.AugmentConfig())
+        augmentation = data.AUGMENTATIONS[ops]()
+        batches = data.train_batches(decoded, len(examples), 4, epoch, seed, augmentation)
         return [(x.numpy(), y.numpy()) for x, y in batches]
 
     first, again, other = labels(0), labels(0), labels(1)

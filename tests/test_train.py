@@ -75,8 +75,11 @@ def test_per_example_loss_matches_keras(loss):
     np.testing.assert_allclose(ours, np.ravel(expected), rtol=1e-5)
 
 
-def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch):
-    config = tiny_config(epochs=3, model_kwargs={"dropout": 0.3}, augment=True)
+@pytest.mark.parametrize("augment_ops", ["affine", "flip_shift"])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, augment_ops):
+    config = tiny_config(
+        epochs=3, model_kwargs={"dropout": 0.3}, augment=True, augment_ops=augment_ops
+    )
     full = train_and_evaluate(config, str(tmp_path / "full"), verbose=False)
 
     def killed_after_first_epoch(epoch, entry):

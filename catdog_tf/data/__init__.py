@@ -18,15 +18,18 @@ from collections.abc import Mapping
 from absl import logging
 
 from catdog_tf.data.pipeline import (
+    AUGMENTATIONS,
     IMAGE_SIZE,
     PARALLELISM,
     PREFETCH_BATCHES,
     AugmentConfig,
+    FlipShiftConfig,
     augment,
     decode,
     decoded_dataset,
     epoch_seed,
     eval_batches,
+    flip_shift,
     normalize,
     orient,
     pipeline_options,
@@ -51,12 +54,14 @@ from catdog_tf.data.sources import (
 from catdog_tf.data.splits import SPLITS, make_splits, split
 
 __all__ = [
+    "AUGMENTATIONS",
     "CAT",
     "DOG",
     "IMAGE_SIZE",
     "SPLITS",
     "AugmentConfig",
     "DataSourceError",
+    "FlipShiftConfig",
     "Examples",
     "ScanReport",
     "augment",
@@ -65,6 +70,7 @@ __all__ = [
     "describe",
     "epoch_seed",
     "eval_batches",
+    "flip_shift",
     "drop_unusable",
     "fingerprint",
     "source_fingerprint",

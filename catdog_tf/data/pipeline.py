@@ -14,10 +14,12 @@ Stage order (fixed; each choice is for speed or for exact reproducibility):
 5. ``shuffle``   train only; a full-size buffer reshuffled per epoch with seed (seed, epoch),
                  so a resumed run sees exactly the order an uninterrupted one would.
 6. ``batch``     train drops the remainder (one static shape, no retracing), eval keeps it.
-7. ``augment``   train only, per batch: one random affine warp per image (flip, rotation, zoom,
-                 shift, shear) in a single ``ImageProjectiveTransformV3`` op, with stateless
-                 random numbers seeded by (seed, epoch, batch index): deterministic at any
-                 parallelism.
+7. ``augment``   train only, per batch, with stateless random numbers seeded by (seed, epoch,
+                 batch index): deterministic at any parallelism. Two variants: one random
+                 affine warp per image (flip, rotation, zoom, shift, shear) in a single
+                 ``ImageProjectiveTransformV3`` op (:class:`AugmentConfig`), or the cheap
+                 flip and whole-pixel shift of the fast small-CNN recipes, two gathers on
+                 uint8 with no interpolation (:class:`FlipShiftConfig`).
 8. ``prefetch``  two batches, so the input pipeline runs ahead of the train step.
 9. ``normalize`` uint8 -> float32 in [0, 1], inside the compiled train/eval step
                  (``catdog_tf.train.steps``), not here: batches stay uint8 through the
@@ -134,6 +136,32 @@ class AugmentConfig:
     shift: float = 0.1
     shear: float = 0.1
 
+    def __call__(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """:func:`augment` with these ranges."""
+        return augment(images, seed, self)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlipShiftConfig:
+    """Ranges of the cheap training transforms: mirror and translate by whole pixels.
+
+    Attributes:
+      flip: Horizontal flip with probability 0.5.
+      shift: Translation drawn uniformly from the whole pixels within [-shift, shift] of the
+        height and of the width.
+    """
+
+    flip: bool = True
+    shift: float = 0.1
+
+    def __call__(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """:func:`flip_shift` with these ranges."""
+        return flip_shift(images, seed, self)
+
+
+# The ``augment_ops`` config values: each builds the default ranges of its variant.
+AUGMENTATIONS = {"affine": AugmentConfig, "flip_shift": FlipShiftConfig}
+
 
 def augment(
     images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig = AugmentConfig()
@@ -183,6 +211,43 @@ def augment(
         interpolation="BILINEAR",
         fill_mode="NEAREST",
     )
+
+
+def flip_shift(
+    images: tf.Tensor, seed: tf.Tensor, config: FlipShiftConfig = FlipShiftConfig()
+) -> tf.Tensor:
+    """Stage 7, cheap variant: a random mirror and whole-pixel shift per image of a batch.
+
+    Output pixel (i, j) of an image is input pixel (i - dy, j' - dx) with j' = j or its
+    mirror, indices clamped to the border: the border fill of :func:`augment` (nearest
+    pixel), with no interpolation, so pixel values are never blended: two gathers on uint8
+    instead of a warp. The weaker augmentation of the fast recipes, for short schedules.
+
+    Args:
+      images: Batch (N, H, W, C) of any dtype.
+      seed: int32/int64 tensor of shape (2,); the same seed gives the same transforms.
+      config: Ranges of the transforms.
+
+    Returns:
+      The transformed batch, same shape and dtype.
+    """
+    n, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    u = tf.random.stateless_uniform([n, 3], seed=seed)
+
+    def offsets(fraction_of: tf.Tensor, column: int) -> tf.Tensor:
+        # A uniform draw over the 2k + 1 whole-pixel shifts in [-k, k].
+        k = tf.cast(tf.round(config.shift * tf.cast(fraction_of, tf.float32)), tf.int32)
+        return tf.cast(tf.floor(u[:, column] * tf.cast(2 * k + 1, tf.float32)), tf.int32) - k
+
+    rows = tf.range(height)[None, :] - offsets(height, 1)[:, None]
+    cols = tf.range(width)[None, :]
+    if config.flip:
+        cols = tf.where(u[:, :1] < 0.5, width - 1 - cols, cols)
+    cols = cols - offsets(width, 2)[:, None]
+    rows = tf.clip_by_value(rows, 0, height - 1)
+    cols = tf.clip_by_value(cols, 0, width - 1)
+    shifted = tf.gather(images, rows, axis=1, batch_dims=1)
+    return tf.gather(shifted, cols, axis=2, batch_dims=1)
 
 
 def normalize(images: tf.Tensor) -> tf.Tensor:
@@ -264,7 +329,7 @@ def train_batches(
     batch_size: int,
     epoch: int,
     seed: int = 0,
-    augment_config: AugmentConfig | None = None,
+    augment_config: AugmentConfig | FlipShiftConfig | None = None,
     num_parallel_calls: int = PARALLELISM,
     num_shards: int = 1,
     shard_index: int = 0,
@@ -283,7 +348,7 @@ def train_batches(
         partial batch is dropped.
       epoch: Epoch number, part of the shuffle and augmentation seed.
       seed: Run seed.
-      augment_config: Transform ranges, or None for no augmentation.
+      augment_config: The augmentation variant and its ranges, or None for none.
       num_parallel_calls: Parallelism of the per-batch map.
       num_shards: Input pipelines sharing the epoch.
       shard_index: This pipeline's shard, in ``[0, num_shards)``.
@@ -298,7 +363,7 @@ def train_batches(
         images, labels = batch
         # One augmentation seed per (epoch, global batch, shard): shards never share warps.
         stream = index * num_shards + shard_index
-        return augment(images, tf.stack([tf.constant(s, tf.int64), stream]), augment_config), labels
+        return augment_config(images, tf.stack([tf.constant(s, tf.int64), stream])), labels
 
     if augment_config is not None:
         ds = ds.enumerate().map(per_batch, num_parallel_calls=num_parallel_calls)

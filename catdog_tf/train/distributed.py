@@ -147,6 +147,23 @@ def distribute_train(
     return strategy.experimental_distribute_dataset(dataset)
 
 
+def evaluates_locally(strategy_name: str) -> bool:
+    """Whether each process evaluates whole batches itself, without splitting them.
+
+    True under ``multi_worker``: every worker's weights are everyone's, so each evaluates
+    the whole split; every image counts once, and no collective op waits on a partial last
+    batch. Elsewhere a batch is split across the local replicas and gathered back.
+    """
+    return strategy_name == "multi_worker"
+
+
+def distribute_eval(strategy: tf.distribute.Strategy, strategy_name: str, dataset: tf.data.Dataset):
+    """Evaluation input under ``strategy``: split across local replicas unless evaluated locally."""
+    if evaluates_locally(strategy_name) or strategy.num_replicas_in_sync == 1:
+        return dataset
+    return strategy.experimental_distribute_dataset(dataset)
+
+
 def agree(strategy: tf.distribute.Strategy, value: float) -> float:
     """The mean of ``value`` over the replicas of all workers: one number they all share.
 

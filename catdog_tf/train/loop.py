@@ -190,7 +190,7 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
         for name, ex in splits.items()
     }
     steps = Steps(config, plan, strategy)
-    augment = data.AugmentConfig() if config.augment else None
+    augment = data.AUGMENTATIONS[config.augment_ops]() if config.augment else None
     return Trainee(
         steps=steps,
         model=steps.model,

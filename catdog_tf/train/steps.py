@@ -291,9 +291,7 @@ class Steps:
             logits = tf.reshape(forward(normalize(images)), [-1])
             return logits, tf.reshape(labels, [-1])
 
-        if self.plan.strategy == "multi_worker":
-            # Each worker evaluates the whole split itself (its weights are everyone's): every
-            # image counted once, and no collective op that a partial last batch could stall.
+        if distributed.evaluates_locally(self.plan.strategy):
             return tf.function(replica_step, reduce_retracing=True)
 
         @tf.function(reduce_retracing=True)
@@ -325,8 +323,7 @@ class Steps:
 
     def predict(self, dataset, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Logits and labels of every example of a batched (images, labels) dataset, as NumPy."""
-        if self.plan.strategy != "multi_worker" and self.strategy.num_replicas_in_sync > 1:
-            dataset = self.strategy.experimental_distribute_dataset(dataset)
+        dataset = distributed.distribute_eval(self.strategy, self.plan.strategy, dataset)
         return collect_logits(self._eval[tta], dataset)
 
     def train_input(self, make_batches: distributed.MakeBatches):
