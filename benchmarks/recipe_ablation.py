@@ -76,7 +76,7 @@ def run_row(row: str, seed: int) -> dict | None:
     return train_and_evaluate(config, run_dir, progress_bar=False)
 
 
-def test_correct(row: str, seed: int, tta: bool) -> np.ndarray | None:
+def correct_on_test(row: str, seed: int, tta: bool) -> np.ndarray | None:
     """Which test images a finished run got right at its validation threshold."""
     run_dir = os.path.join(_WORKDIR.value, f"{row}-seed{seed}")
     saved = np.load(rundir.path(run_dir, rundir.PREDICTIONS))
@@ -85,13 +85,13 @@ def test_correct(row: str, seed: int, tta: bool) -> np.ndarray | None:
         return None
     result = read_json(rundir.path(run_dir, rundir.RESULT))
     threshold = result["validation_tta" if tta else "validation"]["best_threshold"]
-    return (metrics.probabilities(saved[key]) > threshold) == (saved["test_labels"] == 1)
+    return metrics.correct_at(metrics.probabilities(saved[key]), saved["test_labels"], threshold)
 
 
 def against_recipe(row: str, seeds: list[int], tta: bool) -> str:
     """Accuracy difference from the recipe row and its exact McNemar p, seeds combined."""
-    mine = [test_correct(row, s, tta) for s in seeds]
-    recipe = [test_correct("recipe", s, tta) for s in seeds]
+    mine = [correct_on_test(row, s, tta) for s in seeds]
+    recipe = [correct_on_test("recipe", s, tta) for s in seeds]
     if row == "recipe" or any(c is None for c in mine + recipe):
         return "-"
     paired = stats.mcnemar(mine, recipe)

@@ -133,11 +133,15 @@ def _test_correctness(result: dict[str, Any], workdir: str):
     saved = np.load(path)
     if "test_logits" not in saved:
         return None
-    probs = metrics.probabilities(saved["test_logits"])
-    dog = saved["test_labels"] == 1
+    probs, labels = metrics.probabilities(saved["test_logits"]), saved["test_labels"]
     threshold = result["validation"]["best_threshold"]
     paths = saved.get("test_paths")
-    return (probs > threshold) == dog, (probs > 0.5) == dog, saved["test_labels"], paths
+    return (
+        metrics.correct_at(probs, labels, threshold),
+        metrics.correct_at(probs, labels, 0.5),
+        labels,
+        paths,
+    )
 
 
 def _pair(a: Row, b: Row) -> stats.Paired | None:

@@ -141,7 +141,13 @@ def distribute_train(
             return dataset.take(steps * local_replicas)
 
         return strategy.distribute_datasets_from_function(per_worker)
-    dataset = make_batches(global_batch, 1, 0).take(steps)
+    return _split_across_replicas(strategy, make_batches(global_batch, 1, 0).take(steps))
+
+
+def _split_across_replicas(
+    strategy: tf.distribute.Strategy, dataset: tf.data.Dataset
+) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+    """Global batches split across the local replicas; as they are with one replica."""
     if strategy.num_replicas_in_sync == 1:
         return dataset
     return strategy.experimental_distribute_dataset(dataset)
@@ -157,11 +163,13 @@ def evaluates_locally(strategy_name: str) -> bool:
     return strategy_name == "multi_worker"
 
 
-def distribute_eval(strategy: tf.distribute.Strategy, strategy_name: str, dataset: tf.data.Dataset):
+def distribute_eval(
+    strategy: tf.distribute.Strategy, strategy_name: str, dataset: tf.data.Dataset
+) -> tf.data.Dataset | tf.distribute.DistributedDataset:
     """Evaluation input under ``strategy``: split across local replicas unless evaluated locally."""
-    if evaluates_locally(strategy_name) or strategy.num_replicas_in_sync == 1:
+    if evaluates_locally(strategy_name):
         return dataset
-    return strategy.experimental_distribute_dataset(dataset)
+    return _split_across_replicas(strategy, dataset)
 
 
 def agree(strategy: tf.distribute.Strategy, value: float) -> float:

@@ -50,9 +50,14 @@ def pearson(probs: np.ndarray, labels: np.ndarray) -> float | None:
     return float(scipy.stats.pearsonr(p, y).statistic)
 
 
+def correct_at(probs: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
+    """Per example, whether predicting dog (1) for ``probs > threshold`` is right."""
+    return (np.asarray(probs) > threshold) == (np.asarray(labels) == 1)
+
+
 def accuracy_at(probs: np.ndarray, labels: np.ndarray, threshold: float) -> float:
     """Accuracy when predicting dog (1) for ``probs > threshold``."""
-    return float(np.mean((np.asarray(probs) > threshold) == (np.asarray(labels) == 1)))
+    return float(np.mean(correct_at(probs, labels, threshold)))
 
 
 def threshold_sweep(
