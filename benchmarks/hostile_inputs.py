@@ -404,6 +404,28 @@ def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
         )
     )
 
+    add(
+        Case(
+            "workdir inside a file",
+            "workdir",
+            "error",
+            lambda t: train(t, kaggle(f"{t}/d"), workdir=image(f"{t}/f.jpg", 1) + "/run"),
+            keep=lambda t: [f"{t}/f.jpg"],
+        )
+    )
+    add(
+        Case(
+            "compare --workdir is a file",
+            "workdir",
+            "error",
+            lambda t: (
+                write(f"{t}/c", "mine"),
+                run("compare", "--preset=smoke", f"--workdir={t}/c", timeout=timeout),
+            )[1],
+            keep=lambda t: [f"{t}/c"],
+        )
+    )
+
     def foreign_config(t):
         os.makedirs(f"{t}/run/src")
         write(f"{t}/run/config.json", '{"name": "my project"}')

@@ -105,7 +105,7 @@ def compare(
             raise ConfigError(f"{kind} listed twice: {', '.join(repeated)}; list each once")
         if not names:
             raise ConfigError(f"no {kind} to compare")
-    os.makedirs(workdir, exist_ok=True)
+    rundir.make_folder(workdir)
     results = []
     for model_name in model_names:
         for loss in losses:

@@ -198,6 +198,21 @@ def is_finished(workdir: str) -> bool:
     return os.path.exists(path(workdir, RESULT)) and os.path.exists(path(workdir, MODEL))
 
 
+def make_folder(workdir: str) -> None:
+    """Creates ``workdir`` (a run's or a comparison's) and its parents, if missing.
+
+    Raises:
+      WorkdirConfigError: ``workdir`` or one of its parents is a file.
+    """
+    parent = workdir
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent.rstrip(os.sep))
+    if parent and not os.path.isdir(parent):
+        where = "" if parent == workdir else f" (its parent {parent})"
+        raise WorkdirConfigError(f"--workdir {workdir}{where} is a file, not a folder")
+    os.makedirs(workdir, exist_ok=True)
+
+
 @contextlib.contextmanager
 def locked(workdir: str) -> Iterator[None]:
     """Holds ``workdir``'s lock for the block: one process writes a run at a time.
@@ -208,14 +223,12 @@ def locked(workdir: str) -> Iterator[None]:
     Raises:
       WorkdirBusyError: Another process holds the lock.
     """
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise WorkdirConfigError(f"--workdir {workdir} is a file, not a folder")
     if is_shipped(workdir):
         raise WorkdirConfigError(
             f"{workdir} is a shipped trained model (it has {SHIPPED_MARK}), read-only: "
             "train into another --workdir (init_from can start from it)"
         )
-    os.makedirs(workdir, exist_ok=True)
+    make_folder(workdir)
     fd = os.open(path(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:

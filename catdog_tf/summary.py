@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from catdog_tf import rundir, stats
-from catdog_tf.train import metrics
+from catdog_tf.train import loop, metrics
 from catdog_tf.utils import read_json
 
 # What the reference article reports (validation set of 1,024 images, MSE loss), and the
@@ -177,9 +177,14 @@ def summarize(results: list[dict[str, Any]], workdir: str) -> list[Row]:
                 # Two runs pair up only on the very same test images, in the same order.
                 identity = tuple(paths) if paths is not None else tuple(labels)
                 row.test_sets[result["config"]["seed"]] = hash(identity)
-        for result in runs:
-            history = rundir.path(os.path.join(workdir, result.get("run_dir", "")), rundir.HISTORY)
-            row.histories.append(read_json(history) if os.path.exists(history) else [])
+        for i, result in enumerate(runs):
+            path = rundir.path(os.path.join(workdir, result.get("run_dir", "")), rundir.HISTORY)
+            history = read_json(path) if os.path.exists(path) else []
+            row.histories.append(history)
+            if result.get("training_flops") is None:
+                # A run finished before its compute was recorded: recover it from its history.
+                flops = loop.training_flops(result.get("model", {}), history)
+                runs[i] = {**result, "training_flops": flops}
         for header, key in INTERVAL_METRICS:
             values = [r["test"][key] for r in runs if r.get("test") and r["test"][key] is not None]
             if len(values) >= 2 or not values:
@@ -276,12 +281,19 @@ def plot(rows: list[Row], folder: str) -> list[str]:
 
     os.makedirs(folder, exist_ok=True)
     written = []
-    for key, label in (("flops", "FLOPs per image (forward)"), ("params", "parameters")):
+    axes = (
+        ("training_flops", "training FLOPs (3 x forward FLOPs x images trained on)"),
+        ("params", "parameters"),
+    )
+    for key, label in axes:
         fig, ax = plt.subplots(figsize=(6, 4))
         for row in rows:
             interval = row.intervals.get("acc@thr")
-            x = row.runs[0]["model"].get(key)
-            if interval is None or not x:
+            if key == "params":
+                x = row.runs[0]["model"].get(key)
+            else:  # A seed's compute can differ (early stopping): the mean over seeds.
+                x = _mean([r.get(key) for r in row.runs])
+            if interval is None or not isinstance(x, (int, float)) or not x:
                 continue
             error = interval.half_width() if np.isfinite(interval.half_width()) else 0.0
             ax.errorbar([x], [interval.mean], yerr=[error], fmt="o", capsize=4, label=row.name)

@@ -202,6 +202,18 @@ def test_run_files_without_config_are_refused_and_kept(tmp_path):
     assert (workdir / "history.json").exists()
 
 
+@pytest.mark.parametrize("where", ["file", "file/run"])
+def test_workdir_that_is_or_sits_in_a_file_is_refused_and_the_file_kept(tmp_path, where):
+    (tmp_path / "file").write_text("theirs")
+    workdir = str(tmp_path / where)
+    config = smoke("_tiny").replace(synthetic_size=32, epochs=1)
+    with pytest.raises(WorkdirConfigError, match="is a file, not a folder"):
+        train_and_evaluate(config, workdir, verbose=False)
+    with pytest.raises(WorkdirConfigError, match="is a file, not a folder"):
+        compare(lambda model, loss: config, ["_tiny"], ["mse"], workdir, verbose=False)
+    assert (tmp_path / "file").read_text() == "theirs"
+
+
 def test_unreadable_config_is_refused_and_never_deleted(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()

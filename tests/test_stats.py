@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from catdog_tf import stats
-from catdog_tf.compare import compare
+from catdog_tf import rundir, stats
+from catdog_tf.compare import compare, write_outputs
 from catdog_tf.config import smoke
+from catdog_tf.utils import atomic_write_json, read_json
 
 
 def test_t_interval_matches_scipy():
@@ -70,8 +71,23 @@ def test_two_seed_smoke_comparison_writes_intervals_tests_and_plots(tmp_path):
     assert float(rows[0]["test acc@thr ±"]) == pytest.approx(half)
     assert rows[0]["p vs above"] == "" and 0 <= float(rows[1]["p vs above"]) <= 1
     assert rows[1]["vs above"] in ("better", "worse", "no detectable difference")
-    for name in ("accuracy_vs_flops.png", "accuracy_vs_params.png", "learning_curves.png"):
+    for name in ("accuracy_vs_training_flops.png", "accuracy_vs_params.png", "learning_curves.png"):
         assert os.path.getsize(os.path.join(workdir, "plots", name)) > 0
+    flops = float(rows[0]["train FLOPs"])
+    assert flops == pytest.approx(np.mean([r["training_flops"] for r in results[:2]]))
+
+    # Runs finished before the image count and the compute were recorded get their compute
+    # back from the epochs' speed and time, which the loop computed from the same count.
+    for result in results:
+        del result["training_flops"]
+        history_path = rundir.path(os.path.join(workdir, result["run_dir"]), rundir.HISTORY)
+        history = read_json(history_path)
+        for record in history:
+            del record["images"]
+        atomic_write_json(history_path, history)
+    write_outputs(results, workdir)
+    with open(os.path.join(workdir, "table.csv")) as f:
+        assert float(next(csv.DictReader(f))["train FLOPs"]) == pytest.approx(flops)
 
 
 def test_one_seed_gets_a_bootstrap_interval_labelled_as_such(tmp_path):

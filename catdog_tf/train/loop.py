@@ -586,15 +586,30 @@ def _validation_and_test(predictions: dict[str, tuple[np.ndarray, np.ndarray]]):
     return val, test
 
 
+def epoch_images(record: dict[str, Any]) -> int | None:
+    """Images one epoch of ``history.json`` trained on; None if the record cannot say.
+
+    Runs written before the count was recorded still hold ``images_per_second`` and
+    ``seconds``, which the same loop computed as images / seconds: their product gives the
+    count back (rounded, to undo the float division), so old runs keep their compute.
+    """
+    if "images" in record:
+        return int(record["images"])
+    if record.get("images_per_second") and record.get("seconds"):
+        return round(record["images_per_second"] * record["seconds"])
+    return None
+
+
 def training_flops(description: dict[str, Any], history: list[dict[str, Any]]) -> float | None:
     """Training compute of a run: images trained on x 3 x forward FLOPs per image.
 
     A training step costs about three forward passes (the forward, and a backward pass of
     twice its cost), the usual estimate (Kaplan et al. 2020). Machine-independent, so runs on
-    different CPUs compare. None when the FLOPs are unknown or an epoch's image count was not
-    recorded (a run resumed from an older version).
+    different CPUs compare. None when the FLOPs are unknown, the history is empty, or an
+    epoch's image count cannot be recovered (:func:`epoch_images`).
     """
     flops = description.get("flops")
-    if not flops or any("images" not in h for h in history):
+    images = [epoch_images(h) for h in history]
+    if not flops or not images or None in images:
         return None
-    return 3.0 * flops * sum(h["images"] for h in history)
+    return 3.0 * flops * sum(images)
