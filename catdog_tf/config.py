@@ -298,8 +298,9 @@ def article(model: str = "conv2") -> Config:
     have, so that reported accuracy is on images never used for training or model choice.
 
     Command: ``catdog-compare --preset=article --data=../shared/data/dogs-vs-cats/train
-    --workdir=runs/article``. Expected run time on 2 CPU cores: about 25 minutes for all
-    five models (see README.md for the measured time).
+    --workdir=runs/article``. Its training compute is dominated by conv2_wide (10 epochs x
+    4,096 images x 3 x 973 MFLOPs, about 1.2e14 FLOPs, of about 1.8e14 for all five). The
+    measured wall time per CPU kind is in README.md ("The main job: the comparison table").
     """
     lr, epochs = ARTICLE_SCHEDULE.get(model, (1e-4, 10))
     return Config(
@@ -319,10 +320,9 @@ def full(model: str = "conv3") -> Config:
     """All images, 80/10/10 split, cross-entropy, augmentation, early stopping, cosine lr.
 
     Command: ``catdog-compare --preset=full --data=../shared/data/dogs-vs-cats/train
-    --workdir=runs/full``. Run time on 2 CPU cores at 30 epochs, measured: conv3 12 minutes,
-    conv5_bn 26 minutes; 60 epochs (the default; conv3 reaches 90% only there) about twice
-    that if early stopping does not end them sooner. conv4_bn and sepnet take about 70
-    minutes per 30 epochs (from their train-step speed).
+    --workdir=runs/full``. Training compute per model: 60 epochs x 16,000 images x 3 x its
+    forward FLOPs (conv5_bn: about 3.8e14), less if early stopping ends the run. The measured
+    wall time per CPU kind is in README.md ("The ``full`` preset") and BENCHMARKS.md.
     """
     return Config(
         model=model,
