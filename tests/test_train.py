@@ -14,7 +14,14 @@ import tensorflow as tf
 from catdog_tf import data
 from catdog_tf.config import Config, smoke
 from catdog_tf.plan import resolve
-from catdog_tf.train import NonFiniteLossError, Steps, WorkdirConfigError, loop, train_and_evaluate
+from catdog_tf.train import (
+    NonFiniteLossError,
+    Steps,
+    WorkdirConfigError,
+    loop,
+    metrics,
+    train_and_evaluate,
+)
 from catdog_tf.train import steps as steps_module
 from catdog_tf.utils import read_json
 
@@ -115,22 +122,35 @@ def test_two_seeded_runs_identical(tmp_path):
 
 
 def test_early_stopping_restores_best_weights(tmp_path, monkeypatch):
-    scripted = iter([0.5, 0.4, 0.6, 0.7, 0.8, 0.9])
-    snapshots = []
-    original = loop._evaluate
+    # Validation losses are scripted through the public metrics function; the logits it is
+    # handed show which weights each validation pass saw.
+    scripted = iter([0.5, 0.4, 0.6, 0.7])
+    validation_logits = []
+    original = metrics.evaluate_predictions
 
-    def scripted_eval(steps, dataset, threshold=None):
-        result = original(steps, dataset, threshold)
-        if threshold is None and len(snapshots) < 6:
-            snapshots.append([w.numpy().copy() for w in steps.model.weights])
-            result["cross_entropy"] = next(scripted)
+    def scripted_metrics(logits, labels, threshold=None):
+        result = original(logits, labels, threshold)
+        if threshold is None:  # Validation: each epoch's, then the final report's.
+            validation_logits.append(np.array(logits))
+            result["cross_entropy"] = next(scripted, result["cross_entropy"])
         return result
 
-    monkeypatch.setattr(loop, "_evaluate", scripted_eval)
+    monkeypatch.setattr(metrics, "evaluate_predictions", scripted_metrics)
+    final = {}
     config = tiny_config(epochs=6, early_stopping_patience=2)
-    result = train_and_evaluate(config, str(tmp_path / "run"), verbose=False)
+    result = train_and_evaluate(
+        config,
+        str(tmp_path / "run"),
+        verbose=False,
+        on_finished=lambda model, result: final.update(weights=[w.numpy() for w in model.weights]),
+    )
     assert result["epochs_run"] == 4 and result["best_epoch"] == 2
-    for saved, best in zip(_weights(tmp_path / "run" / "model.keras"), snapshots[1], strict=True):
+    epochs, reported = validation_logits[:4], validation_logits[4]
+    np.testing.assert_allclose(reported, epochs[1], rtol=1e-5, atol=1e-6)  # Epoch 2's weights,
+    assert not np.allclose(reported, epochs[3], rtol=1e-5, atol=1e-6)  # not the last epoch's.
+    for saved, best in zip(
+        _weights(tmp_path / "run" / "model.keras"), final["weights"], strict=True
+    ):
         np.testing.assert_array_equal(saved, best)
 
 
