@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_image, make_kaggle_folder
 
+from catdog_tf.train import predict_files
 from catdog_tf.utils import read_json
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -93,6 +95,12 @@ def test_train_eval_predict_end_to_end(tmp_path):
     rows = list(csv.reader(Path(submission).read_text().splitlines()))
     assert rows[0] == ["id", "label"] and [r[0] for r in rows[1:]] == ["1", "2", "3", "4"]
     assert all(0 <= float(r[1]) <= 1 for r in rows[1:])
+    out = cli("predict", f"--workdir={workdir}", "--tta", str(test1))
+    printed = [line.split("\t")[1] for line in out.stdout.strip().splitlines()]
+    expected = [p for _, p in predict_files(workdir, [str(test1)], tta=True)]
+    assert printed[-1] == "unreadable" and expected[-1] is None
+    # The subprocess may run other kernels (oneDNN), so compare numbers, not digits.
+    np.testing.assert_allclose([float(p) for p in printed[:-1]], expected[:-1], atol=2e-4)
 
 
 def test_data_summary(tmp_path):

@@ -10,8 +10,10 @@ import textwrap
 
 import numpy as np
 import pytest
+import scipy.special
 import tensorflow as tf
 from conftest import make_image, make_kaggle_folder
+from PIL import Image, ImageOps
 
 from catdog_tf import compare, models, rundir
 from catdog_tf.config import smoke
@@ -54,6 +56,19 @@ def test_help_shows_the_commands_doc_and_flags(command):
         assert "--set" in text and "--progress" in text
         assert "config fields" in text and "  learning_rate: " in text
         assert "models: mlp, conv1" in text
+
+
+def test_predict_with_tta_averages_the_logits_of_the_image_and_its_mirror(finished, tmp_path):
+    _, _, workdir = finished
+    # PNG, so the mirror file holds exactly the mirrored pixels.
+    image = make_image(str(tmp_path / "a.png"), 1, size=(50, 70), seed=3, fmt="PNG")
+    mirror = str(tmp_path / "b.png")
+    ImageOps.mirror(Image.open(image)).save(mirror)
+    plain = [p for _, p in predict_files(workdir, [image, mirror])]
+    flipped = [p for _, p in predict_files(workdir, [image, mirror], tta=True)]
+    expected = scipy.special.expit(np.mean(scipy.special.logit(plain)))
+    np.testing.assert_allclose(flipped, [expected, expected], rtol=1e-4)
+    assert abs(plain[0] - plain[1]) > 1e-4  # The model is not mirror-symmetric by itself.
 
 
 def test_serving_model_is_plain_keras_and_matches_predict(finished, tmp_path):

@@ -6,7 +6,7 @@ Example (Kaggle test1/ folder of <id>.jpg files, writing a submission)::
 
 or, with a model shipped with the package, no training at all::
 
-    catdog-predict --weights=conv5_bn-fast photo.jpg
+    catdog-predict --weights=conv5_bn-fast --tta photo.jpg
 """
 
 from absl import flags
@@ -18,6 +18,9 @@ from catdog_tf.train import predict_files
 common.define_trained_run_flags()
 _SUBMISSION = flags.DEFINE_string("submission", None, "Write a Kaggle id,label CSV here.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Prediction batch size.", lower_bound=1)
+_TTA = flags.DEFINE_bool(
+    "tta", False, "Flip test-time augmentation: average the image's and its mirror's logits."
+)
 
 
 def main(argv: list[str]) -> None:
@@ -25,7 +28,8 @@ def main(argv: list[str]) -> None:
     if len(argv) < 2:
         raise common.ConfigError("give at least one image file or folder")
     run_dir = common.trained_run_from_flags()
-    for path, prob in predict_files(run_dir, argv[1:], _BATCH.value, _SUBMISSION.value):
+    results = predict_files(run_dir, argv[1:], _BATCH.value, _SUBMISSION.value, tta=_TTA.value)
+    for path, prob in results:
         print(f"{display(path)}\t{'unreadable' if prob is None else f'{prob:.4f}'}")
 
 

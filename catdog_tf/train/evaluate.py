@@ -172,7 +172,11 @@ def list_images(inputs: list[str]) -> list[str]:
 
 
 def predict_files(
-    workdir: str, inputs: list[str], batch_size: int = 64, submission: str | None = None
+    workdir: str,
+    inputs: list[str],
+    batch_size: int = 64,
+    submission: str | None = None,
+    tta: bool = False,
 ) -> list[tuple[str, float | None]]:
     """Probability of dog for each image file (None for files that do not decode).
 
@@ -182,6 +186,9 @@ def predict_files(
       batch_size: Prediction batch size.
       submission: If given, also write a Kaggle submission CSV (``id,label`` with the
         probability of dog as label) for files named ``<id>.<ext>``.
+      tta: Flip test-time augmentation: the probability of the mean of the image's and its
+        mirror image's logits (:func:`catdog_tf.train.steps.flip_averaged`). Any run allows
+        it: a probability needs no threshold chosen on flip-averaged validation logits.
 
     Returns:
       ``(path, probability)`` per file, in input order.
@@ -201,7 +208,7 @@ def predict_files(
         dataset = data.eval_batches(
             data.decoded_dataset(report.kept, config.image_size, cache=""), batch_size
         )
-        logits, _ = _logits(model, dataset)
+        logits, _ = _logits(model, dataset, tta)
         probs = dict(zip(report.kept.items, metrics.probabilities(logits).tolist(), strict=True))
     results = [(p, probs.get(p)) for p in paths]
     if submission:
