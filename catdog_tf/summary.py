@@ -41,6 +41,7 @@ COLUMNS: list[tuple[str, tuple[str, ...], str]] = [
     ("weight MB", ("model", "weight_mb"), "{:.1f}"),
     ("epochs", ("epochs_run",), "{}"),
     ("s/epoch", ("seconds_per_epoch",), "{:.1f}"),
+    ("train s", ("total_train_seconds",), "{:.0f}"),
     ("img/s", ("train_images_per_second",), "{:.0f}"),
     ("train FLOPs", ("training_flops",), "{:.2e}"),
     ("val MSE", ("validation", "mse"), "{:.3f}"),
@@ -85,6 +86,9 @@ INTERVAL_METRICS = (
     ("acc@thr", "best_accuracy"),
     ("AUC", "roc_auc"),
     ("Pearson", "pearson"),
+    # Both losses: every run is scored on both, whichever it was trained with.
+    ("MSE", "mse"),
+    ("CE", "cross_entropy"),
 )
 
 

@@ -69,6 +69,14 @@ def test_two_seed_smoke_comparison_writes_intervals_tests_and_plots(tmp_path):
     assert float(rows[0]["test acc@thr"]) == pytest.approx(np.mean(accuracies))
     half = stats.t_interval(accuracies).half_width()
     assert float(rows[0]["test acc@thr ±"]) == pytest.approx(half)
+    for column, key in (("test MSE ±", "mse"), ("test CE ±", "cross_entropy")):
+        losses = [r["test"][key] for r in results[:2]]
+        low, high = scipy.stats.t.interval(
+            0.95, 1, loc=np.mean(losses), scale=scipy.stats.sem(losses)
+        )
+        assert float(rows[0][column]) == pytest.approx((high - low) / 2)
+    seconds = [r["total_train_seconds"] for r in results[:2]]
+    assert float(rows[0]["train s"]) == pytest.approx(np.mean(seconds))
     assert rows[0]["p vs above"] == "" and 0 <= float(rows[1]["p vs above"]) <= 1
     assert rows[1]["vs above"] in ("better", "worse", "no detectable difference")
     for name in ("accuracy_vs_training_flops.png", "accuracy_vs_params.png", "learning_curves.png"):
