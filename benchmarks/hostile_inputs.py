@@ -362,6 +362,8 @@ def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
     flag_case("model_kwargs wrong type", "--model=conv1", '--set=model_kwargs={"filters": "x"}')
     flag_case("image_height=100000", "--set=image_height=100000")
     flag_case("image too small for conv3", "--model=conv3", "--set=image_height=2")
+    flag_case("progressive resizing of conv3", "--model=conv3", "--set=low_res_epochs=1")
+    flag_case("low_res_scale=1.5", "--set=low_res_epochs=1", "--set=low_res_scale=1.5")
     flag_case("unknown model", "--model=nope")
     flag_case("batch_size=0", "--batch_size=0")
     flag_case("batch larger than data", "--batch_size=100000")

@@ -31,6 +31,8 @@ MAX_IMAGE_SIDE = 1024
 MAX_SYNTHETIC = 100_000
 # Seeds go to NumPy, Keras and tf.data, which take 0 <= seed < 2**32.
 MAX_SEED = 2**32 - 1
+# Smallest side of a progressive-resizing epoch's images: a few pooling stages must fit.
+MIN_LOW_RES_SIDE = 8
 
 
 @dataclasses.dataclass
@@ -72,6 +74,11 @@ class Config:
         moving average of the weights with this decay per step (Keras's optimizer EMA).
       tta: Also report flip test-time augmentation: the logit is the mean of the image's
         and its mirror image's (``validation_tta``/``test_tta`` in result.json).
+      low_res_epochs: Progressive resizing: the first this many epochs train on images shrunk
+        by ``low_res_scale`` (area averaging), the rest at the full size. A low-resolution
+        epoch costs about ``low_res_scale`` squared of a full one; ``0`` for none. Needs a
+        model that pools globally (conv4_bn, conv5_bn, sepnet), not a flattening head.
+      low_res_scale: Side-length factor of the low-resolution epochs, in (0, 1).
       augment: Random transforms of the training images, as ``augment_ops`` says.
       augment_ops: ``affine`` (flip, rotation, zoom, shift and shear in one bilinear warp)
         or ``flip_shift`` (flip and whole-pixel shift only: no interpolation, cheaper).
@@ -109,6 +116,8 @@ class Config:
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
     tta: bool = False
+    low_res_epochs: int = 0
+    low_res_scale: float = 0.5
     batch_size: int = 32
     epochs: int = 10
     early_stopping_patience: int = 0
@@ -155,6 +164,7 @@ class Config:
             "early_stopping_patience",
             "steps_per_epoch",
             "warmup_epochs",
+            "low_res_epochs",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -165,6 +175,19 @@ class Config:
             raise ConfigError(
                 f"warmup_epochs={self.warmup_epochs} leaves no epoch after the warm-up of the "
                 f"{self.epochs} epochs"
+            )
+        if self.low_res_epochs >= self.epochs:
+            raise ConfigError(
+                f"low_res_epochs={self.low_res_epochs} leaves no full-size epoch of the "
+                f"{self.epochs} epochs"
+            )
+        if not 0 < self.low_res_scale < 1:
+            raise ConfigError(f"low_res_scale must be in (0, 1), got {self.low_res_scale}")
+        if self.low_res_epochs and min(self.low_res_size) < MIN_LOW_RES_SIDE:
+            raise ConfigError(
+                f"low_res_scale={self.low_res_scale} shrinks {self.image_height}x"
+                f"{self.image_width} images to {self.low_res_size[0]}x{self.low_res_size[1]}; "
+                f"a side must stay at least {MIN_LOW_RES_SIDE} pixels"
             )
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
@@ -217,6 +240,14 @@ class Config:
     def image_size(self) -> tuple[int, int]:
         """(height, width) the pipeline resizes to."""
         return (self.image_height, self.image_width)
+
+    @property
+    def low_res_size(self) -> tuple[int, int]:
+        """(height, width) of the progressive-resizing epochs: image size x ``low_res_scale``."""
+        return (
+            max(1, round(self.image_height * self.low_res_scale)),
+            max(1, round(self.image_width * self.low_res_scale)),
+        )
 
     def replace(self, **changes: Any) -> Config:
         """Returns a copy with ``changes`` applied (like ``dataclasses.replace``)."""

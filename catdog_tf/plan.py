@@ -33,7 +33,7 @@ from absl import logging
 
 from catdog_tf import machine as machine_lib
 from catdog_tf.config import Config
-from catdog_tf.errors import WorkdirConfigError
+from catdog_tf.errors import ConfigError, WorkdirConfigError
 from catdog_tf.utils import atomic_write_json, read_json
 
 # A candidate must be this much faster than float32 without XLA to be chosen: closer than
@@ -170,6 +170,11 @@ def resolve(
 
     machine = machine or machine_lib.probe()
     spec = models.get_spec(config.model)
+    if config.low_res_epochs and spec.mode == "bottleneck":
+        raise ConfigError(
+            f"low_res_epochs={config.low_res_epochs}: {config.model} trains a head on features "
+            "extracted once at the full size; progressive resizing does not apply"
+        )
     why: dict[str, str] = {}
 
     steps = train_images // config.batch_size

@@ -164,6 +164,33 @@ def test_flip_shift_identity_when_ranges_are_zero():
     assert out.dtype == tf.uint8
 
 
+def test_downscale_is_the_block_mean_eagerly_and_in_tf_data():
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 12, 3), np.uint8)
+    # Halving: each output pixel is the mean of a 2x2 block, rounded half to even as tf does.
+    blocks = images.reshape(2, 4, 2, 6, 2, 3).astype(np.float64).mean(axis=(2, 4))
+    expected = np.round(blocks).astype(np.uint8)
+    out = data.downscale(tf.constant(images), (4, 6))
+    assert out.dtype == tf.uint8
+    np.testing.assert_array_equal(out.numpy(), expected)
+    inside = _in_tf_data(lambda x: data.downscale(x, (4, 6)), tf.constant(images))
+    np.testing.assert_array_equal(inside.numpy(), expected)
+
+
+def test_train_batches_shrunk_to_image_size(kaggle_dir):
+    examples = data.list_folder(kaggle_dir)
+    decoded = data.decoded_dataset(examples, image_size=(16, 20))
+    augmentation = data.FlipShiftConfig()
+    full = list(data.train_batches(decoded, len(examples), 4, 0, 0, augmentation))
+    small = list(
+        data.train_batches(decoded, len(examples), 4, 0, 0, augmentation, image_size=(8, 10))
+    )
+    assert len(small) == len(full) == 3
+    for (x_full, y_full), (x_small, y_small) in zip(full, small, strict=True):
+        assert x_small.shape == (4, 8, 10, 3) and x_small.dtype == tf.uint8
+        np.testing.assert_array_equal(y_small, y_full)  # Same images, same order.
+        np.testing.assert_array_equal(x_small, data.downscale(x_full, (8, 10)))
+
+
 def test_decoded_dataset_shapes_dtypes_labels(kaggle_dir):
     examples = data.list_folder(kaggle_dir)
     items = list(data.decoded_dataset(examples, image_size=(16, 20), chunk_size=5))

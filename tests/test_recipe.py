@@ -65,6 +65,11 @@ def test_warmup_then_constant_schedule():
         {"ema_decay": 1.0},
         {"warmup_epochs": 2.0, "epochs": 2},
         {"warmup_epochs": -1.0},
+        {"low_res_epochs": 2, "epochs": 2},
+        {"low_res_epochs": -1},
+        {"low_res_epochs": 1, "low_res_scale": 1.0},
+        {"low_res_epochs": 1, "low_res_scale": 0.0},
+        {"low_res_epochs": 1, "low_res_scale": 0.2},  # 24x32 -> 5x6: too small.
     ],
 )
 def test_bad_recipe_values_are_refused(changes):
@@ -159,3 +164,43 @@ def test_fast_preset_is_a_quarter_of_full():
     assert recipe.validate() is recipe
     assert recipe.epochs * 4 == reference.epochs
     assert recipe.train_size == reference.train_size and recipe.tta
+
+
+def test_progressive_resizing_trains_the_shared_layers_and_counts_its_compute(tmp_path):
+    config = tiny_config(epochs=3, low_res_epochs=2, low_res_scale=0.5, augment=True)
+    assert config.low_res_size == (12, 16)
+    result = train_and_evaluate(config, str(tmp_path / "run"), verbose=False)
+    history = read_json(tmp_path / "run" / "history.json")
+    assert [h.get("image_size") for h in history] == [[12, 16], [12, 16], None]
+    low, full_size = history[0]["flops_per_image"], result["model"]["flops"]
+    assert 0 < low < full_size / 2  # A quarter of the pixels.
+    per_epoch = (64 // 16) * 16
+    assert result["training_flops"] == pytest.approx(3 * per_epoch * (2 * low + full_size))
+    assert "flops_per_image" not in history[2]
+    # Speed is that of the full-size epochs only: the shrunk ones are cheaper.
+    assert result["seconds_per_epoch"] == history[2]["seconds"]
+
+
+def test_a_low_res_step_moves_the_full_size_model():
+    config = tiny_config(low_res_epochs=1)
+    steps = Steps(config, resolve(config, train_images=64))
+    assert sorted(steps.train_models) == [(12, 16), (24, 32)]
+    before = [v.numpy() for v in steps.model.trainable_variables]
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, (16, 12, 16, 3)), tf.uint8)
+    steps.train_step(images, tf.constant(rng.integers(0, 2, 16), tf.int32), (12, 16))
+    after = [v.numpy() for v in steps.model.trainable_variables]
+    # Every weight of the full-size model moved: the two models share their layers.
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_progressive_resizing_refuses_a_flattening_model():
+    config = smoke("conv3").replace(low_res_epochs=1)
+    with pytest.raises(ConfigError, match="pools globally"):
+        Steps(config, resolve(config, train_images=64))
+
+
+def test_progressive_resizing_refuses_a_bottleneck_model():
+    config = full("vgg16_bottleneck").replace(low_res_epochs=1, weights="none")
+    with pytest.raises(ConfigError, match="does not apply"):
+        resolve(config, train_images=64)

@@ -250,6 +250,21 @@ def flip_shift(
     return tf.gather(shifted, cols, axis=2, batch_dims=1)
 
 
+def downscale(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Stage 7b, progressive resizing: a uint8 batch shrunk to ``size``, uint8 again.
+
+    Area averaging (``tf.image.resize(method="area")``): each output pixel is the mean of the
+    input pixels it covers, so shrinking aliases nothing; rounded back to uint8, the dtype
+    every later stage expects.
+
+    Args:
+      images: uint8 batch (N, H, W, C).
+      size: (height, width) of the output, at most (H, W).
+    """
+    small = tf.image.resize(images, size, method="area")
+    return tf.saturate_cast(tf.round(small), tf.uint8)
+
+
 def normalize(images: tf.Tensor) -> tf.Tensor:
     """Stage 9: uint8 [0, 255] -> float32 [0, 1]; float input is taken as already scaled.
 
@@ -333,6 +348,7 @@ def train_batches(
     num_parallel_calls: int = PARALLELISM,
     num_shards: int = 1,
     shard_index: int = 0,
+    image_size: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Stages 5-8 for one training epoch: shuffled, batched, augmented uint8 batches.
 
@@ -352,6 +368,8 @@ def train_batches(
       num_parallel_calls: Parallelism of the per-batch map.
       num_shards: Input pipelines sharing the epoch.
       shard_index: This pipeline's shard, in ``[0, num_shards)``.
+      image_size: If given, every batch is shrunk to this (height, width) after augmentation
+        (:func:`downscale`): a progressive-resizing epoch.
     """
     s = epoch_seed(seed, epoch)
     ds = decoded.shuffle(num_examples, seed=s, reshuffle_each_iteration=False)
@@ -367,6 +385,11 @@ def train_batches(
 
     if augment_config is not None:
         ds = ds.enumerate().map(per_batch, num_parallel_calls=num_parallel_calls)
+    if image_size is not None:
+        ds = ds.map(
+            lambda images, labels: (downscale(images, image_size), labels),
+            num_parallel_calls=num_parallel_calls,
+        )
     return ds.prefetch(PREFETCH_BATCHES)
 
 

@@ -12,6 +12,7 @@ from catdog_tf.models import pretrained, reference, strong  # noqa: F401  (regis
 from catdog_tf.models.registry import (
     INPUT_SHAPE,
     ModelSpec,
+    at_image_size,
     available_models,
     build_model,
     count_flops,
@@ -23,6 +24,7 @@ from catdog_tf.models.registry import (
 __all__ = [
     "INPUT_SHAPE",
     "ModelSpec",
+    "at_image_size",
     "available_models",
     "build_model",
     "count_flops",

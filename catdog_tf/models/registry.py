@@ -148,6 +148,31 @@ def count_flops(model: keras.Model) -> int | None:
         tf_logger.setLevel(level)
 
 
+def at_image_size(model: keras.Model, size: tuple[int, int]) -> keras.Model:
+    """``model`` taking (height, width) = ``size`` images: the same layers, so the same weights.
+
+    Keras fixes a functional model's input shape; this rebuilds its graph from a new input
+    through the very same layer objects (``clone_model`` with the identity clone), so
+    training either model trains both. Progressive resizing trains this way.
+
+    Raises:
+      ConfigError: The model cannot run at ``size`` (a flattening head fixes the size).
+    """
+    channels = model.input_shape[-1]
+    try:
+        return keras.models.clone_model(
+            model,
+            input_tensors=keras.Input((*size, channels), name="image"),
+            clone_function=lambda layer: layer,
+        )
+    except ValueError:
+        # Keras's own message names a layer call, not the cause: the fixed-size head.
+        raise ConfigError(
+            f"{model.name} cannot run on {size[0]}x{size[1]} images: its layers fix the input "
+            "size; progressive resizing needs a model whose head pools globally, such as conv5_bn"
+        ) from None
+
+
 def describe(model: keras.Model, flops: bool = True) -> dict[str, Any]:
     """Size and cost of a model, as shown in the comparison table.
 

@@ -181,8 +181,19 @@ class Trainee:
     features_info: dict[str, Any] | None = None
 
 
+def low_res_size(config: Config, epoch: int) -> tuple[int, int] | None:
+    """(height, width) of epoch ``epoch``'s (0-based) shrunk training images; None if full size.
+
+    Progressive resizing: the first ``config.low_res_epochs`` epochs are the shrunk ones.
+    """
+    return config.low_res_size if epoch < config.low_res_epochs else None
+
+
 def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) -> Trainee:
-    """The model trains on decoded (cached, optionally augmented) image batches."""
+    """The model trains on decoded (cached, optionally augmented) image batches.
+
+    In the epochs of :func:`low_res_size` the pipeline shrinks its batches.
+    """
     decoded = {
         name: data.decoded_dataset(
             ex, config.image_size, cache=_cache_arg(config, ex, workdir, name)
@@ -203,6 +214,7 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
             augment,
             num_shards=shards,
             shard_index=index,
+            image_size=low_res_size(config, epoch),
         ),
         eval_ds={
             name: data.eval_batches(decoded[name], config.batch_size)
@@ -245,14 +257,16 @@ TRAINEES: dict[str, Callable[[Config, Plan, Any, str, Any], Trainee]] = {
 }
 
 
-def _train_epoch(steps: Steps, dataset, num_steps: int, bar: bool) -> dict[str, float]:
+def _train_epoch(
+    steps: Steps, dataset, num_steps: int, bar: bool, image_size: tuple[int, int] | None
+) -> dict[str, float]:
     progbar = keras.utils.Progbar(
         num_steps, stateful_metrics=["loss", "img/s"], verbose=1 if bar else 0
     )
     loss_sum, correct, seen = 0.0, 0.0, 0
     start = time.perf_counter()
     for step, (images, labels) in enumerate(dataset, start=1):
-        batch_loss, batch_correct = steps.train_step(images, labels)
+        batch_loss, batch_correct = steps.train_step(images, labels, image_size)
         # Accumulate as tensors: no device sync per step; read only for the progress bar.
         loss_sum += batch_loss
         correct += batch_correct
@@ -431,6 +445,11 @@ def _train_and_evaluate(
         for split in ("train", "validation")
     }
     patience = config.early_stopping_patience
+    low_res_flops = (
+        models.count_flops(steps.train_models[config.low_res_size])
+        if config.low_res_epochs
+        else None
+    )
     for epoch in range(first_epoch, config.epochs):
         if patience and int(state.bad_epochs) >= patience:
             break  # A resumed run that had already stopped early.
@@ -438,7 +457,11 @@ def _train_and_evaluate(
             print(f"epoch {epoch + 1}/{config.epochs} ({config.model}, {config.loss})")
         train_ds = steps.train_input(functools.partial(data_and_model.train_batches, epoch))
         entry: dict[str, Any] = {"epoch": epoch + 1}
-        entry.update(_train_epoch(steps, train_ds, num_steps, bar))
+        size = low_res_size(config, epoch)
+        entry.update(_train_epoch(steps, train_ds, num_steps, bar, size))
+        if size:
+            entry["image_size"] = list(size)
+            entry["flops_per_image"] = low_res_flops
         # convert_to_numpy reads a plain or a distributed (mirrored) variable alike.
         entry["learning_rate"] = float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate))
         # With ema_decay the moving average is what is validated, kept as best and exported.
@@ -543,8 +566,10 @@ def _result(
     atomic_write_bytes(rundir.path(workdir, rundir.PREDICTIONS), buffer.getvalue())
 
     def steady(key: str) -> float | None:
-        # Median over epochs after the first, which also decodes images and traces steps.
-        values = [h[key] for h in history[1:]] or [h[key] for h in history]
+        # Median over the full-size epochs after the first, which also decodes images and
+        # traces steps; the shrunk epochs of progressive resizing are cheaper, not steady.
+        full = [h for h in history if "image_size" not in h]
+        values = [h[key] for h in full if h is not history[0]] or [h[key] for h in full]
         return statistics.median(values) if values else None
 
     return {
@@ -605,11 +630,13 @@ def training_flops(description: dict[str, Any], history: list[dict[str, Any]]) -
 
     A training step costs about three forward passes (the forward, and a backward pass of
     twice its cost), the usual estimate (Kaplan et al. 2020). Machine-independent, so runs on
-    different CPUs compare. None when the FLOPs are unknown, the history is empty, or an
+    different CPUs compare. An epoch at another image size (progressive resizing) records its
+    own ``flops_per_image``. None when the FLOPs are unknown, the history is empty, or an
     epoch's image count cannot be recovered (:func:`epoch_images`).
     """
     flops = description.get("flops")
     images = [epoch_images(h) for h in history]
-    if not flops or not images or None in images:
+    per_image = [h.get("flops_per_image", flops) for h in history]
+    if not flops or not images or None in images or None in per_image:
         return None
-    return 3.0 * flops * sum(images)
+    return 3.0 * sum(f * n for f, n in zip(per_image, images, strict=True))

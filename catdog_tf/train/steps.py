@@ -22,7 +22,7 @@ from catdog_tf import rundir
 from catdog_tf.config import Config
 from catdog_tf.data import normalize
 from catdog_tf.errors import ConfigError
-from catdog_tf.models import build_model
+from catdog_tf.models import at_image_size, build_model
 from catdog_tf.plan import Plan, time_interleaved
 from catdog_tf.train import distributed
 
@@ -216,6 +216,9 @@ class Steps:
         them exactly).
       strategy: The ``tf.distribute`` strategy.
       plan: The run's resolved plan (precision, XLA, optimizer, schedule).
+      train_models: ``{(height, width): model}`` of each size the run trains at: the model,
+        and with ``low_res_epochs`` the same layers at ``config.low_res_size``
+        (:func:`catdog_tf.models.at_image_size`).
     """
 
     def __init__(
@@ -243,11 +246,17 @@ class Steps:
                 distributed.synchronize_batch_norm(self.model)
             self.optimizer = make_optimizer(config, plan)
             self.optimizer.build(self.model.trainable_variables)
-        self._train = self._make_train_step()
+            self.train_models = {tuple(self.model.input_shape[1:3]): self.model}
+            if config.low_res_epochs:
+                # Built now: a model that cannot shrink fails before the first epoch.
+                self.train_models[config.low_res_size] = at_image_size(
+                    self.model, config.low_res_size
+                )
+        self._train = {size: self._make_train_step(m) for size, m in self.train_models.items()}
         self._eval = {tta: self._make_eval_step(tta) for tta in (False, True)}
 
-    def _make_train_step(self):
-        model, optimizer, loss_name = self.model, self.optimizer, self.config.loss
+    def _make_train_step(self, model: keras.Model):
+        optimizer, loss_name = self.optimizer, self.config.loss
         smoothing = self.config.label_smoothing
         global_batch = float(self.config.batch_size)
         scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
@@ -305,11 +314,21 @@ class Steps:
     @property
     def traced_functions(self) -> dict[str, tf.types.experimental.PolymorphicFunction]:
         """The outer ``tf.function`` of each step (``experimental_get_tracing_count()``)."""
-        return {"train": self._train, "eval": self._eval[False], "eval_tta": self._eval[True]}
+        return {
+            "train": self._train[tuple(self.model.input_shape[1:3])],
+            "eval": self._eval[False],
+            "eval_tta": self._eval[True],
+        }
 
-    def train_step(self, images, labels) -> tuple[tf.Tensor, tf.Tensor]:
-        """One optimizer step on a (distributed) batch: (sum of losses, correct count)."""
-        return self._train(images, labels)
+    def train_step(
+        self, images, labels, image_size: tuple[int, int] | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """One optimizer step on a (distributed) batch: (sum of losses, correct count).
+
+        ``image_size`` is the batch's (height, width) when it is not the model's (a
+        progressive-resizing epoch; one of :attr:`train_models`).
+        """
+        return self._train[image_size or tuple(self.model.input_shape[1:3])](images, labels)
 
     def eval_step(self, images, labels, tta: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """(logits, labels) of a batch, gathered from all replicas (whole on each worker).
