@@ -111,16 +111,16 @@ def minutes(row: str, seed: int) -> float:
     history = read_json(
         rundir.path(os.path.join(_WORKDIR.value, f"{row}-seed{seed}"), rundir.HISTORY)
     )
+
+    def size(epoch: dict) -> tuple:
+        return tuple(epoch.get("image_size", ()))  # () for the full size.
+
     times: dict[tuple, list[float]] = collections.defaultdict(list)
     for epoch in history[1:]:
-        times[tuple(epoch.get("image_size", ()))].append(epoch["seconds"])
-    return (
-        sum(
-            statistics.median(times.get(tuple(e.get("image_size", ())), [e["seconds"]]))
-            for e in history
-        )
-        / 60
-    )
+        times[size(epoch)].append(epoch["seconds"])
+    medians = {key: statistics.median(seconds) for key, seconds in times.items()}
+    # A size seen only in the first epoch has no median: that epoch counts as it ran.
+    return sum(medians.get(size(e), e["seconds"]) for e in history) / 60
 
 
 def _mean(values: list[float | None]) -> str:

@@ -246,7 +246,9 @@ class Steps:
                 distributed.synchronize_batch_norm(self.model)
             self.optimizer = make_optimizer(config, plan)
             self.optimizer.build(self.model.trainable_variables)
-            self.train_models = {tuple(self.model.input_shape[1:3]): self.model}
+            # The size a batch has unless a train step is told otherwise: read once, not per step.
+            self._model_size = tuple(self.model.input_shape[1:3])
+            self.train_models = {self._model_size: self.model}
             if config.low_res_epochs:
                 # Built now: a model that cannot shrink fails before the first epoch.
                 self.train_models[config.low_res_size] = at_image_size(
@@ -315,7 +317,7 @@ class Steps:
     def traced_functions(self) -> dict[str, tf.types.experimental.PolymorphicFunction]:
         """The outer ``tf.function`` of each step (``experimental_get_tracing_count()``)."""
         return {
-            "train": self._train[tuple(self.model.input_shape[1:3])],
+            "train": self._train[self._model_size],
             "eval": self._eval[False],
             "eval_tta": self._eval[True],
         }
@@ -328,7 +330,7 @@ class Steps:
         ``image_size`` is the batch's (height, width) when it is not the model's (a
         progressive-resizing epoch; one of :attr:`train_models`).
         """
-        return self._train[image_size or tuple(self.model.input_shape[1:3])](images, labels)
+        return self._train[image_size or self._model_size](images, labels)
 
     def eval_step(self, images, labels, tta: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """(logits, labels) of a batch, gathered from all replicas (whole on each worker).
