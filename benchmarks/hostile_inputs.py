@@ -678,6 +678,44 @@ def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
 
     add(Case("eval where one class decodes", "use", "error", eval_one_class))
 
+    def add_tta_moved(t):
+        moved = shutil.copytree(shared["data"], f"{t}/moved")
+        return run(
+            "eval",
+            f"--workdir={copy_run(t, lambda r: None)}",
+            "--add_tta",
+            f"--data={moved}",
+            timeout=timeout,
+        )
+
+    def has_tta(t, _):
+        return None if result(t).get("validation_tta") else "no validation_tta in result.json"
+
+    add(Case("add_tta with the run's images moved", "use", "ok", add_tta_moved, has_tta))
+
+    def add_tta_impostor(t):
+        # The same file names, other pictures: the split is the same, the images are not.
+        impostor = f"{t}/impostor"
+        for name in os.listdir(shared["data"]):
+            image(f"{impostor}/{name}", name.startswith("dog"), size=(34, 26), seed=7)
+        return run(
+            "eval",
+            f"--workdir={copy_run(t, lambda r: None)}",
+            "--add_tta",
+            f"--data={impostor}",
+            timeout=timeout,
+        )
+
+    add(
+        Case(
+            "add_tta with other images under the run's file names",
+            "use",
+            "error",
+            add_tta_impostor,
+            keep=lambda t: [f"{t}/run/result.json"],
+        )
+    )
+
     def predict_empty(t):
         os.makedirs(f"{t}/empty")
         return use("predict", f"{t}/empty")(t)

@@ -83,6 +83,14 @@ def test_train_eval_predict_end_to_end(tmp_path):
     report = json.loads(out.stdout[out.stdout.index("{") :])
     assert report["n"] == 6 and report["best_threshold"] == result["validation"]["best_threshold"]
     assert os.path.exists(os.path.join(workdir, "eval-other.json"))
+    out = cli("evaluate", f"--workdir={workdir}", "--tta", f"--data={other}", check=False)
+    assert out.returncode == 2 and "catdog-eval --add_tta" in out.stderr
+    out = cli("evaluate", f"--workdir={workdir}", "--add_tta")
+    added = json.loads(out.stdout[out.stdout.index("{") :])
+    assert added["test_tta"]["n"] == 4
+    out = cli("evaluate", f"--workdir={workdir}", "--tta", f"--data={other}")
+    report = json.loads(out.stdout[out.stdout.index("{") :])
+    assert report["tta"] and report["best_threshold"] == added["validation_tta"]["best_threshold"]
 
     test1 = tmp_path / "test1"
     for i in (3, 1, 2):

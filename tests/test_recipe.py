@@ -1,15 +1,19 @@
 """The time-to-accuracy options: label smoothing, warm-up, weight averaging, flip TTA, compute."""
 
+import json
+import shutil
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import make_kaggle_folder
 
-from catdog_tf import data
+from catdog_tf import data, shipped
 from catdog_tf.config import Config, fast, full, smoke
 from catdog_tf.errors import ConfigError
 from catdog_tf.plan import resolve
-from catdog_tf.train import Steps, evaluate_workdir, train_and_evaluate
+from catdog_tf.train import Steps, add_tta, evaluate_workdir, train_and_evaluate
 from catdog_tf.train import steps as steps_module
 from catdog_tf.utils import read_json
 
@@ -157,6 +161,41 @@ def test_eval_with_tta_uses_the_tta_threshold(tmp_path, kaggle_dir):
     assert report["tta"] is True
     assert report["best_threshold"] == result["validation_tta"]["best_threshold"]
     assert evaluate_workdir(str(tmp_path / "tta"), kaggle_dir)["tta"] is False
+
+
+def test_add_tta_after_training_matches_training_with_tta(tmp_path, kaggle_dir):
+    plain = tiny_config(data=kaggle_dir, train_size=6, val_size=3, test_size=3, batch_size=2)
+    before = train_and_evaluate(plain, str(tmp_path / "plain"), verbose=False)
+    trained = train_and_evaluate(plain.replace(tta=True), str(tmp_path / "tta"), verbose=False)
+    # The same images under another path are the run's images.
+    moved = shutil.copytree(kaggle_dir, str(tmp_path / "moved"))
+    added = add_tta(str(tmp_path / "plain"), moved)
+    for key in ("validation_tta", "test_tta"):
+        for metric in ("cross_entropy", "best_threshold", "best_accuracy", "n"):
+            assert added[key][metric] == pytest.approx(trained[key][metric], rel=1e-4)
+    result = read_json(tmp_path / "plain" / "result.json")
+    assert result["test_tta"] == added["test_tta"]
+    arrays = [np.load(tmp_path / run / "predictions.npz") for run in ("plain", "tta")]
+    np.testing.assert_allclose(arrays[0]["test_tta_logits"], arrays[1]["test_tta_logits"], 1e-4)
+    report = evaluate_workdir(str(tmp_path / "plain"), kaggle_dir, tta=True)
+    assert report["best_threshold"] == added["validation_tta"]["best_threshold"]
+    with pytest.raises(ConfigError, match="already has flip-TTA"):
+        add_tta(str(tmp_path / "plain"))
+    shipped_dir = shipped.ship(str(tmp_path / "plain"), "copy", {}, folder=str(tmp_path / "w"))
+    (tmp_path / "w" / "copy" / "result.json").write_text(json.dumps(before))
+    with pytest.raises(ConfigError, match="shipped model, never written to"):
+        add_tta(shipped_dir)
+
+
+def test_add_tta_refuses_other_images_under_the_same_names(tmp_path, kaggle_dir):
+    config = tiny_config(data=kaggle_dir, train_size=6, val_size=3, test_size=3, batch_size=2)
+    run_dir = str(tmp_path / "run")
+    train_and_evaluate(config, run_dir, verbose=False)
+    before = read_json(tmp_path / "run" / "result.json")
+    impostor = make_kaggle_folder(str(tmp_path / "impostor"), size=(36, 28))
+    with pytest.raises(data.DataSourceError, match="does not reproduce the run's validation"):
+        add_tta(run_dir, impostor)
+    assert read_json(tmp_path / "run" / "result.json") == before  # Nothing written.
 
 
 def test_fast_preset_is_a_quarter_of_full():

@@ -41,6 +41,9 @@ def test_each_shipped_model_predicts_a_generated_image(tmp_path, name):
     assert 0 <= p_first <= 1 and 0 <= p_second <= 1
     result = read_json(rundir.path(run, rundir.RESULT))
     assert 0 < result["validation"]["best_threshold"] < 1  # What catdog-eval applies.
+    # Every shipped model has a flip-TTA threshold too (trained with tta, or add_tta).
+    assert 0 < result["validation_tta"]["best_threshold"] < 1
+    assert result["test_tta"]["n"] == result["test"]["n"]
 
 
 def _tiny_run(tmp_path) -> str:

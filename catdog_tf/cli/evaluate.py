@@ -1,9 +1,12 @@
 """catdog-eval: evaluate a trained run on a whole folder, as a test split.
 
-The threshold is the one the run chose on its validation split. Examples::
+The threshold is the one the run chose on its validation split. ``--add_tta`` instead gives
+a run trained without flip TTA its TTA threshold and metrics, on its own validation and test
+splits (``--data`` only if its images have moved). Examples::
 
     catdog-eval --workdir=runs/conv3 --data=path/to/other/folder
     catdog-eval --weights=conv5_bn-fast --tta --data=path/to/other/folder
+    catdog-eval --workdir=runs/conv3 --add_tta
 """
 
 import json
@@ -11,23 +14,38 @@ import json
 from absl import flags
 
 from catdog_tf.cli import common
-from catdog_tf.train import evaluate_workdir
+from catdog_tf.errors import ConfigError
+from catdog_tf.train import add_tta, evaluate_workdir
 
 common.define_trained_run_flags()
-_DATA = flags.DEFINE_string("data", None, "Folder, tfds:cats_vs_dogs or synthetic.", required=True)
+_DATA = flags.DEFINE_string(
+    "data", None, "Folder, tfds:cats_vs_dogs or synthetic (with --add_tta: the run's images)."
+)
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Evaluation batch size.", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", None, "Metrics JSON (default: in the workdir).")
 _TTA = flags.DEFINE_bool(
-    "tta", False, "Flip test-time augmentation (the run must have been trained with tta=true)."
+    "tta", False, "Flip test-time augmentation (the run must have TTA metrics: see --add_tta)."
+)
+_ADD_TTA = flags.DEFINE_bool(
+    "add_tta",
+    False,
+    "Choose the run's flip-TTA threshold on its own validation split and add the TTA "
+    "metrics to its result.json (for runs trained without tta).",
 )
 
 
 def main(argv: list[str]) -> None:
-    """Evaluates and prints the metrics JSON."""
+    """Evaluates (or adds TTA metrics) and prints the metrics JSON."""
     del argv
-    report = evaluate_workdir(
-        common.trained_run_from_flags(), _DATA.value, _BATCH.value, _OUTPUT.value, tta=_TTA.value
-    )
+    run_dir = common.trained_run_from_flags()
+    if _ADD_TTA.value:
+        if _TTA.value or _OUTPUT.value:
+            raise ConfigError("--add_tta writes into the run's result.json: drop --tta/--output")
+        report = add_tta(run_dir, _DATA.value, _BATCH.value)
+    elif _DATA.value is None:
+        raise ConfigError("give --data=FOLDER to evaluate on (or --add_tta)")
+    else:
+        report = evaluate_workdir(run_dir, _DATA.value, _BATCH.value, _OUTPUT.value, _TTA.value)
     print(json.dumps(report, indent=2))
 
 

@@ -1,4 +1,4 @@
-"""Using a finished run: evaluate it on another folder, or predict images."""
+"""Using a finished run: evaluate it on another folder, add flip-TTA metrics, or predict images."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from catdog_tf.errors import ConfigError, RunFilesError, first_line
 from catdog_tf.train import metrics
 from catdog_tf.train import report as report_lib
 from catdog_tf.train.steps import model_outputs
-from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
+from catdog_tf.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 
 def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
@@ -93,7 +93,7 @@ def evaluate_workdir(
         per image) and ``<output>-mistakes.png`` (the most confident mistakes) are written
         beside it.
       tta: Flip test-time augmentation (:func:`catdog_tf.train.steps.flip_averaged`); the
-        run must have been trained with ``tta=true`` (its threshold was chosen that way).
+        run must have TTA metrics: trained with ``tta=true``, or given them by :func:`add_tta`.
 
     Returns:
       The metrics of :func:`catdog_tf.train.metrics.evaluate_predictions`, plus ``data``,
@@ -107,7 +107,8 @@ def evaluate_workdir(
     if validation is None:
         raise ConfigError(
             f"{workdir} was trained without tta, so it has no threshold chosen on "
-            "flip-averaged validation logits; evaluate without --tta, or train with --set=tta=true"
+            "flip-averaged validation logits; add one with catdog-eval --add_tta, or "
+            "evaluate without --tta"
         )
     loaded, skipped = data.load_usable(data_spec, config.seed, config.synthetic_size)
     examples_list = list(loaded.values())
@@ -152,6 +153,98 @@ def evaluate_workdir(
     )
     atomic_write_json(output, report)
     return report
+
+
+# How closely the recomputed plain validation metrics must match the run's own: float noise
+# of another CPU's kernels stays orders below it; another split of the same folder does not.
+_REPRODUCE_RTOL = 1e-3
+
+
+def add_tta(workdir: str, data_spec: str | None = None, batch_size: int = 64) -> dict[str, Any]:
+    """Adds flip-TTA metrics to a run trained without them, as training with ``tta`` would.
+
+    Rebuilds the run's validation and test splits (its data, seed and sizes), chooses the TTA
+    threshold on the flip-averaged validation logits and reports test at it, then writes
+    ``validation_tta``/``test_tta`` into ``result.json`` (and the logits into
+    ``predictions.npz`` when the run has one). The plain validation metrics are recomputed
+    first and must reproduce the run's own: this is what proves the images are the ones the
+    run was split from, and the model the one that was evaluated.
+
+    Args:
+      workdir: A finished run directory trained with ``tta=false``.
+      data_spec: Where the run's images are now (default: the ``data`` it was trained on);
+        the same images under another path are fine.
+      batch_size: Evaluation batch size.
+
+    Returns:
+      ``{"validation_tta": ..., "test_tta": ...}`` (``test_tta`` None without a test split).
+
+    Raises:
+      ConfigError: The run already has TTA metrics, or is a shipped model (read-only).
+      DataSourceError: The images do not reproduce the run's validation metrics.
+    """
+    config, model, result = load_run(workdir)
+    if result.get("validation_tta") is not None:
+        raise ConfigError(
+            f"{workdir} already has flip-TTA metrics (validation_tta in "
+            f"{rundir.path(workdir, rundir.RESULT)}); evaluate it with --tta"
+        )
+    if rundir.is_shipped(workdir):
+        raise ConfigError(
+            f"{workdir} is a shipped model, never written to; add TTA metrics to the run it "
+            f"was shipped from ({rundir.path(workdir, rundir.SHIPPED_MARK)} names it)"
+        )
+    spec = data_spec or config.data
+    splits, _ = data.prepare_splits(
+        spec,
+        (config.train_size, config.val_size, config.test_size),
+        config.seed,
+        config.synthetic_size,
+        config.skip_bad_files,
+    )
+    names = [n for n in ("validation", "test") if len(splits[n]) and result.get(n)]
+    logits = {}
+    for name in names:
+        dataset = data.eval_batches(
+            data.decoded_dataset(splits[name], config.image_size, cache=""), batch_size
+        )
+        logits[name] = {tta: _logits(model, dataset, tta) for tta in (False, True)}
+    _check_reproduces(metrics.evaluate_predictions(*logits["validation"][False]), result, spec)
+    val_tta = metrics.evaluate_predictions(*logits["validation"][True])
+    test_tta = (
+        metrics.evaluate_predictions(*logits["test"][True], threshold=val_tta["best_threshold"])
+        if "test" in logits
+        else None
+    )
+    added = {"validation_tta": val_tta, "test_tta": test_tta}
+    npz = rundir.path(workdir, rundir.PREDICTIONS)
+    if os.path.exists(npz):
+        with np.load(npz) as saved:
+            arrays = dict(saved)
+        arrays.update({f"{n}_tta_logits": logits[n][True][0] for n in logits})
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(npz, buffer.getvalue())
+    atomic_write_json(
+        rundir.path(workdir, rundir.RESULT),
+        {**result, **added, "tta_added_after_training": {"data": spec}},
+    )
+    return added
+
+
+def _check_reproduces(val: dict[str, Any], result: dict[str, Any], spec: str) -> None:
+    """Raises DataSourceError unless ``val`` matches the run's own validation metrics."""
+    saved = result["validation"]
+    if val["n"] == saved["n"] and all(
+        np.isclose(val[k], saved[k], rtol=_REPRODUCE_RTOL, atol=0) for k in ("cross_entropy", "mse")
+    ):
+        return
+    raise data.DataSourceError(
+        f"{spec} does not reproduce the run's validation metrics ({val['n']} images, "
+        f"cross-entropy {val['cross_entropy']:.4f}, against {saved['n']} and "
+        f"{saved['cross_entropy']:.4f}): these are not the images it was split from; give "
+        "--data the folder it was trained on"
+    )
 
 
 def list_images(inputs: list[str]) -> list[str]:
