@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from catdog_tf import models
+from catdog_tf.models import whitening
 
 REFERENCE = ["mlp", "conv1", "conv2", "conv2_wide", "conv3"]
 
@@ -102,3 +103,42 @@ def test_private_models_hidden_but_buildable():
 def test_register_twice_fails():
     with pytest.raises(ValueError, match="registered twice"):
         models.register("conv3")(lambda **kw: None)
+
+
+def _correlated_images(n=12, h=20, w=30):
+    """Images whose pixels and channels are correlated, all directions of variance sizeable."""
+    rng = np.random.default_rng(0)
+    noise = rng.random((n, h + 1, w + 1, 3))
+    smooth = noise[:, 1:, 1:] + 0.5 * noise[:, :-1, :-1]  # Neighbours correlated.
+    mix = np.array([[1.0, 0.4, 0.2], [0.3, 1.0, 0.5], [0.1, 0.2, 1.0]])
+    return (smooth @ mix / 3).astype(np.float32)
+
+
+def test_whitening_kernel_whitens_the_patches_tensorflow_convolves():
+    images = _correlated_images()
+    kernel = whitening.patch_whitening_kernel(images, patch=2)
+    assert kernel.shape == (2, 2, 3, 24)
+    np.testing.assert_array_equal(kernel[..., 12:], -kernel[..., :12])
+    out = tf.nn.conv2d(images, kernel, strides=2, padding="VALID").numpy()
+    # The same patches as TensorFlow's convolution sees them, in the kernel's layout.
+    rows = whitening.patches(images, 2)
+    np.testing.assert_allclose(out.reshape(-1, 24), rows @ kernel.reshape(12, 24), atol=1e-4)
+    covariance = np.cov(out[..., :12].reshape(-1, 12), rowvar=False)
+    np.testing.assert_allclose(covariance, np.eye(12), atol=2e-3)
+
+
+def test_whitening_stem_model_is_frozen_and_set_from_images():
+    model = models.build_model("conv5_wh", input_shape=(32, 40, 3))
+    layer = models.whitening_layer(model)
+    assert not layer.trainable and layer.kernel.shape == (2, 2, 3, 24)
+    assert all("whiten/" not in v.path for v in model.trainable_variables)
+    images = _correlated_images(h=32, w=40)
+    models.init_whitening(model, images)
+    np.testing.assert_array_equal(
+        layer.kernel.numpy(), whitening.patch_whitening_kernel(images, patch=2)
+    )
+    assert models.count_flops(model) < models.count_flops(
+        models.build_model("conv5_bn", input_shape=(32, 40, 3))
+    )
+    with pytest.raises(ValueError, match="no 'whiten' layer"):
+        models.init_whitening(models.build_model("conv5_bn"), images)

@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 from conftest import make_kaggle_folder
 
-from catdog_tf import data, shipped
+from catdog_tf import data, models, shipped
 from catdog_tf.config import Config, fast, full, smoke
 from catdog_tf.errors import ConfigError
+from catdog_tf.models import whitening
 from catdog_tf.plan import resolve
 from catdog_tf.train import Steps, add_tta, evaluate_workdir, train_and_evaluate
 from catdog_tf.train import steps as steps_module
@@ -243,3 +244,22 @@ def test_progressive_resizing_refuses_a_bottleneck_model():
     config = full("vgg16_bottleneck").replace(low_res_epochs=1, weights="none")
     with pytest.raises(ConfigError, match="does not apply"):
         resolve(config, train_images=64)
+
+
+def test_whitening_stem_is_set_from_the_training_split_and_stays_frozen(tmp_path):
+    config = tiny_config(model="conv5_wh", image_height=32, image_width=40, epochs=2)
+    train_and_evaluate(config, str(tmp_path / "run"), verbose=False)
+    splits, _ = data.prepare_splits(
+        config.data,
+        (config.train_size, config.val_size, config.test_size),
+        config.seed,
+        config.synthetic_size,
+    )
+    sample = data.first_images(splits["train"], config.image_size, whitening.SAMPLE_IMAGES)
+    trained = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    np.testing.assert_allclose(
+        models.whitening_layer(trained).kernel.numpy(),
+        whitening.patch_whitening_kernel(sample),
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from catdog_tf.data.sources import Examples, item_tensor_values
@@ -396,3 +397,14 @@ def train_batches(
 def eval_batches(decoded: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     """Stages 6 and 8 for evaluation: in order, every example, uint8 batches."""
     return decoded.batch(batch_size).prefetch(PREFETCH_BATCHES)
+
+
+def first_images(examples: Examples, image_size: tuple[int, int], n: int) -> np.ndarray:
+    """The first ``n`` images of ``examples`` as the model sees them: float32 in [0, 1].
+
+    A split's order is already shuffled by its seed, so these are a random sample of it
+    (the whitening layer is set from one: :func:`catdog_tf.models.init_whitening`).
+    """
+    sample = examples.subset(np.arange(min(n, len(examples))))
+    batch, _ = next(iter(eval_batches(decoded_dataset(sample, image_size, cache=""), n)))
+    return normalize(batch).numpy()

@@ -20,6 +20,7 @@ from catdog_tf.models.registry import (
     get_spec,
     register,
 )
+from catdog_tf.models.whitening import init_whitening, whitening_layer
 
 __all__ = [
     "INPUT_SHAPE",
@@ -30,5 +31,7 @@ __all__ = [
     "count_flops",
     "describe",
     "get_spec",
+    "init_whitening",
     "register",
+    "whitening_layer",
 ]

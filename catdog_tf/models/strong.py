@@ -4,6 +4,8 @@
   dropout. The conv3 recipe with batch norm and no giant dense layer: ~0.4M parameters.
 * ``conv5_bn``: conv4_bn behind a stride-2 stem convolution: several times faster, for CPU
   budgets (BENCHMARKS.md).
+* ``conv5_wh``: conv5_bn with a frozen 2x2 patch-whitening stem set from the training images
+  (:mod:`catdog_tf.models.whitening`) in place of the learned stem convolution.
 * ``sepnet``: a small Xception-style residual net of separable convolutions, in the spirit of
   the Keras "image classification from scratch" example (which reaches ~96% at 180x180),
   narrowed to fit a CPU budget at 94x125.
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from catdog_tf.models import whitening
 from catdog_tf.models.reference import _logit
 from catdog_tf.models.registry import INPUT_SHAPE, register
 
@@ -39,6 +42,7 @@ def conv4_bn(
     filters: Sequence[int] = (32, 64, 128, 256),
     convs_per_block: int = 1,
     stem_filters: int = 0,
+    whiten_stem: bool = False,
     dropout: float = 0.3,
     name: str = "conv4_bn",
 ) -> keras.Model:
@@ -50,13 +54,20 @@ def conv4_bn(
       convs_per_block: Conv-BN-ReLU layers per block.
       stem_filters: If > 0, a stride-2 conv-BN-ReLU stem with this many kernels comes first:
         every block then runs on a quarter of the pixels.
+      whiten_stem: Instead, a frozen stride-2 patch-whitening stem
+        (:func:`~catdog_tf.models.whitening.whitening_stem`), set from training images by
+        :func:`~catdog_tf.models.whitening.init_whitening` before training.
       dropout: Dropout before the logit.
       name: Model name.
     """
     inputs = keras.Input(input_shape, name="image")
+    if stem_filters and whiten_stem:
+        raise ValueError("give stem_filters or whiten_stem, not both")
     x = inputs
     if stem_filters:
         x = _conv_bn_relu(x, stem_filters, name="stem", strides=2)
+    if whiten_stem:
+        x = whitening.whitening_stem(x)
     for b, f in enumerate(filters):
         for c in range(convs_per_block):
             x = _conv_bn_relu(x, f, name=f"block{b + 1}_{c + 1}")
@@ -71,6 +82,13 @@ conv5_bn = register(
     learning_rate=1e-3,
     summary="stride-2 conv-BN stem 32, then conv4_bn's 4 blocks 32-64-128-256, GAP",
 )(functools.partial(conv4_bn, stem_filters=32, name="conv5_bn"))
+
+conv5_wh = register(
+    "conv5_wh",
+    learning_rate=1e-3,
+    summary="frozen 2x2 patch-whitening stem (24, from the training images), then conv4_bn's "
+    "4 blocks 32-64-128-256, GAP",
+)(functools.partial(conv4_bn, whiten_stem=True, name="conv5_wh"))
 
 
 @register(

@@ -41,7 +41,7 @@ from catdog_tf.errors import (
     WorkdirConfigError,
     first_line,
 )
-from catdog_tf.models import pretrained
+from catdog_tf.models import pretrained, whitening
 from catdog_tf.plan import Plan
 from catdog_tf.train import distributed, features, metrics, report
 from catdog_tf.train.steps import Steps, build_configured_model, precision_policy
@@ -201,6 +201,10 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
         for name, ex in splits.items()
     }
     steps = Steps(config, plan, strategy)
+    if models.whitening_layer(steps.model) is not None:
+        # Set before the first step; a resumed run's checkpoint restores the same kernel.
+        sample = data.first_images(splits["train"], config.image_size, whitening.SAMPLE_IMAGES)
+        models.init_whitening(steps.model, sample)
     augment = data.AUGMENTATIONS[config.augment_ops]() if config.augment else None
     return Trainee(
         steps=steps,
