@@ -24,7 +24,7 @@ SAMPLE_IMAGES = 512
 EPS_RELATIVE = 1e-4
 
 
-def whitening_stem(x, patch: int = 2):
+def whitening_stem(x: keras.KerasTensor, patch: int = 2) -> keras.KerasTensor:
     """Frozen whitening conv (2 x patch^2 x channels kernels, stride ``patch``), BN, ReLU.
 
     The kernels are placeholders until :func:`init_whitening` sets them from images.

@@ -202,18 +202,20 @@ def add_tta(workdir: str, data_spec: str | None = None, batch_size: int = 64) ->
         config.synthetic_size,
         config.skip_bad_files,
     )
+
+    def batches(name: str) -> tf.data.Dataset:
+        decoded = data.decoded_dataset(splits[name], config.image_size, cache="")
+        return data.eval_batches(decoded, batch_size)
+
+    _check_reproduces(
+        metrics.evaluate_predictions(*_logits(model, batches("validation"))), result, spec
+    )
     names = [n for n in ("validation", "test") if len(splits[n]) and result.get(n)]
-    logits = {}
-    for name in names:
-        dataset = data.eval_batches(
-            data.decoded_dataset(splits[name], config.image_size, cache=""), batch_size
-        )
-        logits[name] = {tta: _logits(model, dataset, tta) for tta in (False, True)}
-    _check_reproduces(metrics.evaluate_predictions(*logits["validation"][False]), result, spec)
-    val_tta = metrics.evaluate_predictions(*logits["validation"][True])
+    tta = {name: _logits(model, batches(name), tta=True) for name in names}
+    val_tta = metrics.evaluate_predictions(*tta["validation"])
     test_tta = (
-        metrics.evaluate_predictions(*logits["test"][True], threshold=val_tta["best_threshold"])
-        if "test" in logits
+        metrics.evaluate_predictions(*tta["test"], threshold=val_tta["best_threshold"])
+        if "test" in tta
         else None
     )
     added = {"validation_tta": val_tta, "test_tta": test_tta}
@@ -221,7 +223,7 @@ def add_tta(workdir: str, data_spec: str | None = None, batch_size: int = 64) ->
     if os.path.exists(npz):
         with np.load(npz) as saved:
             arrays = dict(saved)
-        arrays.update({f"{n}_tta_logits": logits[n][True][0] for n in logits})
+        arrays.update({f"{name}_tta_logits": logits for name, (logits, _) in tta.items()})
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         atomic_write_bytes(npz, buffer.getvalue())
