@@ -50,8 +50,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # progressive's control: its 24 epochs, all at the full size (0.4 of the compute), to
     # tell what the low resolution gives from what the longer schedule gives.
     "epochs_24": ("fast", ["epochs=24"]),
-    # Towards the 96% goal within full's compute: progressive resizing over 60 epochs.
-    "progressive_60": ("fast", ["epochs=60", "low_res_epochs=30", "low_res_scale=0.5"]),
+    # Towards the 96% goal within full's compute: progressive resizing over 60 epochs, the
+    # first 30 at half the side (0.63 of the compute). The preset full_progressive since
+    # session 10 (fast plus epochs=60 low_res_epochs=30).
+    "progressive_60": ("full_progressive", []),
     "full_15_epochs": ("full", ["epochs=15"]),
     "full_60_epochs": ("full", []),
 }

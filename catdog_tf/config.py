@@ -417,6 +417,22 @@ def fast_progressive(model: str = "conv5_bn") -> Config:
     return fast(model).replace(epochs=24, low_res_epochs=13, low_res_scale=0.5)
 
 
+def full_progressive(model: str = "conv5_bn") -> Config:
+    """``full``'s 60 epochs with ``fast``'s tricks and progressive resizing over the first 30.
+
+    ``fast_progressive`` stretched to 60 epochs, the first 30 on images at half the side:
+    about 0.63 of ``full``'s compute, and the most accurate from-scratch recipe here
+    (BENCHMARKS.md, "Session 10"). Like ``fast_progressive``, it needs a model whose head
+    pools globally (conv5_bn, conv4_bn, sepnet, conv5_wh).
+
+    Command: ``catdog-train --preset=full_progressive --data=../shared/data/dogs-vs-cats/train
+    --workdir=runs/full_progressive``. Training compute for conv5_bn: 30 x 16,000 images x 3 x
+    33 MFLOPs + 30 x 16,000 x 3 x 132 MFLOPs, about 2.4e14 FLOPs (``full``'s: 3.8e14). The
+    measured wall time, per CPU kind, is in BENCHMARKS.md ("Session 10").
+    """
+    return fast(model).replace(epochs=60, low_res_epochs=30, low_res_scale=0.5)
+
+
 def smoke(model: str = "conv3") -> Config:
     """Synthetic (not real) images at 32x40, two epochs: checks the machinery in seconds.
 
@@ -449,6 +465,7 @@ PRESETS: dict[str, Callable[..., Config]] = {
     "full": full,
     "fast": fast,
     "fast_progressive": fast_progressive,
+    "full_progressive": full_progressive,
     "smoke": smoke,
 }
 

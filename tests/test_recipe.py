@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import make_kaggle_folder
 
 from catdog_tf import data, models, shipped
-from catdog_tf.config import Config, fast, fast_progressive, full, smoke
+from catdog_tf.config import Config, fast, fast_progressive, full, full_progressive, smoke
 from catdog_tf.errors import ConfigError
 from catdog_tf.models import whitening
 from catdog_tf.plan import resolve
@@ -206,14 +206,15 @@ def test_fast_preset_is_a_quarter_of_full():
     assert recipe.train_size == reference.train_size and recipe.tta
 
 
-def test_fast_progressive_preset_fits_in_a_quarter_of_full():
-    recipe, reference = fast_progressive(), full("conv5_bn")
+@pytest.mark.parametrize("preset,share", [(fast_progressive, 0.25), (full_progressive, 0.65)])
+def test_progressive_presets_fit_their_share_of_full(preset, share):
+    recipe, reference = preset(), full("conv5_bn")
     assert recipe.validate() is recipe and recipe.tta
     model = models.build_model(recipe.model, (*recipe.image_size, 3))
     low = models.count_flops(models.at_image_size(model, recipe.low_res_size))
     high = models.count_flops(model)
     compute = recipe.low_res_epochs * low + (recipe.epochs - recipe.low_res_epochs) * high
-    assert compute <= 0.25 * reference.epochs * high
+    assert compute <= share * reference.epochs * high
 
 
 def test_progressive_resizing_trains_the_shared_layers_and_counts_its_compute(tmp_path):
