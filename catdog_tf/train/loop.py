@@ -201,8 +201,9 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
         for name, ex in splits.items()
     }
     steps = Steps(config, plan, strategy)
-    if models.whitening_layer(steps.model) is not None:
-        # Set before the first step; a resumed run's checkpoint restores the same kernel.
+    if models.whitening_layer(steps.model) is not None and not config.init_from:
+        # Set before the first step; a resumed run's checkpoint restores the same kernel,
+        # and a run that starts from another (init_from) keeps that run's.
         sample = data.first_images(splits["train"], config.image_size, whitening.SAMPLE_IMAGES)
         models.init_whitening(steps.model, sample)
     augment = data.AUGMENTATIONS[config.augment_ops]() if config.augment else None
