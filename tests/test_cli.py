@@ -85,6 +85,8 @@ def test_train_eval_predict_end_to_end(tmp_path):
     assert os.path.exists(os.path.join(workdir, "eval-other.json"))
     out = cli("evaluate", f"--workdir={workdir}", "--tta", f"--data={other}", check=False)
     assert out.returncode == 2 and "catdog-eval --add_tta" in out.stderr
+    out = cli("evaluate", f"--workdir={workdir}", check=False)
+    assert out.returncode == 2 and "give --data=FOLDER" in out.stderr
     out = cli("evaluate", f"--workdir={workdir}", "--add_tta")
     added = json.loads(out.stdout[out.stdout.index("{") :])
     assert added["test_tta"]["n"] == 4
