@@ -119,7 +119,7 @@ def against_recipe(row: str, seeds: list[int], tta: bool) -> str:
     if row == "recipe" or any(c is None for c in mine + recipe):
         return "-"
     paired = stats.mcnemar(mine, recipe)
-    return f"{paired.difference:+.4f} (p={paired.p_value:.2f})"
+    return f"{paired.difference:+.4f} (p={paired.p_value:.2g})"
 
 
 def minutes(row: str, seed: int) -> float:
