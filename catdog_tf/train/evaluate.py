@@ -212,12 +212,7 @@ def add_tta(workdir: str, data_spec: str | None = None, batch_size: int = 64) ->
     )
     names = [n for n in ("validation", "test") if len(splits[n]) and result.get(n)]
     tta = {name: _logits(model, batches(name), tta=True) for name in names}
-    val_tta = metrics.evaluate_predictions(*tta["validation"])
-    test_tta = (
-        metrics.evaluate_predictions(*tta["test"], threshold=val_tta["best_threshold"])
-        if "test" in tta
-        else None
-    )
+    val_tta, test_tta = metrics.validation_and_test(tta)
     added = {"validation_tta": val_tta, "test_tta": test_tta}
     npz = rundir.path(workdir, rundir.PREDICTIONS)
     if os.path.exists(npz):

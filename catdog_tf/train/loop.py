@@ -543,7 +543,7 @@ def _result(
 ) -> dict[str, Any]:
     steps = data_and_model.steps
     predictions = {name: steps.predict(ds) for name, ds in data_and_model.eval_ds.items()}
-    val, test = _validation_and_test(predictions)
+    val, test = metrics.validation_and_test(predictions)
     # Flip TTA is reported beside, never instead of, the plain numbers; its threshold is
     # chosen on the flip-averaged validation logits.
     tta = (
@@ -551,7 +551,7 @@ def _result(
         if config.tta
         else {}
     )
-    val_tta, test_tta = _validation_and_test(tta) if tta else (None, None)
+    val_tta, test_tta = metrics.validation_and_test(tta) if tta else (None, None)
     # Logits, labels and paths of the best model, for sweep plots and later analysis.
     buffer = io.BytesIO()
     arrays = {}
@@ -603,17 +603,6 @@ def _result(
         "validation_tta": val_tta,
         "test_tta": test_tta,
     }
-
-
-def _validation_and_test(predictions: dict[str, tuple[np.ndarray, np.ndarray]]):
-    """Validation metrics (choosing the threshold) and test metrics at that threshold."""
-    val = metrics.evaluate_predictions(*predictions["validation"])
-    test = (
-        metrics.evaluate_predictions(*predictions["test"], threshold=val["best_threshold"])
-        if "test" in predictions
-        else None
-    )
-    return val, test
 
 
 def epoch_images(record: dict[str, Any]) -> int | None:

@@ -145,3 +145,23 @@ def evaluate_predictions(
         "best_accuracy": float(best),
         "confusion": confusion(probs, labels, threshold),
     }
+
+
+def validation_and_test(
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> tuple[dict, dict | None]:
+    """Validation metrics (choosing the threshold), and test's at that threshold.
+
+    Args:
+      predictions: ``(logits, labels)`` of ``validation`` and, if the run has one, ``test``.
+
+    Returns:
+      (validation metrics, test metrics or None), each of :func:`evaluate_predictions`.
+    """
+    val = evaluate_predictions(*predictions["validation"])
+    test = (
+        evaluate_predictions(*predictions["test"], threshold=val["best_threshold"])
+        if "test" in predictions
+        else None
+    )
+    return val, test
