@@ -67,9 +67,16 @@ ROWS: dict[str, Row] = {
     # The whitening stem makes every epoch cheaper, a shrunk one most (0.19 of a full-size
     # conv5_bn epoch, against conv5_bn's own shrunk epoch's 0.28), so fast_progressive's
     # quarter of the compute buys 29 epochs, 14 of them at the full size, against 24 and 11.
+    # In float32 whatever the CPU, to compare with progressive's float32 runs.
     "whiten_progressive": Row(
-        "fast_progressive", ["epochs=29", "low_res_epochs=15"], model="conv5_wh"
+        "fast_progressive",
+        ["epochs=29", "low_res_epochs=15", "precision=float32"],
+        model="conv5_wh",
     ),
+    # On a CPU with native bfloat16 `auto` times float32 against mixed_bfloat16 and takes the
+    # faster; this row is progressive in float32 there, to tell what bfloat16 costs in
+    # accuracy (elsewhere it is the progressive row itself).
+    "progressive_fp32": Row("fast_progressive", ["precision=float32"]),
     "full_15_epochs": Row("full", ["epochs=15"]),
     "full_60_epochs": Row("full", []),
 }
