@@ -73,6 +73,9 @@ ROWS: dict[str, Row] = {
         ["epochs=29", "low_res_epochs=15", "precision=float32"],
         model="conv5_wh",
     ),
+    # Twice the steps for the same images and FLOPs: batches of 32 instead of 64, the same
+    # peak rate. In float32, as whiten_progressive.
+    "progressive_bs32": Row("fast_progressive", ["batch_size=32", "precision=float32"]),
     # On a CPU with native bfloat16 `auto` times float32 against mixed_bfloat16 and takes the
     # faster; this row is progressive in float32 there, to tell what bfloat16 costs in
     # accuracy (elsewhere it is the progressive row itself).
