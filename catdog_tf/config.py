@@ -412,9 +412,27 @@ def fast_progressive(model: str = "conv5_bn") -> Config:
     Command: ``catdog-train --preset=fast_progressive --data=../shared/data/dogs-vs-cats/train
     --workdir=runs/fast_progressive``. Training compute for conv5_bn: 13 x 16,000 images x 3 x
     33 MFLOPs + 11 x 16,000 x 3 x 132 MFLOPs, about 9.0e13 FLOPs (0.24 of ``full``'s 3.8e14).
-    The measured wall time, per CPU kind, is in BENCHMARKS.md ("Session 10").
+    The measured wall time, per CPU kind, is in BENCHMARKS.md ("Session 10", "Session 11").
+    For conv5_wh, ``fast_progressive_wh`` fits more epochs in the same compute.
     """
     return fast(model).replace(epochs=24, low_res_epochs=13, low_res_scale=0.5)
+
+
+def fast_progressive_wh(model: str = "conv5_wh") -> Config:
+    """``fast_progressive`` for conv5_wh, whose frozen whitening stem makes epochs cheaper.
+
+    conv5_wh (:mod:`catdog_tf.models.whitening`) costs 0.86 of conv5_bn's FLOPs at the full
+    size and 0.68 of them at half the side, so a quarter of ``full``'s compute buys 29 epochs,
+    the first 15 shrunk, against ``fast_progressive``'s 24 and 13 (BENCHMARKS.md, "Session
+    11"). With conv5_bn it would take 0.30 of the compute: use ``fast_progressive`` there.
+
+    Command: ``catdog-train --preset=fast_progressive_wh
+    --data=../shared/data/dogs-vs-cats/train --workdir=runs/fast_progressive_wh``. Training
+    compute for conv5_wh: 15 x 16,000 images x 3 x 25 MFLOPs + 14 x 16,000 x 3 x 114 MFLOPs,
+    about 9.5e13 FLOPs (0.25 of conv5_bn's ``full``, 3.8e14). The measured wall time, per CPU
+    kind, is in BENCHMARKS.md ("Session 11").
+    """
+    return fast_progressive(model).replace(epochs=29, low_res_epochs=15)
 
 
 def full_progressive(model: str = "conv5_bn") -> Config:
@@ -465,6 +483,7 @@ PRESETS: dict[str, Callable[..., Config]] = {
     "full": full,
     "fast": fast,
     "fast_progressive": fast_progressive,
+    "fast_progressive_wh": fast_progressive_wh,
     "full_progressive": full_progressive,
     "smoke": smoke,
 }
