@@ -49,7 +49,7 @@ ROWS: dict[str, Row] = {
     "no_warmup": Row("fast", ["warmup_epochs=0"]),
     "base_lr": Row("fast", ["learning_rate=0.001"]),
     # Progressive resizing, an addition rather than a removal: 13 epochs at half the side
-    # (47x63, ~0.25 of the FLOPs) buy 9 more epochs within the recipe's compute. The preset
+    # (47x62, ~0.25 of the FLOPs) buy 9 more epochs within the recipe's compute. The preset
     # fast_progressive since session 10 (fast plus epochs=24 low_res_epochs=13).
     "progressive": Row("fast_progressive", []),
     # More of the cheap epochs for the same compute: 24 of 32 at half the side (0.25).
@@ -65,7 +65,7 @@ ROWS: dict[str, Row] = {
     # session 10 (fast plus epochs=60 low_res_epochs=30).
     "progressive_60": Row("full_progressive", []),
     # The whitening stem makes every epoch cheaper, a shrunk one most (0.19 of a full-size
-    # conv5_bn epoch, against conv5_bn's own shrunk epoch's 0.28), so fast_progressive's
+    # conv5_bn epoch, against conv5_bn's own shrunk epoch's 0.25), so fast_progressive's
     # quarter of the compute buys 29 epochs, 14 of them at the full size, against 24 and 11.
     # In float32 whatever the CPU, to compare with progressive's float32 runs.
     "whiten_progressive": Row(

@@ -403,7 +403,7 @@ def fast(model: str = "conv5_bn") -> Config:
 def fast_progressive(model: str = "conv5_bn") -> Config:
     """``fast`` with progressive resizing: 24 epochs, the first 13 on images at half the side.
 
-    The shrunk epochs (47x63 after area averaging, through the same layers) cost about a
+    The shrunk epochs (47x62 after area averaging, through the same layers) cost about a
     quarter of a full one, so 24 epochs fit in ``fast``'s compute; over three seeds they
     gave a better validation accuracy and, on test, about 0.9 points more (BENCHMARKS.md,
     "Session 10"). Needs a model whose head pools globally (conv5_bn, conv4_bn, sepnet,
@@ -422,7 +422,7 @@ def fast_progressive_wh(model: str = "conv5_wh") -> Config:
     """``fast_progressive`` for conv5_wh, whose frozen whitening stem makes epochs cheaper.
 
     conv5_wh (:mod:`catdog_tf.models.whitening`) costs 0.86 of conv5_bn's FLOPs at the full
-    size and 0.68 of them at half the side, so a quarter of ``full``'s compute buys 29 epochs,
+    size and 0.76 of them at half the side, so a quarter of ``full``'s compute buys 29 epochs,
     the first 15 shrunk, against ``fast_progressive``'s 24 and 13 (BENCHMARKS.md, "Session
     11"). With conv5_bn it would take 0.30 of the compute: use ``fast_progressive`` there.
 
