@@ -141,9 +141,11 @@ def correct_on_test(row: str, seed: int, tta: bool) -> np.ndarray | None:
 
 def against_baseline(row: str, seeds: list[int], tta: bool) -> str:
     """Accuracy difference from the --baseline row and its exact McNemar p, seeds combined."""
+    if row == _BASELINE.value:
+        return "-"
     mine = [correct_on_test(row, s, tta) for s in seeds]
     baseline = [correct_on_test(_BASELINE.value, s, tta) for s in seeds]
-    if row == _BASELINE.value or any(c is None for c in mine + baseline):
+    if any(c is None for c in mine + baseline):
         return "-"
     paired = stats.mcnemar(mine, baseline)
     return f"{paired.difference:+.4f} (p={paired.p_value:.2g})"
