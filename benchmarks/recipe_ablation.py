@@ -83,7 +83,7 @@ ROWS: dict[str, Row] = {
     # The preset fast_progressive_wh as a user runs it, precision left to `auto`: on a CPU
     # with native bfloat16 it trains in mixed_bfloat16 through the whitening stem, and
     # whiten_progressive (float32) is its control.
-    "whiten_progressive_auto": Row("fast_progressive_wh", []),
+    "whiten_progressive_auto": Row("fast_progressive_wh", [], model="conv5_wh"),
     # Towards 96% without TTA within full's compute: the whitening stem's cheaper epochs
     # stretched to 80, the first 40 at half the side (0.70 of the compute, against
     # progressive_60's 0.63 for 60 epochs of conv5_bn). In float32, as whiten_progressive.
