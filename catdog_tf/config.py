@@ -412,7 +412,7 @@ def fast_progressive(model: str = "conv5_bn") -> Config:
     Command: ``catdog-train --preset=fast_progressive --data=../shared/data/dogs-vs-cats/train
     --workdir=runs/fast_progressive``. Training compute for conv5_bn: 13 x 16,000 images x 3 x
     33 MFLOPs + 11 x 16,000 x 3 x 132 MFLOPs, about 9.0e13 FLOPs (0.24 of ``full``'s 3.8e14).
-    The measured wall time, per CPU kind, is in BENCHMARKS.md ("Session 10", "Session 11").
+    The measured wall time, per CPU kind, is in BENCHMARKS.md ("Session 10" to "Session 12").
     For conv5_wh, ``fast_progressive_wh`` fits more epochs in the same compute.
     """
     return fast(model).replace(epochs=24, low_res_epochs=13, low_res_scale=0.5)
@@ -430,7 +430,7 @@ def fast_progressive_wh(model: str = "conv5_wh") -> Config:
     --data=../shared/data/dogs-vs-cats/train --workdir=runs/fast_progressive_wh``. Training
     compute for conv5_wh: 15 x 16,000 images x 3 x 25 MFLOPs + 14 x 16,000 x 3 x 114 MFLOPs,
     about 9.5e13 FLOPs (0.25 of conv5_bn's ``full``, 3.8e14). The measured wall time, per CPU
-    kind, is in BENCHMARKS.md ("Session 11").
+    kind and precision, is in BENCHMARKS.md ("Session 11", "Session 12").
     """
     return fast_progressive(model).replace(epochs=29, low_res_epochs=15)
 
@@ -441,7 +441,9 @@ def full_progressive(model: str = "conv5_bn") -> Config:
     ``fast_progressive`` stretched to 60 epochs, the first 30 on images at half the side:
     about 0.63 of ``full``'s compute, and the most accurate from-scratch recipe here
     (BENCHMARKS.md, "Session 10"). Like ``fast_progressive``, it needs a model whose head
-    pools globally (conv5_bn, conv4_bn, sepnet, conv5_wh).
+    pools globally (conv5_bn, conv4_bn, sepnet, conv5_wh). Its model is conv5_bn: conv5_wh's
+    cheaper epochs, which pay at a quarter of the compute, did not over 80 epochs
+    (BENCHMARKS.md, "Session 12").
 
     Command: ``catdog-train --preset=full_progressive --data=../shared/data/dogs-vs-cats/train
     --workdir=runs/full_progressive``. Training compute for conv5_bn: 30 x 16,000 images x 3 x
