@@ -80,10 +80,10 @@ ROWS: dict[str, Row] = {
     # faster; this row is progressive in float32 there, to tell what bfloat16 costs in
     # accuracy (elsewhere it is the progressive row itself).
     "progressive_fp32": Row("fast_progressive", ["precision=float32"]),
-    # The preset fast_progressive_wh as a user runs it, precision left to `auto`: on a CPU
-    # with native bfloat16 it trains in mixed_bfloat16 through the whitening stem, and
-    # whiten_progressive (float32) is its control.
-    "whiten_progressive_auto": Row("fast_progressive_wh", [], model="conv5_wh"),
+    # The preset fast_progressive_wh of sessions 11-12 (no weight decay) as a user runs it,
+    # precision left to `auto`: on a CPU with native bfloat16 it trains in mixed_bfloat16
+    # through the whitening stem, and whiten_progressive (float32) is its control.
+    "whiten_progressive_auto": Row("fast_progressive_wh", ["weight_decay=0"], model="conv5_wh"),
     # Towards 96% without TTA within full's compute: the whitening stem's cheaper epochs
     # stretched to 80, the first 40 at half the side (0.70 of the compute, against
     # progressive_60's 0.63 for 60 epochs of conv5_bn). In float32, as whiten_progressive.
@@ -92,6 +92,22 @@ ROWS: dict[str, Row] = {
         ["epochs=80", "low_res_epochs=40", "precision=float32"],
         model="conv5_wh",
     ),
+    # Decoupled weight decay (AdamW), never tried before session 13: with batch norm it
+    # keeps the conv kernels' norms small, so their effective learning rate stays high late
+    # in the run. wd x the sum of the learning rates over the run (about 7 at the quarter
+    # preset's 29 epochs) is the log-shrink of an unused weight: 0.7, 2.2 and 7 here.
+    # 0.3 is fast_progressive_wh's since session 13, so that row is the preset as it runs.
+    "whiten_progressive_wd01": Row("fast_progressive_wh", ["weight_decay=0.1"], model="conv5_wh"),
+    "whiten_progressive_wd03": Row("fast_progressive_wh", ["weight_decay=0.3"], model="conv5_wh"),
+    "whiten_progressive_wd1": Row("fast_progressive_wh", ["weight_decay=1.0"], model="conv5_wh"),
+    # The same in float32, as the preset runs on CPUs without native bfloat16 (AMD EPYC,
+    # the Xeon model 207): whiten_progressive is its control.
+    "whiten_progressive_wd03_fp32": Row(
+        "fast_progressive_wh", ["weight_decay=0.3", "precision=float32"], model="conv5_wh"
+    ),
+    # Towards 96% without TTA: full_progressive (conv5_bn, 60 epochs, the first 30 shrunk)
+    # with fast_progressive_wh's weight decay, the same wd per step as there.
+    "progressive_60_wd03": Row("full_progressive", ["weight_decay=0.3"], model="conv5_bn"),
     "full_15_epochs": Row("full", ["epochs=15"]),
     "full_60_epochs": Row("full", []),
 }

@@ -116,6 +116,25 @@ def test_moving_average_is_kerass_and_training_weights_come_back():
         np.testing.assert_array_equal(got.numpy(), want)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_weight_decay_shrinks_each_weight_by_rate_times_decay_before_the_update(optimizer):
+    # Decoupled (AdamW) decay: the same step without decay, minus lr x decay x the weight.
+    decay, rate = 0.5, 3e-2
+    plain = tiny_config(optimizer=optimizer, learning_rate=rate)
+    runs = [Steps(c, resolve(c, train_images=64)) for c in (plain, plain.replace(weight_decay=decay))]
+    runs[1].model.set_weights(runs[0].model.get_weights())
+    before = [v.numpy() for v in runs[0].model.trainable_variables]
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, (16, 24, 32, 3)), tf.uint8)
+    labels = tf.constant(rng.integers(0, 2, 16), tf.int32)
+    for steps in runs:
+        steps.train_step(images, labels)
+    after = [[v.numpy() for v in steps.model.trainable_variables] for steps in runs]
+    for w0, undecayed, decayed in zip(before, *after, strict=True):
+        np.testing.assert_allclose(decayed, undecayed - rate * decay * w0, rtol=1e-5, atol=1e-7)
+    assert any(np.abs(rate * decay * w0).max() > 1e-3 for w0 in before)
+
+
 def test_flip_tta_is_the_mean_of_the_image_and_its_mirror():
     config = tiny_config()
     steps = Steps(config, resolve(config, train_images=64))
