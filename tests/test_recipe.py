@@ -121,7 +121,9 @@ def test_weight_decay_shrinks_each_weight_by_rate_times_decay_before_the_update(
     # Decoupled (AdamW) decay: the same step without decay, minus lr x decay x the weight.
     decay, rate = 0.5, 3e-2
     plain = tiny_config(optimizer=optimizer, learning_rate=rate)
-    runs = [Steps(c, resolve(c, train_images=64)) for c in (plain, plain.replace(weight_decay=decay))]
+    runs = [
+        Steps(c, resolve(c, train_images=64)) for c in (plain, plain.replace(weight_decay=decay))
+    ]
     runs[1].model.set_weights(runs[0].model.get_weights())
     before = [v.numpy() for v in runs[0].model.trainable_variables]
     rng = np.random.default_rng(0)
