@@ -32,7 +32,10 @@ from catdog_tf.utils import read_json
 
 
 class Row(NamedTuple):
-    """One ablation row: a preset, its ``--set`` overrides and, if not --model, its model."""
+    """One ablation row: a preset, its ``--set`` overrides and its model.
+
+    A row without a model trains ``--model`` if given, else its preset's default model.
+    """
 
     preset: str
     overrides: list[str]
@@ -108,8 +111,9 @@ ROWS: dict[str, Row] = {
     # Towards 96% without TTA: full_progressive (conv5_bn, 60 epochs, the first 30 shrunk)
     # with fast_progressive_wh's weight decay, the same wd per step as there.
     "progressive_60_wd03": Row("full_progressive", ["weight_decay=0.3"], model="conv5_bn"),
-    "full_15_epochs": Row("full", ["epochs=15"]),
-    "full_60_epochs": Row("full", []),
+    # full's own default model is conv3; these rows are the conv5_bn baselines.
+    "full_15_epochs": Row("full", ["epochs=15"], model="conv5_bn"),
+    "full_60_epochs": Row("full", [], model="conv5_bn"),
 }
 # The compute the goals are measured against: conv5_bn, 60 epochs of the full split.
 REFERENCE_MODEL, REFERENCE_EPOCHS, REFERENCE_IMAGES = "conv5_bn", 60, 16_000
@@ -118,7 +122,9 @@ _DATA = flags.DEFINE_string("data", "../shared/data/dogs-vs-cats/train", "Image 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/ablation", "Where the runs go.")
 _ROWS = flags.DEFINE_list("rows", list(ROWS), f"Rows to run, of: {', '.join(ROWS)}.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds of each row.")
-_MODEL = flags.DEFINE_string("model", "conv5_bn", "Model of every row without its own.")
+_MODEL = flags.DEFINE_string(
+    "model", None, "Model of every row without its own (default: the row's preset's model)."
+)
 _TRAIN = flags.DEFINE_bool("train", True, "Train missing runs (false: table of finished ones).")
 _BASELINE = flags.DEFINE_enum(
     "baseline", "recipe", list(ROWS), "Row each row is compared with, image by image."
@@ -126,8 +132,8 @@ _BASELINE = flags.DEFINE_enum(
 
 
 def model_of(row: str) -> str:
-    """The model a row trains: its own, else --model."""
-    return ROWS[row].model or _MODEL.value
+    """The model a row trains: its own, else --model, else its preset's default."""
+    return ROWS[row].model or _MODEL.value or get_preset(ROWS[row].preset).model
 
 
 def command(row: str, seed: int) -> str:
