@@ -64,9 +64,9 @@ ROWS: dict[str, Row] = {
     # tell what the low resolution gives from what the longer schedule gives.
     "epochs_24": Row("fast", ["epochs=24"]),
     # Towards the 96% goal within full's compute: progressive resizing over 60 epochs, the
-    # first 30 at half the side (0.63 of the compute). The preset full_progressive since
-    # session 10 (fast plus epochs=60 low_res_epochs=30).
-    "progressive_60": Row("full_progressive", []),
+    # first 30 at half the side (0.63 of the compute). The preset full_progressive of
+    # sessions 10-13 (fast plus epochs=60 low_res_epochs=30), without session 14's decay.
+    "progressive_60": Row("full_progressive", ["weight_decay=0"]),
     # The whitening stem makes every epoch cheaper, a shrunk one most (0.19 of a full-size
     # conv5_bn epoch, against conv5_bn's own shrunk epoch's 0.25), so fast_progressive's
     # quarter of the compute buys 29 epochs, 14 of them at the full size, against 24 and 11.
@@ -92,7 +92,7 @@ ROWS: dict[str, Row] = {
     # progressive_60's 0.63 for 60 epochs of conv5_bn). In float32, as whiten_progressive.
     "whiten_progressive_80": Row(
         "full_progressive",
-        ["epochs=80", "low_res_epochs=40", "precision=float32"],
+        ["epochs=80", "low_res_epochs=40", "precision=float32", "weight_decay=0"],
         model="conv5_wh",
     ),
     # Decoupled weight decay (AdamW), never tried before session 13: with batch norm it
@@ -109,7 +109,8 @@ ROWS: dict[str, Row] = {
         "fast_progressive_wh", ["weight_decay=0.3", "precision=float32"], model="conv5_wh"
     ),
     # Towards 96% without TTA: full_progressive (conv5_bn, 60 epochs, the first 30 shrunk)
-    # with fast_progressive_wh's weight decay, the same wd per step as there.
+    # with fast_progressive_wh's weight decay, the same wd per step as there. The preset
+    # full_progressive since session 14, so this row is the preset as it runs.
     "progressive_60_wd03": Row("full_progressive", ["weight_decay=0.3"], model="conv5_bn"),
     # full's own default model is conv3; these rows are the conv5_bn baselines.
     "full_15_epochs": Row("full", ["epochs=15"], model="conv5_bn"),
