@@ -112,6 +112,12 @@ ROWS: dict[str, Row] = {
     # with fast_progressive_wh's weight decay, the same wd per step as there. The preset
     # full_progressive since session 14, so this row is the preset as it runs.
     "progressive_60_wd03": Row("full_progressive", ["weight_decay=0.3"], model="conv5_bn"),
+    # The same in float32, as full_progressive trains on CPUs without native bfloat16.
+    "progressive_60_wd03_fp32": Row(
+        "full_progressive", ["weight_decay=0.3", "precision=float32"], model="conv5_bn"
+    ),
+    # conv5_bn's quarter-compute preset with the same decay (fast_progressive has none).
+    "progressive_wd03": Row("fast_progressive", ["weight_decay=0.3"], model="conv5_bn"),
     # full's own default model is conv3; these rows are the conv5_bn baselines.
     "full_15_epochs": Row("full", ["epochs=15"], model="conv5_bn"),
     "full_60_epochs": Row("full", [], model="conv5_bn"),
