@@ -1,13 +1,15 @@
-r"""The `fast` recipe and its ablation: the recipe, then the recipe minus each trick.
+r"""The time-to-accuracy recipes and their ablation: each recipe, and it with one change.
 
-Each row is ``catdog-train --preset=fast`` (or ``full`` for the baseline) with the overrides
-printed in its command column, run for every seed into ``WORKDIR/ROW-seedN`` (finished runs
-are read, interrupted ones resume). The table gives test accuracy at the validation threshold
-without and with flip TTA, AUC, the training compute (images trained on x 3 x forward FLOPs)
-as a fraction of conv5_bn's 60-epoch ``full`` run, and the wall time on this machine::
+Each row is ``catdog-train`` with one of the presets (``fast``, ``fast_progressive``,
+``fast_progressive_wh``, ``full_progressive``, or ``full`` for the baselines), its model and
+the overrides printed in its command column, run for every seed into ``WORKDIR/ROW-seedN``
+(finished runs are read, interrupted ones resume). The table gives test accuracy at the
+validation threshold without and with flip TTA, AUC, the training compute (images trained on x
+3 x forward FLOPs) as a fraction of conv5_bn's 60-epoch ``full`` run, and the wall time on this
+machine::
 
     python benchmarks/recipe_ablation.py --data=../shared/data/dogs-vs-cats/train \
-        --workdir=runs/ablation --rows=recipe,no_ema --seeds=0,1
+        --workdir=runs/ablation --rows=recipe,no_label_smoothing --seeds=0,1
 """
 
 from __future__ import annotations
