@@ -55,8 +55,9 @@ ROWS: dict[str, Row] = {
     "base_lr": Row("fast", ["learning_rate=0.001"]),
     # Progressive resizing, an addition rather than a removal: 13 epochs at half the side
     # (47x62, ~0.25 of the FLOPs) buy 9 more epochs within the recipe's compute. The preset
-    # fast_progressive since session 10 (fast plus epochs=24 low_res_epochs=13).
-    "progressive": Row("fast_progressive", []),
+    # fast_progressive of sessions 10-14 (fast plus epochs=24 low_res_epochs=13), without
+    # session 15's decay.
+    "progressive": Row("fast_progressive", ["weight_decay=0"]),
     # More of the cheap epochs for the same compute: 24 of 32 at half the side (0.25).
     "progressive_32": Row("fast", ["epochs=32", "low_res_epochs=24", "low_res_scale=0.5"]),
     # airbench's fixed patch-whitening first layer in place of the learned stem (0.86 of
@@ -75,16 +76,18 @@ ROWS: dict[str, Row] = {
     # In float32 whatever the CPU, to compare with progressive's float32 runs.
     "whiten_progressive": Row(
         "fast_progressive",
-        ["epochs=29", "low_res_epochs=15", "precision=float32"],
+        ["epochs=29", "low_res_epochs=15", "precision=float32", "weight_decay=0"],
         model="conv5_wh",
     ),
     # Twice the steps for the same images and FLOPs: batches of 32 instead of 64, the same
-    # peak rate. In float32, as whiten_progressive.
-    "progressive_bs32": Row("fast_progressive", ["batch_size=32", "precision=float32"]),
+    # peak rate. In float32, as whiten_progressive; without decay, as progressive.
+    "progressive_bs32": Row(
+        "fast_progressive", ["batch_size=32", "precision=float32", "weight_decay=0"]
+    ),
     # On a CPU with native bfloat16 `auto` times float32 against mixed_bfloat16 and takes the
     # faster; this row is progressive in float32 there, to tell what bfloat16 costs in
-    # accuracy (elsewhere it is the progressive row itself).
-    "progressive_fp32": Row("fast_progressive", ["precision=float32"]),
+    # accuracy (elsewhere it is the progressive row itself). Without decay, as progressive.
+    "progressive_fp32": Row("fast_progressive", ["precision=float32", "weight_decay=0"]),
     # The preset fast_progressive_wh of sessions 11-12 (no weight decay) as a user runs it,
     # precision left to `auto`: on a CPU with native bfloat16 it trains in mixed_bfloat16
     # through the whitening stem, and whiten_progressive (float32) is its control.
@@ -118,7 +121,8 @@ ROWS: dict[str, Row] = {
     "progressive_60_wd03_fp32": Row(
         "full_progressive", ["weight_decay=0.3", "precision=float32"], model="conv5_bn"
     ),
-    # conv5_bn's quarter-compute preset with the same decay (fast_progressive has none).
+    # conv5_bn's quarter-compute preset with the same decay: the preset fast_progressive
+    # since session 15, so this row is the preset as it runs.
     "progressive_wd03": Row("fast_progressive", ["weight_decay=0.3"], model="conv5_bn"),
     # full's own default model is conv3; these rows are the conv5_bn baselines.
     "full_15_epochs": Row("full", ["epochs=15"], model="conv5_bn"),

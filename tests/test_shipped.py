@@ -9,7 +9,7 @@ import pytest
 from conftest import make_image
 
 from catdog_tf import rundir, shipped
-from catdog_tf.config import smoke
+from catdog_tf.config import get_preset, smoke
 from catdog_tf.errors import ConfigError, WorkdirConfigError
 from catdog_tf.train import evaluate_workdir, predict_files, train_and_evaluate
 from catdog_tf.utils import read_json
@@ -44,6 +44,20 @@ def test_each_shipped_model_predicts_a_generated_image(tmp_path, name):
     # Every shipped model has a flip-TTA threshold too (trained with tta, or add_tta).
     assert 0 < result["validation_tta"]["best_threshold"] < 1
     assert result["test_tta"]["n"] == result["test"]["n"]
+
+
+@pytest.mark.parametrize("name", shipped.available())
+def test_each_shipped_model_is_what_its_command_trains_today(name):
+    # The shipped command names a preset; a preset retuned after shipping must be re-shipped,
+    # or the command would make another model than the one the README's table describes.
+    run = shipped.path(name)
+    command = read_json(rundir.path(run, rundir.SHIPPED_MARK))["command"]
+    (preset,) = re.findall(r"--preset=(\w+)", command)
+    trained, _ = rundir.read_config(run)
+    assert re.search(rf"--seeds?={trained.seed}\b", command)
+    # The data folder and the model are the command's own flags (--data, --model(s)).
+    today = get_preset(preset, trained.model).replace(data=trained.data, seed=trained.seed)
+    assert rundir.config_differences(trained, today) == {}
 
 
 def _tiny_run(tmp_path) -> str:
