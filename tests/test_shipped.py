@@ -54,6 +54,7 @@ def test_each_shipped_model_is_what_its_command_trains_today(name):
     command = read_json(rundir.path(run, rundir.SHIPPED_MARK))["command"]
     (preset,) = re.findall(r"--preset=(\w+)", command)
     trained, _ = rundir.read_config(run)
+    assert name == f"{trained.model}-{preset}"
     assert re.search(rf"--seeds?={trained.seed}\b", command)
     # The data folder and the model are the command's own flags (--data, --model(s)).
     today = get_preset(preset, trained.model).replace(data=trained.data, seed=trained.seed)
