@@ -113,6 +113,17 @@ ROWS: dict[str, Row] = {
     "whiten_progressive_wd03_fp32": Row(
         "fast_progressive_wh", ["weight_decay=0.3", "precision=float32"], model="conv5_wh"
     ),
+    # Towards 95% without TTA at a quarter of the compute (session 16): fast_progressive_wh
+    # (decay 0.3) with one change each, chosen on validation. A higher peak rate (with
+    # AdamW it also shrinks the weights faster); an average of the weights over about two
+    # epochs (500 steps an epoch at batch 32), tried before only without decay; no label
+    # smoothing; and decay 0.5, between 0.3 and session 13's worse 1.0.
+    "whiten_progressive_lr3e3": Row(
+        "fast_progressive_wh", ["learning_rate=0.003"], model="conv5_wh"
+    ),
+    "whiten_progressive_ema": Row("fast_progressive_wh", ["ema_decay=0.999"], model="conv5_wh"),
+    "whiten_progressive_ls0": Row("fast_progressive_wh", ["label_smoothing=0"], model="conv5_wh"),
+    "whiten_progressive_wd05": Row("fast_progressive_wh", ["weight_decay=0.5"], model="conv5_wh"),
     # Towards 96% without TTA: full_progressive (conv5_bn, 60 epochs, the first 30 shrunk)
     # with fast_progressive_wh's weight decay, the same wd per step as there. The preset
     # full_progressive since session 14, so this row is the preset as it runs.
