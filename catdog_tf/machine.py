@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Mapping
 from typing import Any
 
 # CPU flags (Linux /proc/cpuinfo names) that change which settings are fastest.
@@ -25,6 +26,16 @@ SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", 
 # bfloat16 in software and mixed_bfloat16 is many times slower than float32 (BENCHMARKS.md).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+# oneDNN's CPU dispatcher control: it uses no instruction above this ISA (its documented name
+# first, then the older one, as oneDNN reads them).
+ONEDNN_ISA_ENVS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+# The limits below AVX-512. On an AVX-512 CPU TensorFlow still hands bfloat16 ops to oneDNN,
+# which has no bfloat16 kernel under them: the train step fails (BENCHMARKS.md, "Session 18").
+ISA_LIMITS_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI")
+# The limits below AVX512_CORE_BF16: under one of them oneDNN leaves the CPU's bfloat16
+# instructions unused, so bfloat16 is emulated (or fails, above) as on a CPU without them.
+# Limits not named here (AVX512_CORE_BF16, the AMX and AVX10 ones) leave it to the CPU's flags.
+ISA_LIMITS_WITHOUT_BF16 = (*ISA_LIMITS_BELOW_AVX512, "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +51,8 @@ class Machine:
       gpu_compute_capability: Lowest (major, minor) compute capability among the GPUs, if known.
       tensorflow: TensorFlow's version ("" when not probed).
       onednn: Whether TensorFlow runs oneDNN kernels (None when unknown).
+      onednn_max_isa: The ISA oneDNN is limited to by the environment (:func:`onednn_isa_limit`),
+        "" for none. Part of the fingerprint: speeds calibrated under a limit are not the CPU's.
     """
 
     cpu_model: str
@@ -49,11 +62,23 @@ class Machine:
     gpu_compute_capability: tuple[int, int] | None = None
     tensorflow: str = ""
     onednn: bool | None = None
+    onednn_max_isa: str = ""
 
     @property
     def native_bf16(self) -> bool:
-        """Whether the CPU computes bfloat16 in hardware (AVX512_BF16 or AMX)."""
+        """Whether bfloat16 runs in hardware: AVX512_BF16 or AMX, and no oneDNN limit below."""
+        if self.onednn_max_isa in ISA_LIMITS_WITHOUT_BF16:
+            return False
         return any(flag in self.cpu_flags for flag in NATIVE_BF16_FLAGS)
+
+    @property
+    def bf16_fails(self) -> bool:
+        """Whether bfloat16 steps fail: an AVX-512 CPU, oneDNN on, limited below AVX-512."""
+        return (
+            self.onednn is not False
+            and "avx512f" in self.cpu_flags
+            and self.onednn_max_isa in ISA_LIMITS_BELOW_AVX512
+        )
 
     @property
     def has_gpu(self) -> bool:
@@ -66,7 +91,9 @@ class Machine:
         gpus = f", GPUs: {', '.join(self.gpus)}" if self.gpus else ", no GPU"
         onednn = {True: "on", False: "off", None: "unknown"}[self.onednn]
         tf_text = f", TensorFlow {self.tensorflow} (oneDNN {onednn})" if self.tensorflow else ""
-        return f"{self.cpu_model} [{flags}], {self.usable_cores} usable cores{gpus}{tf_text}"
+        limit = f" (oneDNN limited to {self.onednn_max_isa})" if self.onednn_max_isa else ""
+        cores = f"{self.usable_cores} usable cores"
+        return f"{self.cpu_model} [{flags}]{limit}, {cores}{gpus}{tf_text}"
 
     def fingerprint(self) -> str:
         """A short hash of everything here: calibrations are cached per fingerprint."""
@@ -146,10 +173,28 @@ def usable_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
     return max(1, cores)
 
 
+def onednn_isa_limit(environ: Mapping[str, str] | None = None) -> str:
+    """The ISA oneDNN is limited to (``ONEDNN_MAX_CPU_ISA``, else ``DNNL_MAX_CPU_ISA``), or "".
+
+    Upper case, as oneDNN spells it; ``ALL`` and ``DEFAULT``, which limit nothing, give "".
+    """
+    environ = os.environ if environ is None else environ
+    for name in ONEDNN_ISA_ENVS:
+        value = environ.get(name, "").strip().upper()
+        if value:
+            return "" if value in ("ALL", "DEFAULT") else value
+    return ""
+
+
 def read_cpu() -> Machine:
     """The CPU part of :class:`Machine`, without importing TensorFlow."""
     model, flags = read_cpuinfo()
-    return Machine(cpu_model=model, cpu_flags=flags, usable_cores=usable_cores())
+    return Machine(
+        cpu_model=model,
+        cpu_flags=flags,
+        usable_cores=usable_cores(),
+        onednn_max_isa=onednn_isa_limit(),
+    )
 
 
 def _onednn_enabled() -> bool | None:

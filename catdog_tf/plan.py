@@ -165,6 +165,9 @@ def resolve(
 
     Returns:
       The :class:`Plan`.
+
+    Raises:
+      ConfigError: A setting this machine or model cannot run (the message says which).
     """
     from catdog_tf import models  # Local: models imports TensorFlow.
 
@@ -230,8 +233,18 @@ def speed_candidates(
     """The (precision, XLA) settings still open for ``config`` on ``machine``, and why.
 
     One candidate means the config or the machine's flags decided; more are calibrated.
+
+    Raises:
+      ConfigError: The config asks for mixed_bfloat16 where its steps would fail
+        (:attr:`catdog_tf.machine.Machine.bf16_fails`).
     """
     why: dict[str, str] = {}
+    if config.precision == "mixed_bfloat16" and machine.bf16_fails and not machine.has_gpu:
+        raise ConfigError(
+            f"precision=mixed_bfloat16 fails with oneDNN limited to {machine.onednn_max_isa} "
+            f"({'/'.join(machine_lib.ONEDNN_ISA_ENVS)}) on this AVX-512 CPU: oneDNN has no "
+            "bfloat16 kernel below AVX-512; use precision=float32, or lift the limit"
+        )
     if config.precision != "auto":
         precisions = [config.precision]
         why["precision"] = "set in the config"
@@ -247,7 +260,12 @@ def speed_candidates(
         )
     elif not machine.native_bf16:
         precisions = ["float32"]
-        why["precision"] = "CPU without AVX512_BF16/AMX: bfloat16 would be emulated, far slower"
+        why["precision"] = (
+            f"oneDNN limited to {machine.onednn_max_isa}, below AVX512_BF16/AMX: bfloat16 "
+            "would be emulated, far slower, or fail"
+            if machine.onednn_max_isa in machine_lib.ISA_LIMITS_WITHOUT_BF16
+            else "CPU without AVX512_BF16/AMX: bfloat16 would be emulated, far slower"
+        )
     else:
         precisions = ["float32", "mixed_bfloat16"]
         why["precision"] = "CPU with native bfloat16: calibrated"

@@ -38,6 +38,40 @@ def test_cpuinfo_model_flags_and_native_bf16(tmp_path, text, model, flags, bf16)
     assert machine.Machine(model, flags, 2).native_bf16 is bf16
 
 
+@pytest.mark.parametrize(
+    ("environ", "limit"),
+    [
+        ({}, ""),
+        ({"ONEDNN_MAX_CPU_ISA": " avx2 "}, "AVX2"),
+        ({"DNNL_MAX_CPU_ISA": "AVX512_CORE"}, "AVX512_CORE"),
+        ({"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX512_CORE"}, "AVX2"),
+        ({"ONEDNN_MAX_CPU_ISA": "ALL"}, ""),
+    ],
+)
+def test_onednn_isa_limit_read_as_onednn_reads_it(environ, limit):
+    assert machine.onednn_isa_limit(environ) == limit
+
+
+@pytest.mark.parametrize(
+    ("limit", "bf16"),
+    [("", True), ("AVX2", False), ("AVX512_CORE_VNNI", False), ("AVX512_CORE_AMX", True)],
+)
+def test_an_isa_limit_below_bf16_takes_native_bf16_away(limit, bf16):
+    flags = ("avx2", "avx512_bf16", "amx_bf16")
+    xeon = machine.Machine("Xeon", flags, 2, onednn_max_isa=limit)
+    assert xeon.native_bf16 is bf16
+    unlimited = machine.Machine("Xeon", flags, 2)
+    # Calibrations are cached per fingerprint: a limited CPU must not reuse the CPU's speeds.
+    assert (xeon.fingerprint() == unlimited.fingerprint()) is (limit == "")
+    assert (f"oneDNN limited to {limit}" in xeon.describe()) is bool(limit)
+
+
+def test_read_cpu_sees_the_isa_limit(monkeypatch):
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert machine.read_cpu().onednn_max_isa == "AVX2"
+
+
 def test_missing_cpuinfo_assumes_no_flags(tmp_path):
     model, flags = machine.read_cpuinfo(str(tmp_path / "nope"))
     assert model and flags == ()

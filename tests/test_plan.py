@@ -11,7 +11,7 @@ from catdog_tf import plan as plan_lib
 from catdog_tf import rundir
 from catdog_tf.compare import finished_under
 from catdog_tf.config import full, smoke
-from catdog_tf.errors import WorkdirConfigError
+from catdog_tf.errors import ConfigError, WorkdirConfigError
 from catdog_tf.machine import Machine
 from catdog_tf.train import train_and_evaluate
 
@@ -60,6 +60,28 @@ def test_no_native_bf16_never_picks_bf16(model):
     assert "AVX512_BF16" in plan.why["precision"]
 
 
+def test_onednn_limited_below_bf16_is_a_cpu_without_it():
+    measure = FakeSpeeds(ALL_FAST_IN_BF16)
+    limited = dataclasses.replace(XEON, onednn_max_isa="AVX2")
+    plan = plan_lib.resolve(auto(), 16000, limited, measure)
+    assert plan.precision == "float32"
+    assert not any(name.startswith("mixed") for name in measure.timed)
+    assert "oneDNN limited to AVX2" in plan.why["precision"]
+
+
+def test_bf16_asked_for_where_onednn_cannot_run_it_is_refused():
+    limited = dataclasses.replace(XEON, onednn=True, onednn_max_isa="AVX2")
+    with pytest.raises(ConfigError, match="oneDNN limited to AVX2"):
+        plan_lib.resolve(
+            auto(precision="mixed_bfloat16", jit_compile="off"), 16000, limited, FakeSpeeds({})
+        )
+    for runs in (dataclasses.replace(limited, onednn=False), XEON):  # Eigen, or no limit.
+        plan = plan_lib.resolve(
+            auto(precision="mixed_bfloat16", jit_compile="off"), 16000, runs, FakeSpeeds({})
+        )
+        assert plan.precision == "mixed_bfloat16"
+
+
 def test_native_bf16_is_timed_and_picked_where_faster():
     plan = plan_lib.resolve(auto(), 16000, XEON, FakeSpeeds(ALL_FAST_IN_BF16))
     assert (plan.precision, plan.jit_compile) == ("mixed_bfloat16", False)
@@ -99,6 +121,7 @@ def test_calibration_is_cached_per_machine_model_size_and_batch():
         (auto(image_height=64), AMD),
         (auto("conv3"), AMD),
         (auto(), dataclasses.replace(AMD, cpu_model="another CPU")),
+        (auto(), dataclasses.replace(AMD, onednn_max_isa="AVX")),
     ]:
         measure = FakeSpeeds({"float32/xla-off": 1.0, "float32/xla-on": 2.0})
         plan_lib.resolve(other_config, 16000, machine, measure)
