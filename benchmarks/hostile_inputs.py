@@ -36,6 +36,8 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from catdog_tf import machine
+
 _ONLY = flags.DEFINE_string("only", "", "Run only cases whose name contains this.")
 _TIMEOUT = flags.DEFINE_integer("timeout", 300, "Seconds before a case counts as a hang.")
 _KEEP = flags.DEFINE_bool("keep", False, "Keep the temporary folder (its path is printed).")
@@ -102,9 +104,19 @@ class Outcome:
     seconds: float
 
 
-def run(command: str, *args: str, timeout: int, stdin=None, signal_after: float = 0) -> Outcome:
-    """Runs ``catdog-<command> args``; ``signal_after`` sends SIGINT after that many seconds."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def run(
+    command: str,
+    *args: str,
+    timeout: int,
+    stdin=None,
+    signal_after: float = 0,
+    env: dict[str, str] | None = None,
+) -> Outcome:
+    """Runs ``catdog-<command> args``; ``signal_after`` sends SIGINT after that many seconds.
+
+    ``env`` adds to this process's environment.
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     start = time.perf_counter()
     process = subprocess.Popen(
         [os.path.join(BIN, f"catdog-{command}"), *args],
@@ -372,6 +384,41 @@ def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
     flag_case("epochs=-3", "--epochs=-3")
     flag_case("val_size=0", "--set=val_size=0")
     flag_case("precision=fp8", "--precision=fp8")
+
+    # oneDNN limited to AVX2 by its own variable (to mimic an AVX2-only CPU, say): bfloat16
+    # has no oneDNN kernel there on an AVX-512 CPU, so auto must not time it, nor a user run it.
+    def onednn_avx2(*extra: str) -> Callable[[str], Outcome]:
+        return lambda t: run(
+            "train",
+            *TINY,
+            f"--data={kaggle(f'{t}/d')}",
+            f"--workdir={t}/run",
+            *extra,
+            timeout=timeout,
+            env={"ONEDNN_MAX_CPU_ISA": "AVX2"},
+        )
+
+    def trained_in_float32(t, _):
+        precision = result(t)["plan"]["precision"]
+        return None if precision == "float32" else f"trained in {precision} under the limit"
+
+    add(
+        Case(
+            "oneDNN limited to AVX2, precision=auto",
+            "flags",
+            "ok",
+            onednn_avx2("--set=precision=auto"),
+            trained_in_float32,
+        )
+    )
+    add(
+        Case(
+            "oneDNN limited to AVX2, precision=mixed_bfloat16",
+            "flags",
+            "error" if "avx512f" in machine.read_cpu().cpu_flags else "ok",
+            onednn_avx2("--set=precision=mixed_bfloat16"),
+        )
+    )
     flag_case("stray positional argument", "extra")
     flag_case("synthetic_size=10**9", "--set=synthetic_size=1000000000")
 
