@@ -65,9 +65,14 @@ class Machine:
     onednn_max_isa: str = ""
 
     @property
+    def onednn_hides_bf16(self) -> bool:
+        """Whether oneDNN is limited below the bfloat16 instructions (AVX512_CORE_BF16)."""
+        return self.onednn_max_isa in ISA_LIMITS_WITHOUT_BF16
+
+    @property
     def native_bf16(self) -> bool:
         """Whether bfloat16 runs in hardware: AVX512_BF16 or AMX, and no oneDNN limit below."""
-        if self.onednn_max_isa in ISA_LIMITS_WITHOUT_BF16:
+        if self.onednn_hides_bf16:
             return False
         return any(flag in self.cpu_flags for flag in NATIVE_BF16_FLAGS)
 

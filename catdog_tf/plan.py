@@ -239,18 +239,20 @@ def speed_candidates(
         (:attr:`catdog_tf.machine.Machine.bf16_fails`).
     """
     why: dict[str, str] = {}
-    if config.precision == "mixed_bfloat16" and machine.bf16_fails and not machine.has_gpu:
-        raise ConfigError(
-            f"precision=mixed_bfloat16 fails with oneDNN limited to {machine.onednn_max_isa} "
-            f"({'/'.join(machine_lib.ONEDNN_ISA_ENVS)}) on this AVX-512 CPU: oneDNN has no "
-            "bfloat16 kernel below AVX-512; use precision=float32, or lift the limit"
-        )
     if config.precision != "auto":
         precisions = [config.precision]
         why["precision"] = "set in the config"
-        if config.precision == "mixed_bfloat16" and not (machine.native_bf16 or machine.has_gpu):
-            why["precision"] += " (this CPU has no native bfloat16: expect it to be slow)"
-            logging.warning("mixed_bfloat16 on %s, which has no native bf16", machine.cpu_model)
+        if config.precision == "mixed_bfloat16" and not machine.has_gpu:
+            if machine.bf16_fails:
+                raise ConfigError(
+                    f"precision=mixed_bfloat16 fails with oneDNN limited to "
+                    f"{machine.onednn_max_isa} ({'/'.join(machine_lib.ONEDNN_ISA_ENVS)}) on this "
+                    "AVX-512 CPU: oneDNN has no bfloat16 kernel below AVX-512; use "
+                    "precision=float32, or lift the limit"
+                )
+            if not machine.native_bf16:
+                why["precision"] += " (this CPU has no native bfloat16: expect it to be slow)"
+                logging.warning("mixed_bfloat16 on %s, which has no native bf16", machine.cpu_model)
     elif machine.has_gpu:
         capability = machine.gpu_compute_capability
         tensor_cores = capability is not None and tuple(capability) >= (7, 0)
@@ -263,7 +265,7 @@ def speed_candidates(
         why["precision"] = (
             f"oneDNN limited to {machine.onednn_max_isa}, below AVX512_BF16/AMX: bfloat16 "
             "would be emulated, far slower, or fail"
-            if machine.onednn_max_isa in machine_lib.ISA_LIMITS_WITHOUT_BF16
+            if machine.onednn_hides_bf16
             else "CPU without AVX512_BF16/AMX: bfloat16 would be emulated, far slower"
         )
     else:
