@@ -419,7 +419,8 @@ def fast_progressive(model: str = "conv5_bn") -> Config:
     --workdir=runs/fast_progressive``. Training compute for conv5_bn: 13 x 16,000 images x 3 x
     33 MFLOPs + 11 x 16,000 x 3 x 132 MFLOPs, about 9.0e13 FLOPs (0.24 of ``full``'s 3.8e14).
     The measured wall time, per CPU kind and precision, is in BENCHMARKS.md ("Session 10" to
-    "Session 12", "Session 15"; AVX2-only CPUs, estimated on their code path: "Session 18").
+    "Session 12", "Session 15"; an AMD EPYC with AVX512_BF16, and AVX2-only CPUs' code path:
+    "Session 19").
     For conv5_wh, ``fast_progressive_wh`` fits more epochs in the same compute.
     """
     return fast(model).replace(epochs=24, low_res_epochs=13, low_res_scale=0.5, weight_decay=0.3)
@@ -442,8 +443,8 @@ def fast_progressive_wh(model: str = "conv5_wh") -> Config:
     --data=../shared/data/dogs-vs-cats/train --workdir=runs/fast_progressive_wh``. Training
     compute for conv5_wh: 15 x 16,000 images x 3 x 25 MFLOPs + 14 x 16,000 x 3 x 114 MFLOPs,
     about 9.5e13 FLOPs (0.25 of conv5_bn's ``full``, 3.8e14). The measured wall time, per CPU
-    kind and precision, is in BENCHMARKS.md ("Session 11" to "Session 17"; AVX2-only CPUs,
-    estimated on their code path: "Session 18").
+    kind and precision, is in BENCHMARKS.md ("Session 11" to "Session 17"; an AMD EPYC with
+    AVX512_BF16, and AVX2-only CPUs' code path: "Session 19").
     """
     return fast_progressive(model).replace(
         epochs=29, low_res_epochs=15, weight_decay=0.3, learning_rate=3e-3
@@ -465,8 +466,8 @@ def full_progressive(model: str = "conv5_bn") -> Config:
     Command: ``catdog-train --preset=full_progressive --data=../shared/data/dogs-vs-cats/train
     --workdir=runs/full_progressive``. Training compute for conv5_bn: 30 x 16,000 images x 3 x
     33 MFLOPs + 30 x 16,000 x 3 x 132 MFLOPs, about 2.4e14 FLOPs (``full``'s: 3.8e14). The
-    measured wall time, per CPU kind, is in BENCHMARKS.md ("Session 10" and "Session 14";
-    AVX2-only CPUs, estimated on their code path: "Session 18").
+    measured wall time, per CPU kind, is in BENCHMARKS.md ("Session 10" and "Session 14"; an
+    AMD EPYC with AVX512_BF16, and AVX2-only CPUs' code path: "Session 19").
     """
     return fast(model).replace(epochs=60, low_res_epochs=30, low_res_scale=0.5, weight_decay=0.3)
 

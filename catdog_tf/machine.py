@@ -233,9 +233,10 @@ def prefer_onednn(cpu: Machine | None = None) -> str:
     """Sets ``TF_ENABLE_ONEDNN_OPTS`` for this CPU unless the user set it; returns why.
 
     Must run before TensorFlow is imported (the command-line tools call it first). TensorFlow
-    turns oneDNN on by itself only on CPUs it deems to profit; where it leaves it off
-    (AVX2-only CPUs, such as AMD EPYC), the float32 train steps of this package's models
-    measured faster with it on (BENCHMARKS.md, "oneDNN"), so it is turned on there too.
+    turns oneDNN on by itself only on CPUs it deems to profit (those with AVX-512 VNNI or
+    bfloat16 instructions, Intel's and AMD's alike); where it leaves it off (AVX2-only CPUs,
+    such as the AMD EPYC Zen 3), the float32 train steps of this package's models measured
+    faster with it on (BENCHMARKS.md, "oneDNN"), so it is turned on there too.
     """
     if ONEDNN_ENV in os.environ:
         return f"{ONEDNN_ENV}={os.environ[ONEDNN_ENV]} (set by the user)"
@@ -243,7 +244,7 @@ def prefer_onednn(cpu: Machine | None = None) -> str:
     if "avx2" not in cpu.cpu_flags:
         return f"{ONEDNN_ENV} left to TensorFlow (no AVX2)"
     os.environ[ONEDNN_ENV] = "1"
-    return f"{ONEDNN_ENV}=1 (AVX2 CPU: oneDNN kernels are faster here)"
+    return f"{ONEDNN_ENV}=1 (CPU with AVX2: oneDNN's kernels train faster here)"
 
 
 def configure_threads(cores: int) -> bool:
