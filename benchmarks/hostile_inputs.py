@@ -402,7 +402,7 @@ def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
     def onednn_avx2(*extra: str) -> Callable[[str], Outcome]:
         return train_case(lambda t: kaggle(f"{t}/d"), *extra, env=avx2)
 
-    limited = dataclasses.replace(machine.read_cpu(), onednn_max_isa=avx2["ONEDNN_MAX_CPU_ISA"])
+    limited = dataclasses.replace(machine.read_cpu(), onednn_max_isa=machine.onednn_isa_limit(avx2))
 
     def trained_in_float32(t, _):
         precision = result(t)["plan"]["precision"]
