@@ -10,7 +10,9 @@ settings (16x20 images, a few epochs of the smallest models), and classifies eac
 * ``hang``: still running after ``--timeout`` seconds;
 * ``silently wrong``: exit 0 where the input should have been refused, or outputs that a
   case's check finds wrong (counts, a resumed run that restarted, ...);
-* ``data lost``: a file the case planted (a user's file, a good checkpoint) was deleted.
+* ``data lost``: a file the case planted (a user's file, a good checkpoint) was deleted;
+* ``noisy``: ok or a clear error, but stderr holds a line that is not the command's own
+  (``catdog-...: ...``), such as TensorFlow's log or a library's message.
 
 Each case also says what it expects (``ok`` or ``error``); an unexpected refusal is shown
 as ``clear error`` with the expectation beside it. Usage::
@@ -20,6 +22,7 @@ as ``clear error`` with the expectation beside it. Usage::
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import fcntl
 import json
@@ -114,9 +117,11 @@ def run(
 ) -> Outcome:
     """Runs ``catdog-<command> args``; ``signal_after`` sends SIGINT after that many seconds.
 
-    ``env`` adds to this process's environment.
+    ``env`` adds to this process's environment, which has no ``TF_CPP_MIN_LOG_LEVEL``: the
+    commands run quiet, as a user gets them.
     """
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    quiet = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env = {**quiet, **(env or {})}
     start = time.perf_counter()
     process = subprocess.Popen(
         [os.path.join(BIN, f"catdog-{command}"), *args],
@@ -176,11 +181,17 @@ def classify(case: Case, tmp: str, outcome: Outcome) -> str:
         if case.expect == "error":
             return "silently wrong"
         problem = case.check(tmp, outcome) if case.check else None
-        return "silently wrong" if problem else "ok"
+        return "silently wrong" if problem else quiet_or_noisy(outcome, "ok")
     last = outcome.stderr.strip().splitlines()[-1] if outcome.stderr.strip() else ""
     if last.startswith("catdog-") and ": error: " in last:
-        return "clear error"
+        return quiet_or_noisy(outcome, "clear error")
     return "unclear error"
+
+
+def quiet_or_noisy(outcome: Outcome, verdict: str) -> str:
+    """``verdict``, or ``noisy`` if stderr holds a line that is not the command's own."""
+    own = all(line.startswith("catdog-") for line in outcome.stderr.splitlines() if line)
+    return verdict if own else "noisy"
 
 
 # ----------------------------------------------------------------------------- the cases
@@ -837,6 +848,7 @@ def main(argv):
     if base.status != 0:
         sys.exit(f"the base run failed:\n{base.stderr[-2000:]}")
     counts: dict[str, int] = {}
+    by_kind: dict[str, collections.Counter] = {}
     print("| # | case | kind | expected | outcome | exit | s | last stderr line |")
     print("|---:|---|---|---|---|---:|---:|---|")
     cases = [c for c in build_cases(_TIMEOUT.value, shared) if _ONLY.value in c.name]
@@ -849,8 +861,12 @@ def main(argv):
         except Exception as e:  # A broken case must not stop the catalogue.
             outcome, label = Outcome(None, "", f"harness: {type(e).__name__}: {e}", 0.0), "harness"
         counts[label] = counts.get(label, 0) + 1
-        last = outcome.stderr.strip().splitlines()[-1] if outcome.stderr.strip() else ""
-        last = "" if label == "ok" else last
+        by_kind.setdefault(case.kind, collections.Counter())[label] += 1
+        lines = outcome.stderr.strip().splitlines()
+        if label == "noisy":  # The first line that is not the command's own.
+            last = next(line for line in lines if line and not line.startswith("catdog-"))
+        else:
+            last = "" if label == "ok" or not lines else lines[-1]
         last = last.replace("|", "\\|")[:140]
         print(
             f"| {number} | {case.name} | {case.kind} | {case.expect} | {label} | "
@@ -858,7 +874,12 @@ def main(argv):
             flush=True,
         )
     total = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    print(f"\n{len(cases)} cases: {total}")
+    print(f"\n{len(cases)} cases: {total}\n")
+    labels = sorted(counts)
+    print(f"| kind | cases | {' | '.join(labels)} |\n|---|---:|{'---:|' * len(labels)}")
+    for kind, tally in by_kind.items():
+        cells = " | ".join(str(tally[label]) for label in labels)
+        print(f"| {kind} | {sum(tally.values())} | {cells} |")
     if _KEEP.value:
         print(f"kept {root}")
     else:

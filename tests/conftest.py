@@ -6,7 +6,7 @@ import os
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Calibrations of the test session go to a folder of its own, never the user's cache.
+# Calibrations made by the tests go to a folder of its own, never the user's cache.
 os.environ["CATDOG_TF_CACHE"] = tempfile.mkdtemp(prefix="catdog-calibration-")
 
 import numpy as np

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,10 +14,15 @@ import numpy as np
 import pytest
 from conftest import make_image, make_kaggle_folder
 
+import catdog_tf
 from catdog_tf.train import predict_files
 from catdog_tf.utils import read_json
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+# As a user runs them: no TF_CPP_MIN_LOG_LEVEL (conftest sets one for in-process tests).
+ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+# Every line a command prints of its own: results on stdout, 'PROG: ...' lines on stderr.
+PREDICTION = re.compile(r"^[^\t]+\t(0\.\d{4}|1\.0000|unreadable)$")
+EPOCH_LINES = re.compile(r"^(epoch \d+/\d+ \(\w+, \w+\)|  train loss .* img/s)$")
 
 
 def cli(module, *args, check=True):
@@ -32,12 +38,41 @@ def cli(module, *args, check=True):
     return out
 
 
+def assert_own_lines(out, prog, stdout_line=None):
+    """Each stderr line is the command's own ('PROG: ...'); each stdout line matches."""
+    for line in out.stderr.splitlines():
+        assert line.startswith(f"{prog}: "), f"not {prog}'s own line: {line!r}"
+    for line in out.stdout.splitlines() if stdout_line else ():
+        assert stdout_line.match(line), f"not a {prog} result line: {line!r}"
+
+
+def json_after_lines(stdout: str, line_format):
+    """The JSON document a command prints last; every line before it must match."""
+    lines = stdout.splitlines()
+    start = lines.index("{")
+    for line in lines[:start]:
+        assert line_format.match(line), f"unexpected line: {line!r}"
+    return json.loads("\n".join(lines[start:]))
+
+
 @pytest.mark.parametrize("module", ["train", "evaluate", "predict", "compare", "data", "machine"])
-def test_help(module):
-    out = cli(module, "--helpfull", check=False)
-    assert out.returncode in (0, 1), out.stderr[-2000:]  # absl exits 1 after --help.
-    assert "--workdir" in out.stdout or "--data" in out.stdout
-    assert "catdog-" in out.stdout  # The module docstring, with its example command.
+def test_help_and_version_answer_without_tensorflow(module):
+    for flag in ("--helpfull", "--version"):
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", f"catdog_tf.cli.{module}", flag],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=ENV,
+        )
+        assert out.returncode in (0, 1), out.stderr[-2000:]  # absl exits 1 after --help.
+        imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()}
+        assert "tensorflow" not in imported and "keras" not in imported
+        if flag == "--version":
+            assert out.stdout.split()[-1] == catdog_tf.__version__
+        else:
+            assert "--workdir" in out.stdout or "--data" in out.stdout
+            assert "catdog-" in out.stdout  # The module docstring, with its example command.
 
 
 @pytest.mark.parametrize(
@@ -52,17 +87,16 @@ def test_help(module):
 def test_bad_flags_give_one_clear_line(tmp_path, args, message):
     out = cli("train", f"--workdir={tmp_path}/w", "--preset=smoke", *args, check=False)
     assert out.returncode == 2
-    assert "Traceback" not in out.stderr
-    # TensorFlow's own start-up lines (absl C++ logging) may precede ours on stderr.
-    lines = [line for line in out.stderr.splitlines() if ": error: " in line]
-    assert len(lines) == 1 and message in lines[0]
+    # One line, and nothing of TensorFlow's start-up before it.
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("catdog-train: error: ") and message in line
 
 
 def test_train_eval_predict_end_to_end(tmp_path):
     train_dir = make_kaggle_folder(str(tmp_path / "train"), n_per_class=8)
     other = make_kaggle_folder(str(tmp_path / "other"), n_per_class=3)
     workdir = str(tmp_path / "run")
-    cli(
+    out = cli(
         "train",
         "--preset=smoke",
         "--model=_tiny",
@@ -75,12 +109,19 @@ def test_train_eval_predict_end_to_end(tmp_path):
         "--set=test_size=4",
         "--set=image_height=24",
         "--set=image_width=32",
+        "--progress=lines",
     )
+    # Quiet: TensorFlow's start-up and C++ lines are hidden, only the package's own remain.
+    assert_own_lines(out, "catdog-train")
+    assert "catdog-train: plan: precision = float32" in out.stderr
+    printed = json_after_lines(out.stdout, EPOCH_LINES)
     result = read_json(os.path.join(workdir, "result.json"))
     assert result["epochs_run"] == 1 and result["test"]["n"] == 4
+    assert printed["test"] == result["test"]
 
     out = cli("evaluate", f"--workdir={workdir}", f"--data={other}")
-    report = json.loads(out.stdout[out.stdout.index("{") :])
+    assert_own_lines(out, "catdog-eval")
+    report = json.loads(out.stdout)
     assert report["n"] == 6 and report["best_threshold"] == result["validation"]["best_threshold"]
     assert os.path.exists(os.path.join(workdir, "eval-other.json"))
     out = cli("evaluate", f"--workdir={workdir}", "--tta", f"--data={other}", check=False)
@@ -100,6 +141,7 @@ def test_train_eval_predict_end_to_end(tmp_path):
     (test1 / "4.jpg").write_text("broken")
     submission = str(tmp_path / "submission.csv")
     out = cli("predict", f"--workdir={workdir}", f"--submission={submission}", str(test1))
+    assert_own_lines(out, "catdog-predict", PREDICTION)
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 4 and lines[-1].endswith("unreadable")
     rows = list(csv.reader(Path(submission).read_text().splitlines()))

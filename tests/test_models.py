@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from catdog_tf import models
+from catdog_tf import config, models
 from catdog_tf.models import whitening
 
 REFERENCE = ["mlp", "conv1", "conv2", "conv2_wide", "conv3"]
@@ -93,6 +93,10 @@ def test_builder_arguments():
 def test_unknown_model_lists_known():
     with pytest.raises(ValueError, match="known models: mlp, conv1"):
         models.build_model("resnet9000")
+
+
+def test_help_text_names_every_registered_model_in_order():
+    assert tuple(models.available_models()) == config.MODELS
 
 
 def test_private_models_hidden_but_buildable():

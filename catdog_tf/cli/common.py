@@ -1,4 +1,10 @@
-"""Flags shared by the commands, and the error handling that keeps failures to one line."""
+"""Flags shared by the commands, and what every command does around its ``main``.
+
+A command module defines its flags at import and imports the library (and so TensorFlow)
+only inside ``main``: ``--help``, ``--helpshort`` and ``--version`` answer without TensorFlow.
+:func:`run` then keeps the output to the package's own lines (:mod:`catdog_tf.cli.logs`) and
+every failure to one line (:func:`error_line`).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,10 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
+from catdog_tf import __version__
 from catdog_tf.cli import ONEDNN_DECISION
-from catdog_tf.config import PRESETS, Config, get_preset, parse_override
+from catdog_tf.cli import logs as logs_lib
+from catdog_tf.config import MODELS, PRESETS, Config, get_preset, parse_override
 from catdog_tf.errors import CatdogError, ConfigError, first_line
 
 __all__ = [
@@ -24,6 +32,7 @@ __all__ = [
 ]
 
 FLAGS = flags.FLAGS
+_VERSION = flags.DEFINE_bool("version", False, "Print the package's version and exit.")
 
 
 def define_config_flags(default_preset: str = "full") -> None:
@@ -80,8 +89,6 @@ def progress_args() -> dict[str, bool | None]:
 
 def config_help() -> str:
     """Help text: every ``--set`` field with the first sentence of its doc, and the models."""
-    from catdog_tf import models  # Local: TensorFlow is imported only once help is asked for.
-
     doc = Config.__doc__ or ""
     fields, name = {}, None
     for line in doc.split("Attributes:", 1)[-1].splitlines():
@@ -95,7 +102,7 @@ def config_help() -> str:
     for field, text in fields.items():
         first = re.split(r"(?<=[.)])\s", text, maxsplit=1)[0]
         lines.append(f"  {field}: {first}")
-    lines += ["", f"models: {', '.join(models.available_models())}", ""]
+    lines += ["", f"models: {', '.join(MODELS)}", ""]
     return "\n".join(lines)
 
 
@@ -152,22 +159,54 @@ def error_line(error: BaseException) -> tuple[str, int]:
     )
 
 
+def prog_name(main: Callable[[list[str]], None]) -> str:
+    """The command's name (``catdog-predict``), for its own lines.
+
+    The console script's name; under ``python -m catdog_tf.cli.MODULE``, the name its
+    module's docstring starts with.
+    """
+    name = os.path.basename(sys.argv[0])
+    if name.startswith("catdog-"):
+        return name
+    doc = sys.modules[main.__module__].__doc__ or ""
+    return doc.split(":", 1)[0].strip() or name
+
+
+def version_asked(args: list[str]) -> bool:
+    """Whether ``args`` hold ``--version`` (or ``--version=true``) before any ``--``."""
+    args = args[: args.index("--")] if "--" in args else args
+    return any(a in ("--version", "-version", "--version=true", "--version=1") for a in args)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)``, turning every error into one line on stderr (:func:`error_line`)."""
+    """``absl.app.run(main)``: quiet, ``--version``, and every error as one line on stderr.
+
+    Unless the user asks for TensorFlow's log (:func:`catdog_tf.cli.logs.native_logs_wanted`),
+    the package's log lines read ``PROG: message`` and TensorFlow is imported without its
+    start-up lines, before ``main``.
+    """
+    if version_asked(sys.argv[1:]):
+        # Before absl parses the flags: a command's required flags would fail the parse.
+        print(f"{prog_name(main)} {__version__}")
+        sys.exit(0)
     _show_help_of(main)
 
     def guarded(argv: list[str]) -> None:
+        prog = prog_name(main)
+        quiet = not logs_lib.native_logs_wanted(logging.get_verbosity())
         if logging.get_verbosity() < logging.DEBUG:
             # TensorFlow's own INFO lines ("Sharding callback duration", through absl or its
             # "tensorflow" logger) are noise to a user; this package's INFO lines stay.
             std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
             logging.get_absl_handler().addFilter(_own_info_only)
+        if quiet:
+            logging.get_absl_handler().setFormatter(logs_lib.PackageFormatter(prog))
         try:
+            logs_lib.tensorflow_imported(quiet)
             main(argv)
         except (Exception, KeyboardInterrupt) as e:
             logging.debug("error", exc_info=True)
             line, status = error_line(e)
-            prog = sys.argv[0].rsplit("/", 1)[-1]
             print(f"{prog}: error: {line}", file=sys.stderr)
             sys.exit(status)
 

@@ -2,17 +2,16 @@
 
 Examples::
 
-    catdog-compare --preset=article --data=../shared/data/dogs-vs-cats/train --workdir=runs/article
-    catdog-compare --preset=full --data=../shared/data/dogs-vs-cats/train --workdir=runs/full
+    catdog-compare --preset=article --data=dogs-vs-cats/train --workdir=runs/article
+    catdog-compare --preset=full --data=dogs-vs-cats/train --workdir=runs/full
     catdog-compare --preset=smoke --workdir=/tmp/smoke
-    catdog-compare --preset=article --seeds=0,1,2 --data=../shared/data/dogs-vs-cats/train \
+    catdog-compare --preset=article --seeds=0,1,2 --data=dogs-vs-cats/train \
         --workdir=runs/article-3seeds
 """
 
 from absl import flags
 
 from catdog_tf.cli import common
-from catdog_tf.compare import compare
 
 DEFAULT_MODELS = {
     "article": ["mlp", "conv1", "conv2", "conv2_wide", "conv3"],
@@ -42,6 +41,8 @@ _SEEDS = flags.DEFINE_list(
 
 def main(argv: list[str]) -> None:
     """Builds one config per (model, loss) from the flags and runs the comparison."""
+    from catdog_tf.compare import compare
+
     del argv
     preset = common.FLAGS.preset
     models = _MODELS.value or DEFAULT_MODELS[preset]

@@ -2,12 +2,11 @@
 
 Example::
 
-    catdog-data --data=../shared/data/dogs-vs-cats/train
+    catdog-data --data=dogs-vs-cats/train
 """
 
 from absl import flags
 
-from catdog_tf import data
 from catdog_tf.cli import common
 
 _DATA = flags.DEFINE_string("data", None, "Folder, tfds:cats_vs_dogs or synthetic.", required=True)
@@ -16,6 +15,8 @@ _SCAN = flags.DEFINE_bool("scan", True, "Decode every image to find bad files.")
 
 def main(argv: list[str]) -> None:
     """Prints the per-split summary and, with --scan, the bad files."""
+    from catdog_tf import data
+
     del argv
     loaded = data.load(_DATA.value)
     print(data.describe(loaded))

@@ -15,7 +15,6 @@ from absl import flags
 
 from catdog_tf.cli import common
 from catdog_tf.errors import ConfigError
-from catdog_tf.train import add_tta, evaluate_workdir
 
 common.define_trained_run_flags()
 _DATA = flags.DEFINE_string(
@@ -36,6 +35,8 @@ _ADD_TTA = flags.DEFINE_bool(
 
 def main(argv: list[str]) -> None:
     """Evaluates (or adds TTA metrics) and prints the metrics JSON."""
+    from catdog_tf.train import add_tta, evaluate_workdir
+
     del argv
     run_dir = common.trained_run_from_flags()
     if _ADD_TTA.value:

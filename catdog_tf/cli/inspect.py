@@ -9,7 +9,6 @@ map (saliency for the conv-less mlp) as PNGs::
 from absl import flags
 
 from catdog_tf.cli import common
-from catdog_tf.visualize import inspect_image
 
 common.define_trained_run_flags()
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (default WORKDIR/inspect/IMAGE).")
@@ -18,6 +17,8 @@ _MAX_MAPS = flags.DEFINE_integer("max_maps", 16, "Channels shown per conv layer.
 
 def main(argv: list[str]) -> None:
     """Inspects each image given and prints the files written."""
+    from catdog_tf.visualize import inspect_image
+
     if len(argv) < 2:
         raise common.ConfigError("give at least one image file")
     for image in argv[1:]:

@@ -13,7 +13,6 @@ now (a few train steps each, cached for later runs).
 from absl import flags
 
 from catdog_tf import machine as machine_lib
-from catdog_tf import models
 from catdog_tf import plan as plan_lib
 from catdog_tf.cli import common
 
@@ -35,6 +34,8 @@ def describe_choices(config, machine: machine_lib.Machine, calibrate: bool) -> t
 
 def main(argv: list[str]) -> None:
     """Prints the machine and, per model, the precision and XLA that `auto` gives."""
+    from catdog_tf import models
+
     if len(argv) > 1:
         raise common.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     machine = machine_lib.probe()

@@ -12,8 +12,6 @@ or, with a model shipped with the package, no training at all::
 from absl import flags
 
 from catdog_tf.cli import common
-from catdog_tf.data.sources import display
-from catdog_tf.train import predict_files
 
 common.define_trained_run_flags()
 _SUBMISSION = flags.DEFINE_string("submission", None, "Write a Kaggle id,label CSV here.")
@@ -25,6 +23,9 @@ _TTA = flags.DEFINE_bool(
 
 def main(argv: list[str]) -> None:
     """Prints one 'path<TAB>probability' line per image."""
+    from catdog_tf.data.sources import display
+    from catdog_tf.train import predict_files
+
     if len(argv) < 2:
         raise common.ConfigError("give at least one image file or folder")
     run_dir = common.trained_run_from_flags()

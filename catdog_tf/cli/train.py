@@ -2,7 +2,7 @@ r"""catdog-train: train one model and evaluate it; the same command again resume
 
 Example::
 
-    catdog-train --preset=full --model=conv3 --data=../shared/data/dogs-vs-cats/train \
+    catdog-train --preset=full --model=conv3 --data=dogs-vs-cats/train \
         --workdir=runs/conv3
 """
 
@@ -11,7 +11,6 @@ import json
 from absl import flags
 
 from catdog_tf.cli import common
-from catdog_tf.train import train_and_evaluate
 
 common.define_config_flags()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.", required=True)
@@ -22,6 +21,8 @@ _OVERWRITE = flags.DEFINE_bool(
 
 def main(argv: list[str]) -> None:
     """Parses flags into a config and calls train_and_evaluate."""
+    from catdog_tf.train import train_and_evaluate
+
     if len(argv) > 1:
         raise common.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     result = train_and_evaluate(
