@@ -171,6 +171,8 @@ def test_exif_rotated_photo_is_decoded_upright(tmp_path):
     assert upright.shape == (10, 6, 3)
     ((decoded, _),) = list(data.decoded_dataset(examples, image_size=(10, 6)))
     np.testing.assert_array_equal(decoded.numpy(), upright)
+    (eager,) = data.decoded_images(examples, image_size=(10, 6))  # The few-images path.
+    np.testing.assert_array_equal(eager, upright)
 
 
 def test_source_fingerprint_sees_added_and_replaced_files(tmp_path):

@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 
 from catdog_tf import compare, models, rundir
 from catdog_tf.config import smoke
+from catdog_tf.data import pipeline
 from catdog_tf.train import evaluate_workdir, metrics, predict_files, train_and_evaluate
 from catdog_tf.utils import read_json
 
@@ -69,6 +70,17 @@ def test_predict_with_tta_averages_the_logits_of_the_image_and_its_mirror(finish
     expected = scipy.special.expit(np.mean(scipy.special.logit(plain)))
     np.testing.assert_allclose(flipped, [expected, expected], rtol=1e-4)
     assert abs(plain[0] - plain[1]) > 1e-4  # The model is not mirror-symmetric by itself.
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_few_images_predict_eagerly_as_many_do_through_tf_data(finished, tmp_path, tta):
+    _, root, workdir = finished
+    eager = predict_files(workdir, [root], tta=tta)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "EAGER_LIMIT", 0)  # As for a folder of many images.
+        graph = predict_files(workdir, [root], tta=tta)
+    assert [p for p, _ in eager] == [p for p, _ in graph]
+    np.testing.assert_allclose([q for _, q in eager], [q for _, q in graph], atol=1e-5)
 
 
 def test_serving_model_is_plain_keras_and_matches_predict(finished, tmp_path):

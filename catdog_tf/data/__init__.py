@@ -3,7 +3,7 @@
 Typical use::
 
     from catdog_tf import data
-    splits, skipped = data.prepare_splits("../shared/data/dogs-vs-cats/train",
+    splits, skipped = data.prepare_splits("dogs-vs-cats/train",
                                           sizes=(4096, 1024, 2048), seed=0)
     decoded = data.decoded_dataset(splits["train"])
     for images, labels in data.train_batches(decoded, len(splits["train"]), 32, epoch=0):
@@ -19,6 +19,7 @@ from absl import logging
 
 from catdog_tf.data.pipeline import (
     AUGMENTATIONS,
+    EAGER_LIMIT,
     IMAGE_SIZE,
     PARALLELISM,
     PREFETCH_BATCHES,
@@ -27,6 +28,7 @@ from catdog_tf.data.pipeline import (
     augment,
     decode,
     decoded_dataset,
+    decoded_images,
     downscale,
     epoch_seed,
     eval_batches,
@@ -57,6 +59,7 @@ from catdog_tf.data.splits import SPLITS, make_splits, split
 
 __all__ = [
     "AUGMENTATIONS",
+    "EAGER_LIMIT",
     "CAT",
     "DOG",
     "IMAGE_SIZE",
@@ -69,6 +72,7 @@ __all__ = [
     "augment",
     "decode",
     "decoded_dataset",
+    "decoded_images",
     "describe",
     "downscale",
     "epoch_seed",

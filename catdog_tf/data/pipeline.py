@@ -52,6 +52,12 @@ PREFETCH_BATCHES = 2
 IMAGE_SIZE = (94, 125)  # (height, width): a quarter of the common 375x500.
 
 
+# Up to this many images, a command that only predicts runs the stages eagerly
+# (decoded_images): building a tf.data graph costs most of a second, a few eager decodes
+# milliseconds.
+EAGER_LIMIT = 64
+
+
 def read(path: tf.Tensor) -> tf.Tensor:
     """Stage 1: reads a file's bytes."""
     return tf.io.read_file(path)
@@ -277,6 +283,54 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32)
 
 
+def load_image(
+    item: tf.Tensor,
+    orientation: tf.Tensor,
+    image_size: tuple[int, int],
+    encoded: bool,
+    dct_method: str = "INTEGER_FAST",
+    rotated: bool = True,
+) -> tf.Tensor:
+    """Stages 1-3 for one image: read (unless ``encoded``), decode, orient, resize.
+
+    ``rotated=False`` leaves out the orient stage, for images known to be upright: building
+    its nine-way switch into a graph costs half a second.
+    """
+    image = decode(item if encoded else read(item), dct_method=dct_method)
+    return resize(orient(image, orientation) if rotated else image, image_size)
+
+
+def _stage_inputs(examples: Examples) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Items as tensor values, EXIF orientations, and whether any image needs turning."""
+    orientations = examples.orientations
+    if orientations is None:
+        from catdog_tf.data.scan import read_orientations  # scan imports this module.
+
+        orientations = read_orientations(examples)
+    rotated = bool(np.any((orientations >= 2) & (orientations <= 8)))
+    return item_tensor_values(examples.items, examples.encoded), orientations, rotated
+
+
+def decoded_images(
+    examples: Examples, image_size: tuple[int, int] = IMAGE_SIZE, dct_method: str = "INTEGER_FAST"
+) -> np.ndarray:
+    """Stages 1-3 run eagerly, image by image: the uint8 images :func:`decoded_dataset` yields.
+
+    For a few images (at most :data:`EAGER_LIMIT`), where building a tf.data graph would
+    take far longer than decoding them.
+    """
+    items, orientations, _ = _stage_inputs(examples)
+    images = [
+        load_image(
+            tf.constant(item), tf.constant(orientation), image_size, examples.encoded, dct_method
+        )
+        for item, orientation in zip(items, orientations, strict=True)
+    ]
+    if not images:
+        return np.zeros((0, *image_size, 3), np.uint8)
+    return tf.stack(images).numpy()
+
+
 def decoded_dataset(
     examples: Examples,
     image_size: tuple[int, int] = IMAGE_SIZE,
@@ -299,21 +353,19 @@ def decoded_dataset(
       dct_method: Passed to :func:`decode`.
       chunk_size: Images per decode call.
     """
-    items = item_tensor_values(examples.items, examples.encoded)
-    orientations = examples.orientations
-    if orientations is None:
-        from catdog_tf.data.scan import read_orientations  # scan imports this module.
-
-        orientations = read_orientations(examples)
+    items, orientations, rotated = _stage_inputs(examples)
     ds = tf.data.Dataset.from_tensor_slices((items, orientations, examples.labels))
     ds = ds.batch(chunk_size)
     spec = tf.TensorSpec((*image_size, 3), tf.uint8)
 
+    # Every stage uses TensorFlow's own control flow (tf.cond, tf.switch_case): AutoGraph
+    # would only re-parse their source, a second of start-up for each new dataset.
+    @tf.autograph.experimental.do_not_convert
     def load_one(args):
         item, orientation = args
-        contents = item if examples.encoded else read(item)
-        return resize(orient(decode(contents, dct_method=dct_method), orientation), image_size)
+        return load_image(item, orientation, image_size, examples.encoded, dct_method, rotated)
 
+    @tf.autograph.experimental.do_not_convert
     def load_chunk(chunk, chunk_orientations, labels):
         return tf.map_fn(load_one, (chunk, chunk_orientations), fn_output_signature=spec), labels
 

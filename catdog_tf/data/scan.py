@@ -105,10 +105,16 @@ def read_orientations(examples: Examples) -> np.ndarray:
 
 
 def _decodes(items: np.ndarray, encoded: bool, num_parallel_calls: int) -> np.ndarray:
-    """Boolean mask: which items TensorFlow's decoder accepts."""
+    """Boolean mask: which items TensorFlow's decoder accepts.
+
+    A few items are decoded eagerly, one by one; more through tf.data in parallel.
+    """
+    if len(items) <= pipeline.EAGER_LIMIT:
+        return np.array([_decodes_one(v, encoded) for v in item_tensor_values(items, encoded)])
     index = tf.data.Dataset.range(len(items))
     source = tf.data.Dataset.from_tensor_slices(item_tensor_values(items, encoded))
 
+    @tf.autograph.experimental.do_not_convert  # TensorFlow's own control flow only.
     def check(i, item):
         contents = item if encoded else pipeline.read(item)
         # A tiny 8x8 DCT-scaled decode still entropy-decodes the whole file (so it finds
@@ -128,6 +134,16 @@ def _decodes(items: np.ndarray, encoded: bool, num_parallel_calls: int) -> np.nd
     for batch in ok:
         mask[batch.numpy()] = True
     return mask
+
+
+def _decodes_one(item: bytes, encoded: bool) -> bool:
+    """Whether TensorFlow's decoder accepts one item (the check of :func:`_decodes`)."""
+    try:
+        contents = tf.constant(item) if encoded else pipeline.read(tf.constant(item))
+        pipeline.decode(contents, ratio=8)
+    except tf.errors.OpError:
+        return False
+    return True
 
 
 def scan(examples: Examples, num_parallel_calls: int = pipeline.PARALLELISM) -> ScanReport:

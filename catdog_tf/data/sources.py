@@ -293,7 +293,7 @@ def load_tfds(
     hint = (
         "Without a network, download the Kaggle 'Dogs vs. Cats' train.zip or Microsoft's "
         "PetImages elsewhere and point --data at the unpacked folder, e.g. "
-        "--data=../shared/data/dogs-vs-cats/train"
+        "--data=dogs-vs-cats/train"
     )
     try:
         builder = tfds.builder(name, data_dir=data_dir)

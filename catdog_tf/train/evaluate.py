@@ -17,7 +17,7 @@ from catdog_tf.config import Config
 from catdog_tf.errors import ConfigError, RunFilesError, first_line
 from catdog_tf.train import metrics
 from catdog_tf.train import report as report_lib
-from catdog_tf.train.steps import model_outputs
+from catdog_tf.train.steps import inference, model_outputs
 from catdog_tf.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 
@@ -295,15 +295,31 @@ def predict_files(
     report = data.scan(examples)
     probs: dict[str, float] = {}
     if len(report.kept):
-        dataset = data.eval_batches(
-            data.decoded_dataset(report.kept, config.image_size, cache=""), batch_size
-        )
-        logits, _ = _logits(model, dataset, tta)
+        logits = _image_logits(model, report.kept, config.image_size, batch_size, tta)
         probs = dict(zip(report.kept.items, metrics.probabilities(logits).tolist(), strict=True))
     results = [(p, probs.get(p)) for p in paths]
     if submission:
         _write_submission(submission, results)
     return results
+
+
+def _image_logits(
+    model: keras.Model,
+    examples: data.Examples,
+    image_size: tuple[int, int],
+    batch_size: int,
+    tta: bool,
+) -> np.ndarray:
+    """float32 logits of ``model`` on the images of ``examples``, in order.
+
+    A few images (:data:`catdog_tf.data.EAGER_LIMIT`) go through the same stages and the
+    model eagerly, as one batch: tracing a pipeline and a step would cost far more.
+    """
+    if len(examples) <= data.EAGER_LIMIT:
+        images = data.normalize(tf.constant(data.decoded_images(examples, image_size)))
+        return np.asarray(inference(model, tta)(images), np.float32).reshape(-1)
+    dataset = data.eval_batches(data.decoded_dataset(examples, image_size, cache=""), batch_size)
+    return _logits(model, dataset, tta)[0]
 
 
 def _write_submission(path: str, results: list[tuple[str, float | None]]) -> None:

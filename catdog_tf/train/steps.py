@@ -200,7 +200,8 @@ def model_outputs(
     """
     forward = inference(model, tta)
 
-    @tf.function(reduce_retracing=True)
+    # Keras layers hold no Python control flow on tensors; AutoGraph would only re-parse them.
+    @tf.function(reduce_retracing=True, autograph=False)
     def step(images, labels):
         return forward(normalize(images)), labels
 
