@@ -13,7 +13,7 @@ in turn, so a drifting machine load hits all alike, and the median is reported.
 
 Usage::
 
-    python benchmarks/augmentation_cost.py --data=../shared/data/dogs-vs-cats/train \
+    python benchmarks/augmentation_cost.py --data=dogs-vs-cats/train \
         [--model=conv5_bn] [--images=2048] [--repeats=3] [--precision=float32] [--jit=off]
 """
 
@@ -33,7 +33,7 @@ from catdog_tf import plan as plan_lib
 from catdog_tf.config import Config
 from catdog_tf.train.steps import Steps
 
-_DATA = flags.DEFINE_string("data", "../shared/data/dogs-vs-cats/train", "Image folder.")
+_DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Image folder.")
 _MODEL = flags.DEFINE_string("model", "conv5_bn", "Model trained in the training column.")
 _IMAGES = flags.DEFINE_integer("images", 2048, "Images per epoch.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")

@@ -19,7 +19,7 @@ measurement is repeated and the median is reported.
 
 Usage::
 
-    python benchmarks/input_pipeline.py --data=../shared/data/dogs-vs-cats/train \
+    python benchmarks/input_pipeline.py --data=dogs-vs-cats/train \
         [--repeats=3] [--pil_images=2000] [--json=out.json]
 """
 
@@ -39,7 +39,7 @@ from PIL import Image
 
 from catdog_tf import data
 
-_DATA = flags.DEFINE_string("data", "../shared/data/dogs-vs-cats/train", "Kaggle flat folder.")
+_DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Kaggle flat folder.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Repeats of each measurement (median reported).")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _PIL_IMAGES = flags.DEFINE_integer("pil_images", 2000, "Images for the (slow) PIL loop.")

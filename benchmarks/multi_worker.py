@@ -5,7 +5,7 @@ runs and what its coordination costs, not a speed-up (README "Scaling out"). Eac
 real command; the table gives the median epoch time, the images per second and the test
 accuracy of each::
 
-    python benchmarks/multi_worker.py --data=../shared/data/dogs-vs-cats/train \
+    python benchmarks/multi_worker.py --data=dogs-vs-cats/train \
         --workdir=runs/multi_worker
 """
 
@@ -25,7 +25,7 @@ from catdog_tf import machine
 from catdog_tf.train import distributed
 from catdog_tf.utils import read_json
 
-_DATA = flags.DEFINE_string("data", "../shared/data/dogs-vs-cats/train", "Image folder.")
+_DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Image folder.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/multi_worker", "Where the runs go.")
 _MODEL = flags.DEFINE_string("model", "conv5_bn", "Model.")
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs.")

@@ -8,7 +8,7 @@ validation threshold without and with flip TTA, AUC, the training compute (image
 3 x forward FLOPs) as a fraction of conv5_bn's 60-epoch ``full`` run, and the wall time on this
 machine::
 
-    python benchmarks/recipe_ablation.py --data=../shared/data/dogs-vs-cats/train \
+    python benchmarks/recipe_ablation.py --data=dogs-vs-cats/train \
         --workdir=runs/ablation --rows=recipe,no_label_smoothing --seeds=0,1
 """
 
@@ -45,16 +45,14 @@ class Row(NamedTuple):
 
 
 def _wh_at_2e3(*overrides: str) -> Row:
-    """A row of ``fast_progressive_wh`` at its peak rate of sessions 11-16, 2e-3.
+    """A row of ``fast_progressive_wh`` at ``fast``'s peak rate, 2e-3, instead of its 3e-3.
 
-    The preset's rate became 3e-3 in session 17; the rows measured before keep 2e-3, so they
-    stay what was measured and their finished runs are read, not retrained.
+    The weight-decay and one-change rows compare at 2e-3, the rate that chose the decay.
     """
     return Row("fast_progressive_wh", [*overrides, "learning_rate=0.002"], model="conv5_wh")
 
 
-# Each ablation row changes one thing of the recipe; the session-5 recipe (EMA, affine warp)
-# is a row too, as its runs were measured and one ships.
+# Each ablation row changes one thing of a recipe.
 ROWS: dict[str, Row] = {
     "recipe": Row("fast", []),
     "affine": Row("fast", ["augment_ops=affine"]),
@@ -64,8 +62,7 @@ ROWS: dict[str, Row] = {
     "base_lr": Row("fast", ["learning_rate=0.001"]),
     # Progressive resizing, an addition rather than a removal: 13 epochs at half the side
     # (47x62, ~0.25 of the FLOPs) buy 9 more epochs within the recipe's compute. The preset
-    # fast_progressive of sessions 10-14 (fast plus epochs=24 low_res_epochs=13), without
-    # session 15's decay.
+    # fast_progressive without its weight decay.
     "progressive": Row("fast_progressive", ["weight_decay=0"]),
     # More of the cheap epochs for the same compute: 24 of 32 at half the side (0.25).
     "progressive_32": Row("fast", ["epochs=32", "low_res_epochs=24", "low_res_scale=0.5"]),
@@ -76,8 +73,8 @@ ROWS: dict[str, Row] = {
     # tell what the low resolution gives from what the longer schedule gives.
     "epochs_24": Row("fast", ["epochs=24"]),
     # Towards the 96% goal within full's compute: progressive resizing over 60 epochs, the
-    # first 30 at half the side (0.63 of the compute). The preset full_progressive of
-    # sessions 10-13 (fast plus epochs=60 low_res_epochs=30), without session 14's decay.
+    # first 30 at half the side (0.63 of the compute). The preset full_progressive without
+    # its weight decay.
     "progressive_60": Row("full_progressive", ["weight_decay=0"]),
     # The whitening stem makes every epoch cheaper, a shrunk one most (0.19 of a full-size
     # conv5_bn epoch, against conv5_bn's own shrunk epoch's 0.25), so fast_progressive's
@@ -97,9 +94,9 @@ ROWS: dict[str, Row] = {
     # faster; this row is progressive in float32 there, to tell what bfloat16 costs in
     # accuracy (elsewhere it is the progressive row itself). Without decay, as progressive.
     "progressive_fp32": Row("fast_progressive", ["precision=float32", "weight_decay=0"]),
-    # The preset fast_progressive_wh of sessions 11-12 (no weight decay) as a user runs it,
-    # precision left to `auto`: on a CPU with native bfloat16 it trains in mixed_bfloat16
-    # through the whitening stem, and whiten_progressive (float32) is its control.
+    # fast_progressive_wh without weight decay, at 2e-3, precision left to `auto`: on a CPU
+    # with native bfloat16 it trains in mixed_bfloat16 through the whitening stem, and
+    # whiten_progressive (float32) is its control.
     "whiten_progressive_auto": _wh_at_2e3("weight_decay=0"),
     # Towards 96% without TTA within full's compute: the whitening stem's cheaper epochs
     # stretched to 80, the first 40 at half the side (0.70 of the compute, against
@@ -109,29 +106,24 @@ ROWS: dict[str, Row] = {
         ["epochs=80", "low_res_epochs=40", "precision=float32", "weight_decay=0"],
         model="conv5_wh",
     ),
-    # Decoupled weight decay (AdamW), never tried before session 13: with batch norm it
+    # Decoupled weight decay (AdamW): with batch norm it
     # keeps the conv kernels' norms small, so their effective learning rate stays high late
     # in the run. wd x the sum of the learning rates over the run (about 7 at the quarter
     # preset's 29 epochs) is the log-shrink of an unused weight: 0.7, 2.2 and 7 here.
-    # 0.3 is fast_progressive_wh's since session 13, so that row is the preset as it ran in
-    # sessions 13-16.
     "whiten_progressive_wd01": _wh_at_2e3("weight_decay=0.1"),
     "whiten_progressive_wd03": _wh_at_2e3("weight_decay=0.3"),
     "whiten_progressive_wd1": _wh_at_2e3("weight_decay=1.0"),
     # The same in float32, as the preset runs on CPUs without native bfloat16 (AMD EPYC,
     # the Xeon model 207): whiten_progressive is its control.
     "whiten_progressive_wd03_fp32": _wh_at_2e3("weight_decay=0.3", "precision=float32"),
-    # Towards 95% without TTA at a quarter of the compute (session 16): fast_progressive_wh
-    # (decay 0.3) with one change each, chosen on validation. A higher peak rate (with
-    # AdamW it also shrinks the weights faster); an average of the weights over about two
-    # epochs (500 steps an epoch at batch 32), tried before only without decay; no label
-    # smoothing; and decay 0.5, between 0.3 and session 13's worse 1.0. The first is the
-    # preset since session 17 (six seeds).
+    # fast_progressive_wh (decay 0.3, 2e-3) with one change each, chosen on validation: a
+    # higher peak rate (with AdamW it also shrinks the weights faster; the preset's rate);
+    # an average of the weights over about two epochs; no label smoothing; decay 0.5.
     "whiten_progressive_lr3e3": Row(
         "fast_progressive_wh", ["learning_rate=0.003"], model="conv5_wh"
     ),
-    # The same in float32, as the preset (3e-3 since session 17) trains on CPUs without native
-    # bfloat16: whiten_progressive_wd03_fp32 is its control.
+    # The same in float32, as the preset trains on CPUs without native bfloat16:
+    # whiten_progressive_wd03_fp32 is its control.
     "whiten_progressive_lr3e3_fp32": Row(
         "fast_progressive_wh", ["learning_rate=0.003", "precision=float32"], model="conv5_wh"
     ),
@@ -139,15 +131,13 @@ ROWS: dict[str, Row] = {
     "whiten_progressive_ls0": _wh_at_2e3("label_smoothing=0"),
     "whiten_progressive_wd05": _wh_at_2e3("weight_decay=0.5"),
     # Towards 96% without TTA: full_progressive (conv5_bn, 60 epochs, the first 30 shrunk)
-    # with fast_progressive_wh's weight decay, the same wd per step as there. The preset
-    # full_progressive since session 14, so this row is the preset as it runs.
+    # with fast_progressive_wh's weight decay: the preset full_progressive as it runs.
     "progressive_60_wd03": Row("full_progressive", ["weight_decay=0.3"], model="conv5_bn"),
     # The same in float32, as full_progressive trains on CPUs without native bfloat16.
     "progressive_60_wd03_fp32": Row(
         "full_progressive", ["weight_decay=0.3", "precision=float32"], model="conv5_bn"
     ),
-    # conv5_bn's quarter-compute preset with the same decay: the preset fast_progressive
-    # since session 15, so this row is the preset as it runs.
+    # conv5_bn's quarter-compute preset with the same decay: fast_progressive as it runs.
     "progressive_wd03": Row("fast_progressive", ["weight_decay=0.3"], model="conv5_bn"),
     # full's own default model is conv3; these rows are the conv5_bn baselines.
     "full_15_epochs": Row("full", ["epochs=15"], model="conv5_bn"),
@@ -156,7 +146,7 @@ ROWS: dict[str, Row] = {
 # The compute the goals are measured against: conv5_bn, 60 epochs of the full split.
 REFERENCE_MODEL, REFERENCE_EPOCHS, REFERENCE_IMAGES = "conv5_bn", 60, 16_000
 
-_DATA = flags.DEFINE_string("data", "../shared/data/dogs-vs-cats/train", "Image folder.")
+_DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Image folder.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/ablation", "Where the runs go.")
 _ROWS = flags.DEFINE_list("rows", list(ROWS), f"Rows to run, of: {', '.join(ROWS)}.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds of each row.")

@@ -11,7 +11,7 @@ non-ASCII and space-containing names.
 
 Usage::
 
-    python benchmarks/salted_data.py --data=../shared/data/dogs-vs-cats/train \
+    python benchmarks/salted_data.py --data=dogs-vs-cats/train \
         [--images=2000] [--bad_fraction=0.05] [--model=conv3]
 """
 
@@ -30,7 +30,7 @@ from catdog_tf import data
 from catdog_tf.config import full
 from catdog_tf.train import train_and_evaluate
 
-_DATA = flags.DEFINE_string("data", "../shared/data/dogs-vs-cats/train", "Kaggle folder.")
+_DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Kaggle folder.")
 _IMAGES = flags.DEFINE_integer("images", 2000, "Real images to copy.")
 _BAD = flags.DEFINE_float("bad_fraction", 0.05, "Salt files, as a fraction of --images.")
 _MODEL = flags.DEFINE_string("model", "conv3", "Model to train for one epoch.")

@@ -11,7 +11,7 @@ explicit setting, both read from the first table.
 
 Usage::
 
-    python benchmarks/train_step.py --data=../shared/data/dogs-vs-cats/train \
+    python benchmarks/train_step.py --data=dogs-vs-cats/train \
         [--models=mlp,conv1,conv2,conv2_wide,conv3] [--steps=32] [--fit=false] [--json=out.json]
 """
 
@@ -37,7 +37,7 @@ from catdog_tf import plan as plan_lib  # noqa: E402
 from catdog_tf.config import Config  # noqa: E402
 from catdog_tf.train.steps import Steps  # noqa: E402
 
-_DATA = flags.DEFINE_string("data", "../shared/data/dogs-vs-cats/train", "Image folder.")
+_DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Image folder.")
 _MODELS = flags.DEFINE_list(
     "models", ["mlp", "conv1", "conv2", "conv2_wide", "conv3"], "Models to measure."
 )

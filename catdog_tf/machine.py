@@ -30,7 +30,7 @@ ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 # first, then the older one, as oneDNN reads them).
 ONEDNN_ISA_ENVS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 # The limits below AVX-512. On an AVX-512 CPU TensorFlow still hands bfloat16 ops to oneDNN,
-# which has no bfloat16 kernel under them: the train step fails (BENCHMARKS.md, "Session 18").
+# which has no bfloat16 kernel under them: the train step fails.
 ISA_LIMITS_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI")
 # The limits below AVX512_CORE_BF16: under one of them oneDNN leaves the CPU's bfloat16
 # instructions unused, so bfloat16 is emulated (or fails, above) as on a CPU without them.

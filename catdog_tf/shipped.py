@@ -2,8 +2,8 @@
 
 Each is a finished run directory reduced to what using it needs (:data:`catdog_tf.rundir.
 SHIPPED_FILES`: the config with its plan, the result with the validation threshold, the
-training and serving models) plus ``shipped.json``: the command, commit-time CPU and source
-run that made it. They live in ``catdog_tf/weights/NAME/`` so that every install of the
+training and serving models) plus ``shipped.json``: the package version, the command and the CPU
+that made it. They live in ``catdog_tf/weights/NAME/`` so that every install of the
 package carries them; ``catdog-predict --weights=NAME`` and ``catdog-eval --weights=NAME``
 find them by name (:func:`path`), and ``catdog_tf/weights/README.md`` tables what each reached.
 """
@@ -14,7 +14,7 @@ import os
 import shutil
 from typing import Any
 
-from catdog_tf import rundir
+from catdog_tf import __version__, rundir
 from catdog_tf.errors import ConfigError
 from catdog_tf.utils import atomic_write_json
 
@@ -48,8 +48,8 @@ def ship(run_dir: str, name: str, about: dict[str, Any], folder: str = FOLDER) -
     Args:
       run_dir: A finished run (it has every file of :data:`catdog_tf.rundir.SHIPPED_FILES`).
       name: The shipped model's name (a folder name).
-      about: What made it (command, CPU, date...), written to ``shipped.json`` with the
-        source run's path.
+      about: What made it (command, CPU, date, result...), written to ``shipped.json``
+        with the package's version.
       folder: Where shipped models live.
 
     Returns:
@@ -70,7 +70,7 @@ def ship(run_dir: str, name: str, about: dict[str, Any], folder: str = FOLDER) -
     for file in rundir.SHIPPED_FILES:
         shutil.copy2(rundir.path(run_dir, file), rundir.path(staging, file))
     atomic_write_json(
-        rundir.path(staging, rundir.SHIPPED_MARK), {**about, "source_run": os.path.abspath(run_dir)}
+        rundir.path(staging, rundir.SHIPPED_MARK), {"catdog_tf_version": __version__, **about}
     )
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)

@@ -8,6 +8,7 @@ import sys
 import pytest
 from conftest import make_image
 
+import catdog_tf
 from catdog_tf import rundir, shipped
 from catdog_tf.config import get_preset, smoke
 from catdog_tf.errors import ConfigError, WorkdirConfigError
@@ -31,7 +32,8 @@ def test_each_shipped_model_predicts_a_generated_image(tmp_path, name):
     for file in (*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK):
         assert os.path.exists(rundir.path(run, file)), file
     about = read_json(rundir.path(run, rundir.SHIPPED_MARK))
-    assert about["command"] and about["cpu"]
+    assert about["command"] and about["cpu"] and about["result"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", about["catdog_tf_version"])
     images = [
         make_image(str(tmp_path / f"{label}.jpg"), label, size=(200, 260), seed=label)
         for label in (0, 1)
@@ -78,6 +80,8 @@ def test_ship_copies_what_use_needs_and_the_copy_is_read_only(tmp_path, kaggle_d
     assert shipped.available(folder) == ["tiny"]
     assert shipped.path("tiny", folder) == target
     assert sorted(os.listdir(target)) == sorted([*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK])
+    about = read_json(rundir.path(target, rundir.SHIPPED_MARK))
+    assert about == {"catdog_tf_version": catdog_tf.__version__, "command": "x", "cpu": "y"}
     with pytest.raises(ConfigError, match="shipped: tiny"):
         shipped.path("nope", folder)
     with pytest.raises(WorkdirConfigError, match="read-only"):
