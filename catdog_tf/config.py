@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from catdog_tf.defaults import IMAGE_SIZE
 from catdog_tf.errors import ConfigError
 
 LOSSES = ("mse", "cross_entropy")
@@ -115,8 +116,8 @@ class Config:
     """
 
     data: str = "tfds:cats_vs_dogs"
-    image_height: int = 94
-    image_width: int = 125
+    image_height: int = IMAGE_SIZE[0]
+    image_width: int = IMAGE_SIZE[1]
     train_size: float = 0.8
     val_size: float = 0.1
     test_size: float = 0.1

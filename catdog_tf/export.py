@@ -28,9 +28,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from catdog_tf.build import precision_policy
 from catdog_tf.config import Config
 from catdog_tf.models import build_model, get_spec, pretrained
-from catdog_tf.train.steps import precision_policy
 from catdog_tf.utils import atomic_write_bytes
 
 

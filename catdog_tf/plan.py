@@ -160,7 +160,8 @@ def resolve(
       train_images: Images in the training split (steps per epoch and the schedule).
       machine: The machine to plan for; default :func:`catdog_tf.machine.probe`.
       measure: ``measure(config, candidate_plans) -> images/s of each``, the calibration
-        hook; default :func:`catdog_tf.train.steps.measure_train_speeds`.
+        hook (training passes :func:`catdog_tf.train.steps.measure_train_speeds`); needed
+        only when a candidate is neither cached nor decided by the machine's flags.
       data_fingerprint: What the splits hold (recorded, so a resumed run can check it).
 
     Returns:
@@ -348,8 +349,6 @@ def calibrate(
 
     A cache that cannot be read or written costs a calibration, never the run.
     """
-    if measure is None:
-        from catdog_tf.train.steps import measure_train_speeds as measure
     path = calibration_cache_path()
     key = _cache_key(config, plan, machine)
     try:
@@ -362,6 +361,11 @@ def calibrate(
     speeds = dict(cache.get(key, {}))
     missing = [c for c in candidates if candidate_name(*c) not in speeds]
     if missing:
+        if measure is None:
+            raise ValueError(
+                f"{config.model}: {', '.join(candidate_name(*c) for c in missing)} must be "
+                "timed, and no measure was given (pass catdog_tf.train.measure_train_speeds)"
+            )
         logging.info(
             "calibrating %s on %s: %s",
             config.model,

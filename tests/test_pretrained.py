@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 
 from catdog_tf import models
+from catdog_tf.build import copy_weights
 from catdog_tf.compare import compare
 from catdog_tf.config import ConfigError, smoke
 from catdog_tf.models import pretrained
 from catdog_tf.plan import resolve
 from catdog_tf.train import Steps, train_and_evaluate
-from catdog_tf.train.steps import copy_weights
 
 SHAPE = (32, 40, 3)  # VGG16's smallest input is 32x32.
 

@@ -25,7 +25,11 @@ def describe_choices(config, machine: machine_lib.Machine, calibrate: bool) -> t
     """(choice, why) of precision and XLA for one model's config, as the table shows them."""
     candidates, why = plan_lib.speed_candidates(config, machine)
     if len(candidates) == 1 or calibrate:
-        plan = plan_lib.resolve(config, train_images=config.batch_size, machine=machine)
+        from catdog_tf.train import measure_train_speeds  # TensorFlow: only where it times.
+
+        plan = plan_lib.resolve(
+            config, config.batch_size, machine=machine, measure=measure_train_speeds
+        )
         choice = f"{plan.precision}, XLA {'on' if plan.jit_compile else 'off'}"
         return choice, f"{plan.why['precision']}; XLA: {plan.why['jit_compile']}"
     names = " or ".join(plan_lib.candidate_name(*c) for c in candidates)

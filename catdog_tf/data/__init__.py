@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from absl import logging
 
+from catdog_tf.data.header import Header, read_header, read_orientations
 from catdog_tf.data.pipeline import (
     AUGMENTATIONS,
     EAGER_LIMIT,
@@ -41,7 +42,7 @@ from catdog_tf.data.pipeline import (
     resize,
     train_batches,
 )
-from catdog_tf.data.scan import Header, ScanReport, read_header, read_orientations, scan
+from catdog_tf.data.scan import ScanReport, scan
 from catdog_tf.data.sources import (
     CAT,
     DOG,

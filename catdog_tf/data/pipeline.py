@@ -41,6 +41,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from catdog_tf import defaults
+from catdog_tf.data.header import read_orientations
 from catdog_tf.data.sources import Examples, item_tensor_values
 from catdog_tf.machine import usable_cores
 
@@ -49,7 +51,7 @@ from catdog_tf.machine import usable_cores
 # ignores the affinity mask and a container's CPU quota.
 PARALLELISM = usable_cores()
 PREFETCH_BATCHES = 2
-IMAGE_SIZE = (94, 125)  # (height, width): a quarter of the common 375x500.
+IMAGE_SIZE = defaults.IMAGE_SIZE  # (height, width)
 
 
 # Up to this many images, a command that only predicts runs the stages eagerly
@@ -304,8 +306,6 @@ def _stage_inputs(examples: Examples) -> tuple[np.ndarray, np.ndarray, bool]:
     """Items as tensor values, EXIF orientations, and whether any image needs turning."""
     orientations = examples.orientations
     if orientations is None:
-        from catdog_tf.data.scan import read_orientations  # scan imports this module.
-
         orientations = read_orientations(examples)
     rotated = bool(np.any((orientations >= 2) & (orientations <= 8)))
     return item_tensor_values(examples.items, examples.encoded), orientations, rotated

@@ -2,12 +2,12 @@
 
 import sys
 
-from catdog_tf.models import available_models, build_model, describe, get_spec
+from catdog_tf.models import INPUT_SHAPE, available_models, build_model, describe, get_spec
 
 
 def main(argv: list[str]) -> None:
     """Prints one markdown row per registered model at the given input size."""
-    height, width = (int(argv[1]), int(argv[2])) if len(argv) == 3 else (94, 125)
+    height, width = (int(argv[1]), int(argv[2])) if len(argv) == 3 else INPUT_SHAPE[:2]
     print(f"Input {height}x{width}x3.\n")
     print("| model | layers | parameters | weight MB | MFLOPs/image | summary |")
     print("|---|---:|---:|---:|---:|---|")

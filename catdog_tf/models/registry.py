@@ -10,9 +10,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from catdog_tf.defaults import IMAGE_SIZE
 from catdog_tf.errors import CatdogError, ConfigError, first_line
 
-INPUT_SHAPE = (94, 125, 3)
+INPUT_SHAPE = (*IMAGE_SIZE, 3)
 Builder = Callable[..., keras.Model]
 
 

@@ -33,6 +33,7 @@ from absl import logging
 from catdog_tf import data, export, models, rundir
 from catdog_tf import machine as machine_lib
 from catdog_tf import plan as plan_lib
+from catdog_tf.build import build_configured_model, precision_policy
 from catdog_tf.config import Config
 from catdog_tf.errors import (
     ConfigError,
@@ -44,7 +45,7 @@ from catdog_tf.errors import (
 from catdog_tf.models import pretrained, whitening
 from catdog_tf.plan import Plan
 from catdog_tf.train import distributed, features, metrics, report
-from catdog_tf.train.steps import Steps, build_configured_model, precision_policy
+from catdog_tf.train.steps import Steps, measure_train_speeds
 from catdog_tf.utils import atomic_write_bytes, atomic_write_json
 
 __all__ = ["NonFiniteLossError", "WorkdirConfigError", "check_workdir", "train_and_evaluate"]
@@ -422,7 +423,9 @@ def _train_and_evaluate(
                 "dogs) after unreadable files were skipped; its accuracy and correlation "
                 "would mean nothing"
             )
-    plan = plan_lib.resolve(config, n_train, data_fingerprint=fingerprint)
+    plan = plan_lib.resolve(
+        config, n_train, measure=measure_train_speeds, data_fingerprint=fingerprint
+    )
     plan_lib.check_resume(saved_plan, plan, workdir)
     os.makedirs(workdir, exist_ok=True)
     rundir.write_config(workdir, config, plan.to_dict())

@@ -1,0 +1,4 @@
+"""Facts every layer shares, defined once here: the image size of the article and the presets."""
+
+# (height, width) every image is resized to: a quarter of the common 375x500.
+IMAGE_SIZE = (94, 125)
