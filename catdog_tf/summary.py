@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from catdog_tf import rundir, stats
-from catdog_tf.train import loop, metrics
+from catdog_tf.train import finish, metrics
 from catdog_tf.utils import read_json
 
 # What the reference article reports (validation set of 1,024 images, MSE loss), and the
@@ -187,7 +187,7 @@ def summarize(results: list[dict[str, Any]], workdir: str) -> list[Row]:
             row.histories.append(history)
             if result.get("training_flops") is None:
                 # A run finished before its compute was recorded: recover it from its history.
-                flops = loop.training_flops(result.get("model", {}), history)
+                flops = finish.training_flops(result.get("model", {}), history)
                 runs[i] = {**result, "training_flops": flops}
         for header, key in INTERVAL_METRICS:
             values = [r["test"][key] for r in runs if r.get("test") and r["test"][key] is not None]

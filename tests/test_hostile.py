@@ -347,7 +347,7 @@ def test_a_shared_file_cache_never_serves_other_images(tmp_path):
 def test_a_killed_runs_cache_lockfile_does_not_block_the_next(tmp_path):
     root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=4)
     config = _tiny(root, cache="cache")
-    splits, _ = data.prepare_splits(root, (0.5, 0.25, 0.25), config.seed)
+    splits = data.prepare_splits(root, (0.5, 0.25, 0.25), config.seed).splits
     cache = tmp_path / "run" / "cache"
     cache.mkdir(parents=True)
     for split, examples in splits.items():  # What tf.data leaves when killed mid-write.

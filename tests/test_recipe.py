@@ -51,7 +51,9 @@ def _rates(schedule, steps):
 
 
 def test_warmup_then_cosine_schedule():
-    config = full("_tiny").replace(epochs=10, warmup_epochs=2.0, learning_rate=0.1)
+    config = full("_tiny").replace(
+        epochs=10, warmup_epochs=2.0, learning_rate=0.1, precision="float32", jit_compile="off"
+    )
     plan = resolve(config, train_images=640)  # 10 steps per epoch
     assert (plan.warmup_steps, plan.decay_steps) == (20, 80)
     schedule = steps_module.learning_rate_schedule(plan)
@@ -296,12 +298,12 @@ def test_progressive_resizing_refuses_a_bottleneck_model():
 def test_whitening_stem_is_set_from_the_training_split_and_stays_frozen(tmp_path):
     config = tiny_config(model="conv5_wh", image_height=32, image_width=40, epochs=2)
     train_and_evaluate(config, str(tmp_path / "run"), verbose=False)
-    splits, _ = data.prepare_splits(
+    splits = data.prepare_splits(
         config.data,
         (config.train_size, config.val_size, config.test_size),
         config.seed,
         config.synthetic_size,
-    )
+    ).splits
     sample = data.first_images(splits["train"], config.image_size, whitening.SAMPLE_IMAGES)
     trained = keras.saving.load_model(tmp_path / "run" / "model.keras")
     kernel = models.whitening_layer(trained).kernel.numpy()

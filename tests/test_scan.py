@@ -34,7 +34,7 @@ def test_scan_skips_bad_files_with_reasons(kaggle_dir, eager_limit, monkeypatch)
 
 def test_prepare_splits_drops_bad_files_before_splitting(kaggle_dir):
     open(os.path.join(kaggle_dir, "cat.99.jpg"), "w").close()
-    splits, skipped = data.prepare_splits(kaggle_dir, (8, 2, 2))
+    splits, skipped, _ = data.prepare_splits(kaggle_dir, (8, 2, 2))
     assert len(skipped) == 1
     assert all("cat.99.jpg" not in p for s in splits.values() for p in s.items)
 

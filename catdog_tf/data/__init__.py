@@ -3,8 +3,8 @@
 Typical use::
 
     from catdog_tf import data
-    splits, skipped = data.prepare_splits("dogs-vs-cats/train",
-                                          sizes=(4096, 1024, 2048), seed=0)
+    splits, skipped, _ = data.prepare_splits("dogs-vs-cats/train",
+                                             sizes=(4096, 1024, 2048), seed=0)
     decoded = data.decoded_dataset(splits["train"])
     for images, labels in data.train_batches(decoded, len(splits["train"]), 32, epoch=0):
         x = data.normalize(images)  # uint8 batches; the train step scales them to [0, 1].
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from absl import logging
 
@@ -98,6 +99,7 @@ __all__ = [
     "PARALLELISM",
     "PREFETCH_BATCHES",
     "pipeline_options",
+    "PreparedSplits",
     "prepare_splits",
     "read",
     "resize",
@@ -177,14 +179,28 @@ def load_usable(
     return drop_unusable(loaded, spec, skip_bad_files)
 
 
+class PreparedSplits(NamedTuple):
+    """What :func:`prepare_splits` gives.
+
+    Attributes:
+      splits: ``{"train", "validation", "test"}`` examples.
+      skipped: ``(path, reason)`` of every file that does not decode.
+      fingerprint: :func:`fingerprint` of the listing, taken before any file was dropped.
+    """
+
+    splits: dict[str, Examples]
+    skipped: list[tuple[str, str]]
+    fingerprint: str
+
+
 def prepare_splits(
     spec: str,
     sizes: tuple[float, float, float],
     seed: int = 0,
     synthetic_size: int = 512,
     skip_bad_files: bool = True,
-) -> tuple[dict[str, Examples], list[tuple[str, str]]]:
-    """Loads a ``--data`` spec, drops undecodable files, and splits it.
+) -> PreparedSplits:
+    """Loads a ``--data`` spec, drops undecodable files, and splits it; lists the spec once.
 
     Bad files are removed before splitting so that split sizes count usable images.
 
@@ -195,9 +211,20 @@ def prepare_splits(
       synthetic_size: Number of images of the synthetic source.
       skip_bad_files: Run :func:`scan` first.
 
-    Returns:
-      (splits, skipped): ``{"train", "validation", "test"}`` examples and the
-      ``(path, reason)`` of every skipped file.
+    Raises:
+      DataSourceError: A non-empty split holds one class only: its accuracy and correlation
+        would mean nothing.
     """
-    loaded, skipped = load_usable(spec, seed, synthetic_size, skip_bad_files)
-    return make_splits(loaded, sizes, seed), skipped
+    loaded = load(spec, seed=seed, synthetic_size=synthetic_size)
+    listed = fingerprint(loaded)
+    loaded, skipped = drop_unusable(loaded, spec, skip_bad_files)
+    splits = make_splits(loaded, sizes, seed)
+    for name, examples in splits.items():
+        counts = examples.counts()
+        if len(examples) and min(counts.values()) == 0:
+            raise DataSourceError(
+                f"the {name} split has only one class ({counts['cat']} cats, {counts['dog']} "
+                "dogs) after unreadable files were skipped; its accuracy and correlation "
+                "would mean nothing"
+            )
+    return PreparedSplits(splits, skipped, listed)

@@ -191,17 +191,17 @@ def add_tta(workdir: str, data_spec: str | None = None, batch_size: int = 64) ->
         )
     if rundir.is_shipped(workdir):
         raise ConfigError(
-            f"{workdir} is a shipped model, never written to; add TTA metrics to the run it "
-            f"was shipped from ({rundir.path(workdir, rundir.SHIPPED_MARK)} names it)"
+            f"{workdir} is a shipped model, never written to; it has TTA metrics already, or "
+            f"train your own with the command in {rundir.path(workdir, rundir.SHIPPED_MARK)}"
         )
     spec = data_spec or config.data
-    splits, _ = data.prepare_splits(
+    splits = data.prepare_splits(
         spec,
         (config.train_size, config.val_size, config.test_size),
         config.seed,
         config.synthetic_size,
         config.skip_bad_files,
-    )
+    ).splits
 
     def batches(name: str) -> tf.data.Dataset:
         decoded = data.decoded_dataset(splits[name], config.image_size, cache="")

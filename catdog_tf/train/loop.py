@@ -1,24 +1,24 @@
 """The training loop: ``train_and_evaluate(config, workdir)``, resumable and self-describing.
 
-The run directory's layout is :mod:`catdog_tf.rundir`'s. Every open setting is resolved once,
-by :func:`catdog_tf.plan.resolve`, and saved with the run; a run resumes only under the same
-decisions. Killing a run and running the same command again resumes after the last finished
-epoch; with a seed and deterministic ops the final weights equal those of an uninterrupted run.
+A run is three stages, read top to bottom in :func:`_train_and_evaluate`:
+:func:`catdog_tf.train.prepare.prepare` (workdir, splits, plan), :func:`fit` (the epochs,
+checkpoints, early stopping, TensorBoard) and :func:`catdog_tf.train.finish.finish` (every
+output of the finished run). The run directory's layout is :mod:`catdog_tf.rundir`'s.
+Every open setting is resolved once, by :func:`catdog_tf.plan.resolve`, and saved with the
+run; a run resumes only under the same decisions. Killing a run and running the same command
+again resumes after the last finished epoch; with a seed and deterministic ops the final
+weights equal those of an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import fcntl
 import functools
 import glob
-import io
 import json
 import math
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -26,14 +26,10 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from catdog_tf import data, export, models, rundir
-from catdog_tf import machine as machine_lib
-from catdog_tf import plan as plan_lib
-from catdog_tf.build import build_configured_model, precision_policy
+from catdog_tf import models, rundir
 from catdog_tf.config import Config
 from catdog_tf.errors import (
     ConfigError,
@@ -42,47 +38,16 @@ from catdog_tf.errors import (
     WorkdirConfigError,
     first_line,
 )
-from catdog_tf.models import pretrained, whitening
-from catdog_tf.plan import Plan
-from catdog_tf.train import distributed, features, metrics, report
-from catdog_tf.train.steps import Steps, measure_train_speeds
-from catdog_tf.utils import atomic_write_bytes, atomic_write_json
+from catdog_tf.train import distributed, metrics
+from catdog_tf.train.finish import finish
+from catdog_tf.train.prepare import Prepared, prepare
+from catdog_tf.train.steps import Steps
+from catdog_tf.train.trainee import TRAINEES, Trainee, low_res_size
+from catdog_tf.utils import atomic_write_json
 
 __all__ = ["NonFiniteLossError", "WorkdirConfigError", "check_workdir", "train_and_evaluate"]
 
 check_workdir = rundir.check_workdir
-
-
-# Locks of the file caches this process writes, held until it exits (see _cache_arg).
-_CACHE_LOCKS: dict[str, int] = {}
-
-
-def _cache_arg(config: Config, examples: data.Examples, workdir: str, split: str) -> str:
-    """The ``cache`` argument of one split's decoded dataset.
-
-    A file cache is named by the split's fingerprint and the image size, so a cache of other
-    images, or of another size, is never read as this one. The process that gets the cache's
-    ``flock`` owns it: a tf.data lockfile found then was left by a killed run (tf.data would
-    refuse to write the cache forever) and is removed.
-    """
-    if config.cache in ("", "memory"):
-        return config.cache
-    folder = config.cache if os.path.isabs(config.cache) else rundir.path(workdir, config.cache)
-    os.makedirs(folder, exist_ok=True)
-    name = f"{split}-{examples.fingerprint()}-{config.image_height}x{config.image_width}"
-    prefix = os.path.join(folder, name)
-    if prefix not in _CACHE_LOCKS:
-        fd = os.open(prefix + ".owner", os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)  # Another live run is writing it; tf.data's own lockfile guards.
-            return prefix
-        _CACHE_LOCKS[prefix] = fd
-    for file in os.listdir(folder):
-        if file.startswith(name) and (file.endswith(".lockfile") or ".tempstate" in file):
-            os.remove(os.path.join(folder, file))
-    return prefix
 
 
 class _State:
@@ -93,6 +58,7 @@ class _State:
     """
 
     def __init__(self, steps: Steps, workdir: str, read_dir: str):
+        self.workdir = workdir
         self.read_dir = read_dir
         self.epoch = tf.Variable(0, dtype=tf.int64)
         self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64)
@@ -158,109 +124,6 @@ class _State:
 
     def get_history(self) -> list[dict[str, Any]]:
         return json.loads(self.history.numpy().decode())
-
-
-@dataclasses.dataclass
-class Trainee:
-    """What a run trains and on what: built by one of the :data:`TRAINEES` variants.
-
-    Attributes:
-      steps: The compiled steps; for a bottleneck model they train only the head.
-      model: The whole model (exported as ``model.keras``).
-      train_batches: ``(epoch, batch_size, num_shards, shard_index) -> dataset`` of that
-        epoch's training batches of one input pipeline (seeded by the config's seed and the
-        epoch; see :func:`catdog_tf.data.train_batches`).
-      eval_ds: Validation (and test) batches, in order.
-      features_info: For a bottleneck model, whether its features were reused, and their
-        size and extraction time; else None.
-    """
-
-    steps: Steps
-    model: keras.Model
-    train_batches: Callable[[int, int, int, int], tf.data.Dataset]
-    eval_ds: dict[str, tf.data.Dataset]
-    features_info: dict[str, Any] | None = None
-
-
-def low_res_size(config: Config, epoch: int) -> tuple[int, int] | None:
-    """(height, width) of epoch ``epoch``'s (0-based) shrunk training images; None if full size.
-
-    Progressive resizing: the first ``config.low_res_epochs`` epochs are the shrunk ones.
-    """
-    return config.low_res_size if epoch < config.low_res_epochs else None
-
-
-def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) -> Trainee:
-    """The model trains on decoded (cached, optionally augmented) image batches.
-
-    In the epochs of :func:`low_res_size` the pipeline shrinks its batches.
-    """
-    decoded = {
-        name: data.decoded_dataset(
-            ex, config.image_size, cache=_cache_arg(config, ex, workdir, name)
-        )
-        for name, ex in splits.items()
-    }
-    steps = Steps(config, plan, strategy)
-    if models.whitening_layer(steps.model) is not None and not config.init_from:
-        # Set before the first step; a resumed run's checkpoint restores the same kernel,
-        # and a run that starts from another (init_from) keeps that run's.
-        sample = data.first_images(splits["train"], config.image_size, whitening.SAMPLE_IMAGES)
-        models.init_whitening(steps.model, sample)
-    augment = data.AUGMENTATIONS[config.augment_ops]() if config.augment else None
-    return Trainee(
-        steps=steps,
-        model=steps.model,
-        train_batches=lambda epoch, batch, shards, index: data.train_batches(
-            decoded["train"],
-            len(splits["train"]),
-            batch,
-            epoch,
-            config.seed,
-            augment,
-            num_shards=shards,
-            shard_index=index,
-            image_size=low_res_size(config, epoch),
-        ),
-        eval_ds={
-            name: data.eval_batches(decoded[name], config.batch_size)
-            for name in ("validation", "test")
-            if len(splits[name])
-        },
-    )
-
-
-def bottleneck_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) -> Trainee:
-    """A frozen backbone runs once per split (features cached); only the head trains."""
-    # Each image is read once, to extract its features: no image cache.
-    decoded = {
-        name: data.decoded_dataset(ex, config.image_size, cache="") for name, ex in splits.items()
-    }
-    with precision_policy(plan.precision), strategy.scope():
-        model = build_configured_model(config, plan)
-    arrays, info = features.cached_features(model, decoded, splits, config, workdir)
-    if config.augment:
-        logging.info("augment=True does not apply to cached bottleneck features")
-    return Trainee(
-        steps=Steps(config, plan, strategy, model=pretrained.head(model)),
-        model=model,
-        train_batches=lambda epoch, batch, shards, index: features.train_batches(
-            arrays["train"], batch, epoch, config.seed, num_shards=shards, shard_index=index
-        ),
-        eval_ds={
-            name: features.eval_batches(arrays[name], config.batch_size)
-            for name in ("validation", "test")
-            if name in arrays
-        },
-        features_info=info,
-    )
-
-
-TRAINEES: dict[str, Callable[[Config, Plan, Any, str, Any], Trainee]] = {
-    "scratch": image_trainee,
-    "finetune": image_trainee,
-    "bottleneck": bottleneck_trainee,
-}
 
 
 def _train_epoch(
@@ -387,62 +250,48 @@ def _train_and_evaluate(
     bar: bool,
     hooks: tuple[Any, Any],
 ) -> dict[str, Any]:
+    """The run's three stages, top to bottom: prepare, fit, finish."""
     on_epoch_end, on_finished = hooks
-    saved_plan = rundir.check_workdir(workdir, config, overwrite)
-    machine_lib.configure_threads(machine_lib.usable_cores())
-    # Before any other TensorFlow work: multi_worker configures collective ops at start-up.
-    strategy = distributed.make_strategy(config.strategy)
-    if config.batch_size % strategy.num_replicas_in_sync:
-        raise ConfigError(
-            f"batch_size={config.batch_size} does not split evenly over "
-            f"{strategy.num_replicas_in_sync} replicas"
-        )
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
-
-    # data.prepare_splits, with the listing's fingerprint taken on the way: listed once.
-    loaded = data.load(config.data, seed=config.seed, synthetic_size=config.synthetic_size)
-    fingerprint = data.fingerprint(loaded)
-    loaded, skipped = data.drop_unusable(loaded, config.data, config.skip_bad_files)
-    sizes = (config.train_size, config.val_size, config.test_size)
-    splits = data.make_splits(loaded, sizes, config.seed)
-    n_train = len(splits["train"])
-    if config.batch_size > n_train:
-        raise ConfigError(
-            f"batch_size={config.batch_size} is larger than the {n_train} training images"
-        )
-    if len(splits["validation"]) == 0:
-        raise ConfigError("the validation split is empty; set val_size > 0")
-    logging.info("data:\n%s", data.describe(splits))
-    for name, examples in splits.items():
-        counts = examples.counts()
-        if len(examples) and min(counts.values()) == 0:
-            raise data.DataSourceError(
-                f"the {name} split has only one class ({counts['cat']} cats, {counts['dog']} "
-                "dogs) after unreadable files were skipped; its accuracy and correlation "
-                "would mean nothing"
-            )
-    plan = plan_lib.resolve(
-        config, n_train, measure=measure_train_speeds, data_fingerprint=fingerprint
-    )
-    plan_lib.check_resume(saved_plan, plan, workdir)
-    os.makedirs(workdir, exist_ok=True)
-    rundir.write_config(workdir, config, plan.to_dict())
-    for name, reason in plan.why.items():
-        logging.info("plan: %s = %s (%s)", name, getattr(plan, name), reason)
-    num_steps = plan.steps_per_epoch
-
-    data_and_model = TRAINEES[plan.mode](config, plan, splits, workdir, strategy)
-    description = models.describe(data_and_model.model)
+    prepared = prepare(config, workdir, overwrite)
+    plan = prepared.plan
+    trainee = TRAINEES[plan.mode](config, plan, prepared.splits, workdir, prepared.strategy)
+    description = models.describe(trainee.model)
     logging.info(
         "%s; %s, XLA %s, %d replica(s)",
         description["summary"],
         plan.precision,
         "on" if plan.jit_compile else "off",
-        data_and_model.steps.strategy.num_replicas_in_sync,
+        trainee.steps.strategy.num_replicas_in_sync,
     )
-    steps = data_and_model.steps
+    progress = _Progress(verbose, bar, on_epoch_end)
+    history = fit(prepared, trainee, workdir, read_dir, progress)
+    result = finish(prepared, trainee, description, history, workdir)
+    if on_finished:
+        on_finished(trainee.model, result)
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Progress:
+    """What a run reports per epoch: lines, a progress bar, and the caller's hook."""
+
+    verbose: bool
+    bar: bool
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None
+
+
+def fit(
+    prepared: Prepared, trainee: Trainee, workdir: str, read_dir: str, progress: _Progress
+) -> list[dict[str, Any]]:
+    """Stage two: the epochs, from the last checkpoint on; leaves the best weights loaded.
+
+    Each epoch trains, validates, keeps the best weights, checkpoints, logs to TensorBoard
+    and decides early stopping on the validation loss (the same decision on every worker).
+
+    Returns:
+      Every epoch's history entry, the resumed ones included.
+    """
+    config, steps = prepared.config, trainee.steps
     state = _State(steps, workdir, read_dir)
     first_epoch = state.restore()
     history = state.get_history()
@@ -461,179 +310,78 @@ def _train_and_evaluate(
     for epoch in range(first_epoch, config.epochs):
         if patience and int(state.bad_epochs) >= patience:
             break  # A resumed run that had already stopped early.
-        if verbose:
-            print(f"epoch {epoch + 1}/{config.epochs} ({config.model}, {config.loss})")
-        train_ds = steps.train_input(functools.partial(data_and_model.train_batches, epoch))
-        entry: dict[str, Any] = {"epoch": epoch + 1}
-        size = low_res_size(config, epoch)
-        entry.update(_train_epoch(steps, train_ds, num_steps, bar, size))
-        if size:
-            entry["image_size"] = list(size)
-            entry["flops_per_image"] = low_res_flops
-        # convert_to_numpy reads a plain or a distributed (mirrored) variable alike.
-        entry["learning_rate"] = float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate))
-        # With ema_decay the moving average is what is validated, kept as best and exported.
-        with steps.averaged():
-            val = _evaluate(steps, data_and_model.eval_ds["validation"])
-            val_loss = val["mse"] if config.loss == "mse" else val["cross_entropy"]
-            val_loss = distributed.agree(steps.strategy, val_loss)  # One decision everywhere.
-            finite = math.isfinite(entry["train_loss"]) and math.isfinite(val_loss)
-            improved = finite and val_loss < float(state.best_val_loss)
-            if improved:
-                state.best.save(checkpoint_number=epoch + 1)
-        if not finite:
-            raise NonFiniteLossError(
-                f"epoch {epoch + 1}: loss is {entry['train_loss']} (validation {val_loss}); "
-                f"stopped, the last good checkpoint (epoch {epoch}) is kept in {workdir}. "
-                "Try a lower learning rate or float32 precision."
-            )
-        entry.update(
-            {f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float)) and k != "n"}
-        )
-        entry["val_loss"] = val_loss
+        entry = _run_epoch(prepared, trainee, epoch, state, progress, low_res_flops)
         history.append(entry)
-        if improved:
-            state.best_val_loss.assign(val_loss)
-            state.bad_epochs.assign(0)
-        else:
-            state.bad_epochs.assign_add(1)
         state.epoch.assign(epoch + 1)
         state.history.assign(json.dumps(history))
         state.manager.save(checkpoint_number=epoch + 1)
         atomic_write_json(rundir.path(workdir, rundir.HISTORY), history)
         _summaries(writers, entry, epoch + 1)
-        if on_epoch_end:
-            on_epoch_end(epoch + 1, entry)
-        if verbose:
-            print(
-                f"  train loss {entry['train_loss']:.4f} acc {entry['train_accuracy']:.3f} | "
-                f"val loss {val_loss:.4f} acc@0.5 {val['accuracy_at_0.5']:.3f} "
-                f"pearson {val['pearson']:.3f} | {entry['images_per_second']:.0f} img/s"
-            )
+        if progress.on_epoch_end:
+            progress.on_epoch_end(epoch + 1, entry)
         if patience and int(state.bad_epochs) >= patience:
             logging.info(
                 "early stopping after epoch %d (no improvement for %d epochs)", epoch + 1, patience
             )
             break
-
     distributed.agree(steps.strategy, 0.0)  # Every worker's saves are done.
     # The chief's best checkpoint: a resumed worker may have saved its own best before it
     # was killed, in a directory since removed.
     best = tf.train.latest_checkpoint(rundir.path(read_dir, rundir.BEST))
     if best:
         state.best.checkpoint.restore(best).expect_partial()
-    _export(data_and_model.model, config, workdir)
-    result = _result(config, plan, data_and_model, description, history, skipped, splits, workdir)
-    atomic_write_json(rundir.path(workdir, rundir.RESULT), result)
-    if on_finished:
-        on_finished(data_and_model.model, result)
-    return result
+    return history
 
 
-def _export(model: keras.Model, config: Config, workdir: str) -> None:
-    """Writes ``model.keras`` and its serving form ``serving.keras``, each atomically."""
-    for name, exported in (
-        (rundir.MODEL, model),
-        (rundir.SERVING, export.serving_model(model, config)),
-    ):
-        tmp = os.path.join(workdir, f".tmp.{name}")  # Keras wants the .keras suffix.
-        exported.save(tmp)
-        os.replace(tmp, rundir.path(workdir, name))
-
-
-def _result(
-    config, plan, data_and_model, description, history, skipped, splits, workdir
+def _run_epoch(
+    prepared: Prepared,
+    trainee: Trainee,
+    epoch: int,
+    state: _State,
+    progress: _Progress,
+    low_res_flops: float | None,
 ) -> dict[str, Any]:
-    steps = data_and_model.steps
-    predictions = {name: steps.predict(ds) for name, ds in data_and_model.eval_ds.items()}
-    val, test = metrics.validation_and_test(predictions)
-    # Flip TTA is reported beside, never instead of, the plain numbers; its threshold is
-    # chosen on the flip-averaged validation logits.
-    tta = (
-        {name: steps.predict(ds, tta=True) for name, ds in data_and_model.eval_ds.items()}
-        if config.tta
-        else {}
-    )
-    val_tta, test_tta = metrics.validation_and_test(tta) if tta else (None, None)
-    # Logits, labels and paths of the best model, for sweep plots and later analysis.
-    buffer = io.BytesIO()
-    arrays = {}
-    for name, (logits, labels) in predictions.items():
-        arrays.update({f"{name}_logits": logits, f"{name}_labels": labels})
-        if name in tta:
-            arrays[f"{name}_tta_logits"] = tta[name][0]
-        arrays[f"{name}_paths"] = np.array(report.item_names(splits[name]), dtype=str)
-        report.write_split_outputs(
-            *rundir.split_outputs(workdir, name),
-            splits[name],
-            logits,
-            val["best_threshold"],
-            title=f"{config.model} {name}",
+    """Trains and validates epoch ``epoch`` (0-based); saves the best weights; its entry."""
+    config, steps = prepared.config, trainee.steps
+    if progress.verbose:
+        print(f"epoch {epoch + 1}/{config.epochs} ({config.model}, {config.loss})")
+    train_ds = steps.train_input(functools.partial(trainee.train_batches, epoch))
+    entry: dict[str, Any] = {"epoch": epoch + 1}
+    size = low_res_size(config, epoch)
+    entry.update(_train_epoch(steps, train_ds, prepared.plan.steps_per_epoch, progress.bar, size))
+    if size:
+        entry["image_size"] = list(size)
+        entry["flops_per_image"] = low_res_flops
+    # convert_to_numpy reads a plain or a distributed (mirrored) variable alike.
+    entry["learning_rate"] = float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate))
+    # With ema_decay the moving average is what is validated, kept as best and exported.
+    with steps.averaged():
+        val = _evaluate(steps, trainee.eval_ds["validation"])
+        val_loss = val["mse"] if config.loss == "mse" else val["cross_entropy"]
+        val_loss = distributed.agree(steps.strategy, val_loss)  # One decision everywhere.
+        finite = math.isfinite(entry["train_loss"]) and math.isfinite(val_loss)
+        improved = finite and val_loss < float(state.best_val_loss)
+        if improved:
+            state.best.save(checkpoint_number=epoch + 1)
+    if not finite:
+        raise NonFiniteLossError(
+            f"epoch {epoch + 1}: loss is {entry['train_loss']} (validation {val_loss}); "
+            f"stopped, the last good checkpoint (epoch {epoch}) is kept in {state.workdir}. "
+            "Try a lower learning rate or float32 precision."
         )
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(rundir.path(workdir, rundir.PREDICTIONS), buffer.getvalue())
-
-    def steady(key: str) -> float | None:
-        # Median over the full-size epochs after the first, which also decodes images and
-        # traces steps; the shrunk epochs of progressive resizing are cheaper, not steady.
-        full = [h for h in history if "image_size" not in h]
-        values = [h[key] for h in full if h is not history[0]] or [h[key] for h in full]
-        return statistics.median(values) if values else None
-
-    return {
-        "config": config.to_dict(),
-        "plan": plan.to_dict(),
-        "model": description,
-        "bottleneck_features": data_and_model.features_info,
-        "replicas": steps.strategy.num_replicas_in_sync,
-        "data": {
-            name: {"n": len(ex), **ex.counts(), "origin": ex.origin, "synthetic": ex.synthetic}
-            for name, ex in splits.items()
-        },
-        "skipped_files": {
-            "count": len(skipped),
-            "reasons": dict(collections.Counter(reason for _, reason in skipped)),
-            "paths": [p for p, _ in skipped],
-        },
-        "epochs_run": len(history),
-        "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1 if history else 0,
-        "seconds_per_epoch": steady("seconds"),
-        "train_images_per_second": steady("images_per_second"),
-        "total_train_seconds": sum(h["seconds"] for h in history),
-        "training_flops": training_flops(description, history),
-        "validation": val,
-        "test": test,
-        "validation_tta": val_tta,
-        "test_tta": test_tta,
-    }
-
-
-def epoch_images(record: dict[str, Any]) -> int | None:
-    """Images one epoch of ``history.json`` trained on; None if the record cannot say.
-
-    Runs written before the count was recorded still hold ``images_per_second`` and
-    ``seconds``, which the same loop computed as images / seconds: their product gives the
-    count back (rounded, to undo the float division), so old runs keep their compute.
-    """
-    if "images" in record:
-        return int(record["images"])
-    if record.get("images_per_second") and record.get("seconds"):
-        return round(record["images_per_second"] * record["seconds"])
-    return None
-
-
-def training_flops(description: dict[str, Any], history: list[dict[str, Any]]) -> float | None:
-    """Training compute of a run: images trained on x 3 x forward FLOPs per image.
-
-    A training step costs about three forward passes (the forward, and a backward pass of
-    twice its cost), the usual estimate (Kaplan et al. 2020). Machine-independent, so runs on
-    different CPUs compare. An epoch at another image size (progressive resizing) records its
-    own ``flops_per_image``. None when the FLOPs are unknown, the history is empty, or an
-    epoch's image count cannot be recovered (:func:`epoch_images`).
-    """
-    flops = description.get("flops")
-    images = [epoch_images(h) for h in history]
-    per_image = [h.get("flops_per_image", flops) for h in history]
-    if not flops or not images or None in images or None in per_image:
-        return None
-    return 3.0 * sum(f * n for f, n in zip(per_image, images, strict=True))
+    entry.update(
+        {f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float)) and k != "n"}
+    )
+    entry["val_loss"] = val_loss
+    if improved:
+        state.best_val_loss.assign(val_loss)
+        state.bad_epochs.assign(0)
+    else:
+        state.bad_epochs.assign_add(1)
+    if progress.verbose:
+        print(
+            f"  train loss {entry['train_loss']:.4f} acc {entry['train_accuracy']:.3f} | "
+            f"val loss {val_loss:.4f} acc@0.5 {val['accuracy_at_0.5']:.3f} "
+            f"pearson {val['pearson']:.3f} | {entry['images_per_second']:.0f} img/s"
+        )
+    return entry

@@ -1,0 +1,96 @@
+"""Stage one of a run: the workdir checked, the process set up, the splits made, the plan resolved.
+
+Everything here happens before a model is built, so a bad config, workdir or data folder is
+refused before any training work; :func:`prepare` ends by writing the run's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from catdog_tf import data, rundir
+from catdog_tf import machine as machine_lib
+from catdog_tf import plan as plan_lib
+from catdog_tf.config import Config
+from catdog_tf.errors import ConfigError
+from catdog_tf.plan import Plan
+from catdog_tf.train import distributed
+from catdog_tf.train.steps import measure_train_speeds
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A run ready to build its model: what :func:`prepare` decided.
+
+    Attributes:
+      config: The run's config.
+      plan: Its resolved plan (saved in ``config.json``).
+      splits: ``{"train", "validation", "test"}`` examples.
+      skipped: ``(path, reason)`` of every file that does not decode.
+      strategy: The ``tf.distribute`` strategy the run trains under.
+    """
+
+    config: Config
+    plan: Plan
+    splits: dict[str, data.Examples]
+    skipped: list[tuple[str, str]]
+    strategy: tf.distribute.Strategy
+
+
+def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
+    """Checks ``workdir``, sets the process up, splits the data and resolves the plan.
+
+    Raises:
+      ConfigError: The workdir holds another run, or the batch does not fit the data or the
+        replicas; the plan refuses a resume (see :func:`catdog_tf.plan.check_resume`).
+      DataSourceError: The data cannot be loaded or split.
+    """
+    saved_plan = rundir.check_workdir(workdir, config, overwrite)
+    strategy = _process_set_up(config)
+    splits, skipped, fingerprint = data.prepare_splits(
+        config.data,
+        (config.train_size, config.val_size, config.test_size),
+        config.seed,
+        config.synthetic_size,
+        config.skip_bad_files,
+    )
+    n_train = len(splits["train"])
+    if config.batch_size > n_train:
+        raise ConfigError(
+            f"batch_size={config.batch_size} is larger than the {n_train} training images"
+        )
+    if len(splits["validation"]) == 0:
+        raise ConfigError("the validation split is empty; set val_size > 0")
+    logging.info("data:\n%s", data.describe(splits))
+    plan = plan_lib.resolve(
+        config, n_train, measure=measure_train_speeds, data_fingerprint=fingerprint
+    )
+    plan_lib.check_resume(saved_plan, plan, workdir)
+    os.makedirs(workdir, exist_ok=True)
+    rundir.write_config(workdir, config, plan.to_dict())
+    for name, reason in plan.why.items():
+        logging.info("plan: %s = %s (%s)", name, getattr(plan, name), reason)
+    return Prepared(config, plan, splits, skipped, strategy)
+
+
+def _process_set_up(config: Config) -> tf.distribute.Strategy:
+    """Threads, the strategy, determinism and seeds, before any other TensorFlow work.
+
+    ``multi_worker`` configures collective ops at start-up, so the strategy comes first.
+    """
+    machine_lib.configure_threads(machine_lib.usable_cores())
+    strategy = distributed.make_strategy(config.strategy)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(
+            f"batch_size={config.batch_size} does not split evenly over "
+            f"{strategy.num_replicas_in_sync} replicas"
+        )
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    return strategy

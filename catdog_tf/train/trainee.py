@@ -1,0 +1,160 @@
+"""What a run trains, and on what: the model, its compiled steps and its input pipelines.
+
+A :class:`Trainee` is built by one of :data:`TRAINEES`, by the plan's mode: from-scratch and
+fine-tuned models train on decoded image batches; a bottleneck model trains its head on
+features its frozen backbone extracted once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from catdog_tf import data, models, rundir
+from catdog_tf.build import build_configured_model, precision_policy
+from catdog_tf.config import Config
+from catdog_tf.models import pretrained, whitening
+from catdog_tf.plan import Plan
+from catdog_tf.train import features
+from catdog_tf.train.steps import Steps
+
+# Locks of the file caches this process writes, held until it exits (see cache_arg).
+_CACHE_LOCKS: dict[str, int] = {}
+
+
+def cache_arg(config: Config, examples: data.Examples, workdir: str, split: str) -> str:
+    """The ``cache`` argument of one split's decoded dataset.
+
+    A file cache is named by the split's fingerprint and the image size, so a cache of other
+    images, or of another size, is never read as this one. The process that gets the cache's
+    ``flock`` owns it: a tf.data lockfile found then was left by a killed run (tf.data would
+    refuse to write the cache forever) and is removed.
+    """
+    if config.cache in ("", "memory"):
+        return config.cache
+    folder = config.cache if os.path.isabs(config.cache) else rundir.path(workdir, config.cache)
+    os.makedirs(folder, exist_ok=True)
+    name = f"{split}-{examples.fingerprint()}-{config.image_height}x{config.image_width}"
+    prefix = os.path.join(folder, name)
+    if prefix not in _CACHE_LOCKS:
+        fd = os.open(prefix + ".owner", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # Another live run is writing it; tf.data's own lockfile guards.
+            return prefix
+        _CACHE_LOCKS[prefix] = fd
+    for file in os.listdir(folder):
+        if file.startswith(name) and (file.endswith(".lockfile") or ".tempstate" in file):
+            os.remove(os.path.join(folder, file))
+    return prefix
+
+
+@dataclasses.dataclass
+class Trainee:
+    """What a run trains and on what: built by one of the :data:`TRAINEES` variants.
+
+    Attributes:
+      steps: The compiled steps; for a bottleneck model they train only the head.
+      model: The whole model (exported as ``model.keras``).
+      train_batches: ``(epoch, batch_size, num_shards, shard_index) -> dataset`` of that
+        epoch's training batches of one input pipeline (seeded by the config's seed and the
+        epoch; see :func:`catdog_tf.data.train_batches`).
+      eval_ds: Validation (and test) batches, in order.
+      features_info: For a bottleneck model, whether its features were reused, and their
+        size and extraction time; else None.
+    """
+
+    steps: Steps
+    model: keras.Model
+    train_batches: Callable[[int, int, int, int], tf.data.Dataset]
+    eval_ds: dict[str, tf.data.Dataset]
+    features_info: dict[str, Any] | None = None
+
+
+def low_res_size(config: Config, epoch: int) -> tuple[int, int] | None:
+    """(height, width) of epoch ``epoch``'s (0-based) shrunk training images; None if full size.
+
+    Progressive resizing: the first ``config.low_res_epochs`` epochs are the shrunk ones.
+    """
+    return config.low_res_size if epoch < config.low_res_epochs else None
+
+
+def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) -> Trainee:
+    """The model trains on decoded (cached, optionally augmented) image batches.
+
+    In the epochs of :func:`low_res_size` the pipeline shrinks its batches.
+    """
+    decoded = {
+        name: data.decoded_dataset(
+            ex, config.image_size, cache=cache_arg(config, ex, workdir, name)
+        )
+        for name, ex in splits.items()
+    }
+    steps = Steps(config, plan, strategy)
+    if models.whitening_layer(steps.model) is not None and not config.init_from:
+        # Set before the first step; a resumed run's checkpoint restores the same kernel,
+        # and a run that starts from another (init_from) keeps that run's.
+        sample = data.first_images(splits["train"], config.image_size, whitening.SAMPLE_IMAGES)
+        models.init_whitening(steps.model, sample)
+    augment = data.AUGMENTATIONS[config.augment_ops]() if config.augment else None
+    return Trainee(
+        steps=steps,
+        model=steps.model,
+        train_batches=lambda epoch, batch, shards, index: data.train_batches(
+            decoded["train"],
+            len(splits["train"]),
+            batch,
+            epoch,
+            config.seed,
+            augment,
+            num_shards=shards,
+            shard_index=index,
+            image_size=low_res_size(config, epoch),
+        ),
+        eval_ds={
+            name: data.eval_batches(decoded[name], config.batch_size)
+            for name in ("validation", "test")
+            if len(splits[name])
+        },
+    )
+
+
+def bottleneck_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) -> Trainee:
+    """A frozen backbone runs once per split (features cached); only the head trains."""
+    # Each image is read once, to extract its features: no image cache.
+    decoded = {
+        name: data.decoded_dataset(ex, config.image_size, cache="") for name, ex in splits.items()
+    }
+    with precision_policy(plan.precision), strategy.scope():
+        model = build_configured_model(config, plan)
+    arrays, info = features.cached_features(model, decoded, splits, config, workdir)
+    if config.augment:
+        logging.info("augment=True does not apply to cached bottleneck features")
+    return Trainee(
+        steps=Steps(config, plan, strategy, model=pretrained.head(model)),
+        model=model,
+        train_batches=lambda epoch, batch, shards, index: features.train_batches(
+            arrays["train"], batch, epoch, config.seed, num_shards=shards, shard_index=index
+        ),
+        eval_ds={
+            name: features.eval_batches(arrays[name], config.batch_size)
+            for name in ("validation", "test")
+            if name in arrays
+        },
+        features_info=info,
+    )
+
+
+TRAINEES: dict[str, Callable[[Config, Plan, Any, str, Any], Trainee]] = {
+    "scratch": image_trainee,
+    "finetune": image_trainee,
+    "bottleneck": bottleneck_trainee,
+}
