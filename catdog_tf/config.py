@@ -154,6 +154,20 @@ class Config:
     def validate(self) -> Config:
         """Checks every field; raises :class:`ConfigError` naming the bad one. Returns self."""
         self._check_types()
+        self._check_choices()
+        self._check_ranges()
+        self._check_schedule()
+        self._check_splits()
+        from catdog_tf import models  # Local import: models imports TensorFlow.
+
+        if self.model not in models.available_models(include_private=True):
+            raise ConfigError(
+                f"unknown model {self.model!r}; known: {', '.join(models.available_models())}"
+            )
+        return self
+
+    def _check_choices(self) -> None:
+        """Each field with a fixed set of values holds one of them."""
         choices = {
             "loss": LOSSES,
             "optimizer": OPTIMIZERS,
@@ -168,6 +182,9 @@ class Config:
                 raise ConfigError(
                     f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}"
                 )
+
+    def _check_ranges(self) -> None:
+        """Sizes, counts, rates and the seed are within their bounds."""
         for name in ("image_height", "image_width", "batch_size", "epochs", "synthetic_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -192,6 +209,11 @@ class Config:
         for name in ("label_smoothing", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
+
+    def _check_schedule(self) -> None:
+        """The warm-up and the shrunk epochs leave full-size epochs to train."""
         if self.warmup_epochs >= self.epochs:
             raise ConfigError(
                 f"warmup_epochs={self.warmup_epochs} leaves no epoch after the warm-up of the "
@@ -210,8 +232,9 @@ class Config:
                 f"{self.image_width} images to {self.low_res_size[0]}x{self.low_res_size[1]}; "
                 f"a side must stay at least {MIN_LOW_RES_SIDE} pixels"
             )
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
+
+    def _check_splits(self) -> None:
+        """Split sizes are counts or fractions that fit, and there is data to split."""
         sizes = (self.train_size, self.val_size, self.test_size)
         if any(s < 0 for s in sizes) or self.train_size == 0:
             raise ConfigError(f"split sizes must be >= 0 and train_size > 0, got {sizes}")
@@ -226,13 +249,6 @@ class Config:
             raise ConfigError(f"split fractions add up to {sum(fractions):.3f} > 1: {sizes}")
         if not self.data:
             raise ConfigError("data is empty: give a folder, tfds:cats_vs_dogs or synthetic")
-        from catdog_tf import models  # Local import: models imports TensorFlow.
-
-        if self.model not in models.available_models(include_private=True):
-            raise ConfigError(
-                f"unknown model {self.model!r}; known: {', '.join(models.available_models())}"
-            )
-        return self
 
     def _check_types(self) -> None:
         """Each field holds its declared type (a hand-edited config.json may not)."""

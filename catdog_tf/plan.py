@@ -179,44 +179,18 @@ def resolve(
             f"low_res_epochs={config.low_res_epochs}: {config.model} trains a head on features "
             "extracted once at the full size; progressive resizing does not apply"
         )
-    why: dict[str, str] = {}
-
-    steps = train_images // config.batch_size
-    why["steps_per_epoch"] = f"{train_images} training images // batch {config.batch_size}"
-    if config.steps_per_epoch and config.steps_per_epoch < steps:
-        steps = config.steps_per_epoch
-        why["steps_per_epoch"] = "capped by steps_per_epoch in the config"
-    optimizer = spec.optimizer if config.optimizer == "auto" else config.optimizer
-    why["optimizer"] = (
-        f"the {config.model} model's default" if config.optimizer == "auto" else "set in the config"
-    )
-    learning_rate = config.learning_rate or spec.learning_rate
-    why["learning_rate"] = (
-        "set in the config" if config.learning_rate else f"the {config.model} model's default"
-    )
-    warmup_steps = round(config.warmup_epochs * steps)
-    why["warmup_steps"] = f"{config.warmup_epochs} warm-up epochs x {steps} steps"
-    decay_steps = config.epochs * steps - warmup_steps if config.lr_schedule == "cosine" else 0
+    schedule, why = _schedule(config, spec, train_images)
     why["data_fingerprint"] = (
         "which images each split holds: files added, removed or replaced change it"
-    )
-    why["decay_steps"] = (
-        f"cosine decay over {config.epochs} epochs x {steps} steps, less the warm-up"
-        if decay_steps
-        else "constant learning rate"
     )
     plan = Plan(
         mode=spec.mode,
         starts_from=spec.starts_from,
         precision="float32",
         jit_compile=False,
-        optimizer=optimizer,
-        learning_rate=float(learning_rate),
         lr_schedule=config.lr_schedule,
-        decay_steps=decay_steps,
-        warmup_steps=warmup_steps,
-        steps_per_epoch=steps,
         train_images=train_images,
+        **schedule,
         strategy=config.strategy,
         data_fingerprint=data_fingerprint,
         threads=machine.usable_cores,
@@ -289,6 +263,40 @@ def speed_candidates(
             why[field] = why[field].replace("calibrated", "not timed under multi_worker")
         candidates = candidates[:1]
     return candidates, why
+
+
+def _schedule(config: Config, spec: Any, train_images: int) -> tuple[dict[str, Any], dict]:
+    """Steps per epoch, optimizer, learning rate, warm-up and decay steps, each with a why."""
+    why: dict[str, str] = {}
+    steps = train_images // config.batch_size
+    why["steps_per_epoch"] = f"{train_images} training images // batch {config.batch_size}"
+    if config.steps_per_epoch and config.steps_per_epoch < steps:
+        steps = config.steps_per_epoch
+        why["steps_per_epoch"] = "capped by steps_per_epoch in the config"
+    optimizer = spec.optimizer if config.optimizer == "auto" else config.optimizer
+    why["optimizer"] = (
+        f"the {config.model} model's default" if config.optimizer == "auto" else "set in the config"
+    )
+    learning_rate = config.learning_rate or spec.learning_rate
+    why["learning_rate"] = (
+        "set in the config" if config.learning_rate else f"the {config.model} model's default"
+    )
+    warmup_steps = round(config.warmup_epochs * steps)
+    why["warmup_steps"] = f"{config.warmup_epochs} warm-up epochs x {steps} steps"
+    decay_steps = config.epochs * steps - warmup_steps if config.lr_schedule == "cosine" else 0
+    why["decay_steps"] = (
+        f"cosine decay over {config.epochs} epochs x {steps} steps, less the warm-up"
+        if decay_steps
+        else "constant learning rate"
+    )
+    fields = {
+        "optimizer": optimizer,
+        "learning_rate": float(learning_rate),
+        "decay_steps": decay_steps,
+        "warmup_steps": warmup_steps,
+        "steps_per_epoch": steps,
+    }
+    return fields, why
 
 
 def _resolve_speed(

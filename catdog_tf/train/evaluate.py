@@ -15,10 +15,10 @@ import tensorflow as tf
 from catdog_tf import data, rundir
 from catdog_tf.config import Config
 from catdog_tf.errors import ConfigError, RunFilesError, first_line
-from catdog_tf.train import metrics
+from catdog_tf.train import finish, metrics
 from catdog_tf.train import report as report_lib
 from catdog_tf.train.steps import inference, model_outputs
-from catdog_tf.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
 
 
 def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
@@ -111,18 +111,7 @@ def evaluate_workdir(
             "evaluate without --tta"
         )
     loaded, skipped = data.load_usable(data_spec, config.seed, config.synthetic_size)
-    examples_list = list(loaded.values())
-    examples = data.Examples(
-        items=np.concatenate([e.items for e in examples_list]),
-        labels=np.concatenate([e.labels for e in examples_list]),
-        origin=examples_list[0].origin,
-        encoded=examples_list[0].encoded,
-        synthetic=examples_list[0].synthetic,
-        # The scan read every header already; without these the pipeline would read them again.
-        orientations=np.concatenate([e.orientations for e in examples_list])
-        if all(e.orientations is not None for e in examples_list)
-        else None,
-    )
+    examples = _all_of(list(loaded.values()))
     dataset = data.eval_batches(
         data.decoded_dataset(examples, config.image_size, cache=""), batch_size
     )
@@ -138,21 +127,33 @@ def evaluate_workdir(
             **examples.counts(),
         }
     )
-    name = os.path.basename(os.path.normpath(data_spec)).replace(":", "_") or "data"
-    folder = rundir.outputs_folder(workdir)
-    os.makedirs(folder, exist_ok=True)
-    output = output or os.path.join(folder, f"eval-{name}{'-tta' if tta else ''}.json")
+    if output is None:
+        name = os.path.basename(os.path.normpath(data_spec)).replace(":", "_") or "data"
+        folder = rundir.outputs_folder(workdir)
+        os.makedirs(folder, exist_ok=True)
+        output = os.path.join(folder, f"eval-{name}{'-tta' if tta else ''}.json")
     base = output.removesuffix(".json")
+    title = f"{config.model} on {data_spec}"
     report_lib.write_split_outputs(
-        f"{base}-predictions.csv",
-        f"{base}-mistakes.png",
-        examples,
-        logits,
-        threshold,
-        title=f"{config.model} on {data_spec}",
+        f"{base}-predictions.csv", f"{base}-mistakes.png", examples, logits, threshold, title
     )
     atomic_write_json(output, report)
     return report
+
+
+def _all_of(parts: list[data.Examples]) -> data.Examples:
+    """The examples of every part of a loaded spec (``all``, or its own splits) as one."""
+    return data.Examples(
+        items=np.concatenate([e.items for e in parts]),
+        labels=np.concatenate([e.labels for e in parts]),
+        origin=parts[0].origin,
+        encoded=parts[0].encoded,
+        synthetic=parts[0].synthetic,
+        # The scan read every header already; without these the pipeline would read them again.
+        orientations=np.concatenate([e.orientations for e in parts])
+        if all(e.orientations is not None for e in parts)
+        else None,
+    )
 
 
 # How closely the recomputed plain validation metrics must match the run's own: float noise
@@ -214,18 +215,8 @@ def add_tta(workdir: str, data_spec: str | None = None, batch_size: int = 64) ->
     tta = {name: _logits(model, batches(name), tta=True) for name in names}
     val_tta, test_tta = metrics.validation_and_test(tta)
     added = {"validation_tta": val_tta, "test_tta": test_tta}
-    npz = rundir.path(workdir, rundir.PREDICTIONS)
-    if os.path.exists(npz):
-        with np.load(npz) as saved:
-            arrays = dict(saved)
-        arrays.update({f"{name}_tta_logits": logits for name, (logits, _) in tta.items()})
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        atomic_write_bytes(npz, buffer.getvalue())
-    atomic_write_json(
-        rundir.path(workdir, rundir.RESULT),
-        {**result, **added, "tta_added_after_training": {"data": spec}},
-    )
+    logits = {name: name_logits for name, (name_logits, _) in tta.items()}
+    finish.add_tta_outputs(workdir, result, added, logits, spec)
     return added
 
 

@@ -2,7 +2,8 @@
 
 :func:`finish` exports the best model (``model.keras``, ``serving.keras``), evaluates it on
 validation and test (and with flip TTA), and writes ``predictions.npz``, the per-image CSVs,
-the mistake galleries and ``result.json``. :func:`training_flops` is the run's compute, as
+the mistake galleries and ``result.json``; :func:`add_tta_outputs` adds flip-TTA metrics
+to them after training. :func:`training_flops` is the run's compute, as
 the result and the comparison table report it.
 """
 
@@ -51,6 +52,36 @@ def finish(
     }
     atomic_write_json(rundir.path(workdir, rundir.RESULT), result)
     return result
+
+
+def add_tta_outputs(
+    workdir: str,
+    result: dict[str, Any],
+    added: dict[str, Any],
+    tta_logits: dict[str, np.ndarray],
+    spec: str,
+) -> None:
+    """Adds flip-TTA metrics chosen after training to a finished run's outputs.
+
+    Args:
+      workdir: The finished run.
+      result: Its ``result.json`` as it was.
+      added: ``validation_tta`` and ``test_tta`` metrics.
+      tta_logits: Flip-averaged logits per split, added to ``predictions.npz``.
+      spec: The ``--data`` the splits were rebuilt from.
+    """
+    npz = rundir.path(workdir, rundir.PREDICTIONS)
+    if os.path.exists(npz):
+        with np.load(npz) as saved:
+            arrays = dict(saved)
+        arrays.update({f"{name}_tta_logits": logits for name, logits in tta_logits.items()})
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(npz, buffer.getvalue())
+    atomic_write_json(
+        rundir.path(workdir, rundir.RESULT),
+        {**result, **added, "tta_added_after_training": {"data": spec}},
+    )
 
 
 def export_models(model: keras.Model, config: Config, workdir: str) -> None:
