@@ -228,6 +228,15 @@ def speed_candidates(
             if not machine.native_bf16:
                 why["precision"] += " (this CPU has no native bfloat16: expect it to be slow)"
                 logging.warning("mixed_bfloat16 on %s, which has no native bf16", machine.cpu_model)
+        if config.precision == "mixed_float16" and not machine.has_gpu:
+            # TensorFlow's own word for this ("failed call to cuInit") is hidden by the
+            # commands; say it once, in the package's words.
+            why["precision"] += " (no usable GPU: float16 runs emulated on the CPU, slowly)"
+            logging.warning(
+                "precision=mixed_float16 is for GPUs with tensor cores, and no GPU is usable "
+                "here: it will run on %s, far slower than float32",
+                machine.cpu_model,
+            )
     elif machine.has_gpu:
         capability = machine.gpu_compute_capability
         tensor_cores = capability is not None and tuple(capability) >= (7, 0)

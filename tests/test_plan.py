@@ -155,6 +155,14 @@ def test_explicit_settings_are_kept_and_bf16_without_hardware_is_flagged():
     assert "no native bfloat16" in plan.why["precision"]
 
 
+def test_float16_without_a_gpu_is_said_in_the_packages_words():
+    config = auto(precision="mixed_float16", jit_compile="off")
+    plan = plan_lib.resolve(config, 16000, AMD, FakeSpeeds({}))
+    assert plan.precision == "mixed_float16" and "no usable GPU" in plan.why["precision"]
+    on_gpu = plan_lib.resolve(config, 16000, GPU, FakeSpeeds({}))
+    assert on_gpu.why["precision"] == "set in the config"
+
+
 def test_every_auto_and_zero_is_resolved():
     config = auto("vgg16_finetune", learning_rate=0.0, optimizer="auto", steps_per_epoch=0)
     plan = plan_lib.resolve(
