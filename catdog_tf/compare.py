@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from catdog_tf import data, models, rundir, summary
+from catdog_tf import data, figures, models, rundir, summary
 from catdog_tf import plan as plan_lib
 from catdog_tf.config import Config
 from catdog_tf.errors import CatdogError, ConfigError
@@ -32,10 +32,7 @@ def run_name(model: str, loss: str, seed: int | None = None) -> str:
 
 def plot_run(result_dir: str, plots_dir: str, name: str) -> list[str]:
     """Learning curves and the threshold-sweep curve of one run, as PNGs; returns paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # Files only; no display needed.
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     os.makedirs(plots_dir, exist_ok=True)
     history = read_json(rundir.path(result_dir, rundir.HISTORY))
@@ -50,10 +47,7 @@ def plot_run(result_dir: str, plots_dir: str, name: str) -> list[str]:
     for ax in (ax_loss, ax_acc):
         ax.legend()
         ax.grid(alpha=0.3)
-    curves = os.path.join(plots_dir, f"{name}-curves.png")
-    fig.tight_layout()
-    fig.savefig(curves, dpi=80)
-    plt.close(fig)
+    curves = figures.save(fig, os.path.join(plots_dir, f"{name}-curves.png"))
 
     predictions = np.load(rundir.path(result_dir, rundir.PREDICTIONS))
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -65,10 +59,7 @@ def plot_run(result_dir: str, plots_dir: str, name: str) -> list[str]:
     ax.set(xlabel="threshold (dog if p > t)", ylabel="accuracy", title=f"{name}: sweep")
     ax.legend()
     ax.grid(alpha=0.3)
-    sweep_path = os.path.join(plots_dir, f"{name}-sweep.png")
-    fig.tight_layout()
-    fig.savefig(sweep_path, dpi=80)
-    plt.close(fig)
+    sweep_path = figures.save(fig, os.path.join(plots_dir, f"{name}-sweep.png"))
     return [curves, sweep_path]
 
 

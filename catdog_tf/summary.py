@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from catdog_tf import rundir, stats
+from catdog_tf import figures, rundir, stats
 from catdog_tf.train import finish, metrics
 from catdog_tf.utils import read_json
 
@@ -278,10 +278,7 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[list[Any]]]
 
 def plot(rows: list[Row], folder: str) -> list[str]:
     """Accuracy against FLOPs and parameters (error bars), learning curves (band over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # Files only; no display needed.
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     os.makedirs(folder, exist_ok=True)
     written = []
@@ -305,11 +302,7 @@ def plot(rows: list[Row], folder: str) -> list[str]:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-        path = os.path.join(folder, f"accuracy_vs_{key}.png")
-        fig.tight_layout()
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        written.append(path)
+        written.append(figures.save(fig, os.path.join(folder, f"accuracy_vs_{key}.png")))
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
         curves = [[h["val_accuracy_at_0.5"] for h in history] for history in row.histories]
@@ -325,8 +318,4 @@ def plot(rows: list[Row], folder: str) -> list[str]:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    path = os.path.join(folder, "learning_curves.png")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return [*written, path]
+    return [*written, figures.save(fig, os.path.join(folder, "learning_curves.png"))]

@@ -18,14 +18,10 @@ from __future__ import annotations
 import os
 
 import keras
-import matplotlib
-
-matplotlib.use("Agg")  # Files only; no display needed.
-import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import data, rundir
+from catdog_tf import data, figures, rundir
 from catdog_tf.train.evaluate import load_run
 from catdog_tf.train.metrics import probabilities
 
@@ -139,16 +135,15 @@ def _scaled(a: np.ndarray) -> np.ndarray:
 def _grid(tiles: list[np.ndarray], title: str, path: str, cmap: str | None = "viridis") -> str:
     cols = int(np.ceil(np.sqrt(len(tiles))))
     rows = int(np.ceil(len(tiles) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.4 * rows), squeeze=False)
+    fig, axes = figures.pyplot().subplots(
+        rows, cols, figsize=(1.6 * cols, 1.4 * rows), squeeze=False
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, tile in zip(axes.ravel(), tiles, strict=False):
         ax.imshow(tile, cmap=cmap, interpolation="nearest")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path, dpi=100)
 
 
 def inspect_image(
@@ -193,7 +188,7 @@ def inspect_image(
     has_convs = _backbone(model) is not None or bool(_conv_layers(model))
     heat, prob = grad_cam(model, image) if has_convs else saliency(model, image)
     kind = "Grad-CAM" if has_convs else "saliency"
-    fig, axes = plt.subplots(1, 3, figsize=(9, 2.6))
+    fig, axes = figures.pyplot().subplots(1, 3, figsize=(9, 2.6))
     axes[0].imshow(image[0])
     axes[0].set_title(f"P(dog) = {prob:.3f}", fontsize=9)
     axes[1].imshow(heat, cmap="jet")
@@ -205,9 +200,6 @@ def inspect_image(
     for ax in axes:
         ax.axis("off")
     fig.suptitle(f"{config.model}: {os.path.basename(image_path)}", fontsize=9)
-    fig.tight_layout()
     path = os.path.join(output_dir, "gradcam.png" if has_convs else "saliency.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
+    written.append(figures.save(fig, path, dpi=100))
     return written

@@ -14,10 +14,11 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
+from catdog_tf import figures
 from catdog_tf.data import CAT, DOG, Examples
 from catdog_tf.data.sources import display
 from catdog_tf.train import metrics
-from catdog_tf.utils import atomic_write_bytes, atomic_write_text
+from catdog_tf.utils import atomic_write_text
 
 CLASS_NAMES = {CAT: "cat", DOG: "dog"}
 
@@ -71,10 +72,7 @@ def write_mistakes_gallery(
     count: int = 16,
 ) -> int:
     """A PNG grid of the ``count`` most confident mistakes; returns how many it shows."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # Files only; no display needed.
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     chosen = confident_mistakes(examples.labels, probs, threshold, count)
     columns = 4
@@ -93,11 +91,7 @@ def write_mistakes_gallery(
     if not len(chosen):
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle(f"{title}: most confident mistakes at threshold {threshold:.3f}")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    figures.save(fig, path)
     return len(chosen)
 
 
