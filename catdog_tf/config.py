@@ -49,107 +49,154 @@ MAX_IMAGE_SIDE = 1024
 MAX_SYNTHETIC = 100_000
 # Seeds go to NumPy, Keras and tf.data, which take 0 <= seed < 2**32.
 MAX_SEED = 2**32 - 1
+# Fields whose ``auto`` (or ``0``) the plan decides (catdog_tf.plan): the plan's decision of
+# the same name, given back as the field's value, pins a resumed run to the saved choice.
+PLANNED_FIELDS = ("precision", "jit_compile", "optimizer", "learning_rate", "steps_per_epoch")
 # Smallest side of a progressive-resizing epoch's images: a few pooling stages must fit.
 MIN_LOW_RES_SIDE = 8
 
 
+def _field(default: Any = dataclasses.MISSING, doc: str = "", factory: Any = None) -> Any:
+    """A :class:`Config` field with its help text as ``doc`` metadata."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"doc": doc})
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
 @dataclasses.dataclass
 class Config:
-    """Everything that defines a run. Field docs are the ``--set`` help.
+    """Everything that defines a run.
 
-    Attributes:
-      data: ``PATH`` (Kaggle flat folder or class subfolders), ``tfds:cats_vs_dogs`` or
-        ``synthetic`` (generated shapes, not real data).
-      image_height: Height images are resized to (the article: 94, a quarter of 375).
-      image_width: Width images are resized to (the article: 125, a quarter of 500).
-      train_size: Training images: an int count or a float fraction of the data.
-      val_size: Validation images (count or fraction); model and threshold are chosen here.
-      test_size: Held-out test images (count or fraction), used only for the final report.
-      seed: Seeds the split, shuffling, augmentation and weight init.
-      deterministic: Calls ``tf.config.experimental.enable_op_determinism()`` (slower).
-      synthetic_size: Number of images the ``synthetic`` source generates.
-      model: Registered model name (see ``catdog_tf.models.available_models()``).
-      model_kwargs: Extra keyword arguments for the model builder.
-      loss: ``mse`` (on the sigmoid probability, as the article) or ``cross_entropy``.
-      weights: Pretrained models only: ``imagenet`` (downloaded by Keras once), a local
-        weights file path, or ``none`` (random init).
-      init_from: A finished run directory whose ``model.keras`` weights initialize this
-        model (matched by name): fine-tuning starts from a bottleneck run this way.
-      optimizer: ``auto`` (the model's default: Adam, or SGD for fine-tuning), ``adam``,
-        ``rmsprop`` or ``sgd`` (with momentum 0.9).
-      learning_rate: Peak learning rate; ``0`` means the model's default.
-      lr_schedule: ``constant`` or ``cosine`` decay over the whole run.
-      warmup_epochs: Epochs (may be fractional) of linear warm-up from 0 to the peak learning
-        rate before the schedule starts; ``0`` for none.
-      weight_decay: Decoupled weight decay (Keras's ``weight_decay``, AdamW style) when > 0:
-        before each update every trainable weight shrinks by learning rate x this. Batch
-        norm makes a conv kernel's scale irrelevant to its output, so decay keeps the
-        kernels small and their effective learning rate high.
-      batch_size: Global batch size.
-      epochs: Maximum epochs.
-      early_stopping_patience: Epochs without a validation-loss improvement before stopping;
-        ``0`` disables early stopping. The best weights are restored either way.
-      label_smoothing: Targets move from {0, 1} to {eps/2, 1 - eps/2} (Keras's
-        ``label_smoothing``): the model stops pushing logits to infinity on easy images.
-      ema_decay: If > 0, evaluate, choose the best epoch with, and export an exponential
-        moving average of the weights with this decay per step (Keras's optimizer EMA).
-      tta: Also report flip test-time augmentation: the logit is the mean of the image's
-        and its mirror image's (``validation_tta``/``test_tta`` in result.json).
-      low_res_epochs: Progressive resizing: the first this many epochs train on images shrunk
-        by ``low_res_scale`` (area averaging), the rest at the full size. A low-resolution
-        epoch costs about ``low_res_scale`` squared of a full one; ``0`` for none. Needs a
-        model that pools globally (conv4_bn, conv5_bn, sepnet), not a flattening head.
-      low_res_scale: Side-length factor of the low-resolution epochs, in (0, 1).
-      augment: Random transforms of the training images, as ``augment_ops`` says.
-      augment_ops: ``affine`` (flip, rotation, zoom, shift and shear in one bilinear warp)
-        or ``flip_shift`` (flip and whole-pixel shift only: no interpolation, cheaper).
-      cache: ``memory``, ``""`` (no cache) or a file path prefix for ``tf.data`` caching.
-      skip_bad_files: Scan files before training and drop the ones that do not decode.
-      precision: ``auto`` (decided for this machine by :func:`catdog_tf.plan.resolve`: float32
-        on CPUs without native bfloat16, timed against ``mixed_bfloat16`` on CPUs with it,
-        ``mixed_float16`` on GPUs with tensor cores), ``float32``, ``mixed_bfloat16`` or
-        ``mixed_float16``.
-      jit_compile: XLA for the train and eval steps: ``auto`` (on with a GPU; timed on a CPU),
-        ``on`` or ``off``.
-      strategy: ``default``, ``mirrored`` or ``multi_worker`` (``tf.distribute``).
-      steps_per_epoch: Cap on training steps per epoch; ``0`` means a full pass.
+    Each field's ``doc`` metadata is its help (``--set``, :func:`field_docs`).
     """
 
-    data: str = "tfds:cats_vs_dogs"
-    image_height: int = IMAGE_SIZE[0]
-    image_width: int = IMAGE_SIZE[1]
-    train_size: float = 0.8
-    val_size: float = 0.1
-    test_size: float = 0.1
-    seed: int = 0
-    deterministic: bool = False
-    synthetic_size: int = 512
-    model: str = "conv3"
-    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    weights: str = "imagenet"
-    init_from: str = ""
-    loss: str = "cross_entropy"
-    optimizer: str = "auto"
-    learning_rate: float = 0.0
-    lr_schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.0
-    tta: bool = False
-    low_res_epochs: int = 0
-    low_res_scale: float = 0.5
-    batch_size: int = 32
-    epochs: int = 10
-    early_stopping_patience: int = 0
-    augment: bool = False
-    augment_ops: str = "affine"
-    cache: str = "memory"
-    skip_bad_files: bool = True
-    precision: str = "auto"
-    jit_compile: str = "auto"
-    strategy: str = "default"
-    steps_per_epoch: int = 0
+    data: str = _field(
+        "tfds:cats_vs_dogs",
+        "``PATH`` (Kaggle flat folder or class subfolders), ``tfds:cats_vs_dogs`` or "
+        "``synthetic`` (generated shapes, not real data).",
+    )
+    image_height: int = _field(
+        IMAGE_SIZE[0], "Height images are resized to (the article: 94, a quarter of 375)."
+    )
+    image_width: int = _field(
+        IMAGE_SIZE[1], "Width images are resized to (the article: 125, a quarter of 500)."
+    )
+    train_size: float = _field(
+        0.8, "Training images: an int count or a float fraction of the data."
+    )
+    val_size: float = _field(
+        0.1, "Validation images (count or fraction); model and threshold are chosen here."
+    )
+    test_size: float = _field(
+        0.1, "Held-out test images (count or fraction), used only for the final report."
+    )
+    seed: int = _field(0, "Seeds the split, shuffling, augmentation and weight init.")
+    deterministic: bool = _field(
+        False, "Calls ``tf.config.experimental.enable_op_determinism()`` (slower)."
+    )
+    synthetic_size: int = _field(512, "Number of images the ``synthetic`` source generates.")
+    model: str = _field(
+        "conv3", "Registered model name (see ``catdog_tf.models.available_models()``)."
+    )
+    model_kwargs: dict[str, Any] = _field(
+        factory=dict,
+        doc=("Extra keyword arguments for the model builder."),
+    )
+    weights: str = _field(
+        "imagenet",
+        "Pretrained models only: ``imagenet`` (downloaded by Keras once), a local weights "
+        "file path, or ``none`` (random init).",
+    )
+    init_from: str = _field(
+        "",
+        "A finished run directory whose ``model.keras`` weights initialize this model "
+        "(matched by name): fine-tuning starts from a bottleneck run this way.",
+    )
+    loss: str = _field(
+        "cross_entropy",
+        "``mse`` (on the sigmoid probability, as the article) or ``cross_entropy``.",
+    )
+    optimizer: str = _field(
+        "auto",
+        "``auto`` (the model's default: Adam, or SGD for fine-tuning), ``adam``, "
+        "``rmsprop`` or ``sgd`` (with momentum 0.9).",
+    )
+    learning_rate: float = _field(0.0, "Peak learning rate; ``0`` means the model's default.")
+    lr_schedule: str = _field("constant", "``constant`` or ``cosine`` decay over the whole run.")
+    warmup_epochs: float = _field(
+        0.0,
+        "Epochs (may be fractional) of linear warm-up from 0 to the peak learning rate "
+        "before the schedule starts; ``0`` for none.",
+    )
+    weight_decay: float = _field(
+        0.0,
+        "Decoupled weight decay (Keras's ``weight_decay``, AdamW style) when > 0: before "
+        "each update every trainable weight shrinks by learning rate x this. Batch norm "
+        "makes a conv kernel's scale irrelevant to its output, so decay keeps the kernels "
+        "small and their effective learning rate high.",
+    )
+    label_smoothing: float = _field(
+        0.0,
+        "Targets move from {0, 1} to {eps/2, 1 - eps/2} (Keras's ``label_smoothing``): "
+        "the model stops pushing logits to infinity on easy images.",
+    )
+    ema_decay: float = _field(
+        0.0,
+        "If > 0, evaluate, choose the best epoch with, and export an exponential moving "
+        "average of the weights with this decay per step (Keras's optimizer EMA).",
+    )
+    tta: bool = _field(
+        False,
+        "Also report flip test-time augmentation: the logit is the mean of the image's "
+        "and its mirror image's (``validation_tta``/``test_tta`` in result.json).",
+    )
+    low_res_epochs: int = _field(
+        0,
+        "Progressive resizing: the first this many epochs train on images shrunk by "
+        "``low_res_scale`` (area averaging), the rest at the full size. A low-resolution "
+        "epoch costs about ``low_res_scale`` squared of a full one; ``0`` for none. Needs "
+        "a model that pools globally (conv4_bn, conv5_bn, sepnet), not a flattening head.",
+    )
+    low_res_scale: float = _field(
+        0.5, "Side-length factor of the low-resolution epochs, in (0, 1)."
+    )
+    batch_size: int = _field(32, "Global batch size.")
+    epochs: int = _field(10, "Maximum epochs.")
+    early_stopping_patience: int = _field(
+        0,
+        "Epochs without a validation-loss improvement before stopping; ``0`` disables "
+        "early stopping. The best weights are restored either way.",
+    )
+    augment: bool = _field(
+        False, "Random transforms of the training images, as ``augment_ops`` says."
+    )
+    augment_ops: str = _field(
+        "affine",
+        "``affine`` (flip, rotation, zoom, shift and shear in one bilinear warp) or "
+        "``flip_shift`` (flip and whole-pixel shift only: no interpolation, cheaper).",
+    )
+    cache: str = _field(
+        "memory", '``memory``, ``""`` (no cache) or a file path prefix for ``tf.data`` caching.'
+    )
+    skip_bad_files: bool = _field(
+        True, "Scan files before training and drop the ones that do not decode."
+    )
+    precision: str = _field(
+        "auto",
+        "``auto`` (decided for this machine by :func:`catdog_tf.plan.resolve`: float32 on "
+        "CPUs without native bfloat16, timed against ``mixed_bfloat16`` on CPUs with it, "
+        "``mixed_float16`` on GPUs with tensor cores), ``float32``, ``mixed_bfloat16`` or "
+        "``mixed_float16``.",
+    )
+    jit_compile: str = _field(
+        "auto",
+        "XLA for the train and eval steps: ``auto`` (on with a GPU; timed on a CPU), "
+        "``on`` or ``off``.",
+    )
+    strategy: str = _field(
+        "default", "``default``, ``mirrored`` or ``multi_worker`` (``tf.distribute``)."
+    )
+    steps_per_epoch: int = _field(0, "Cap on training steps per epoch; ``0`` means a full pass.")
 
     def validate(self) -> Config:
         """Checks every field; raises :class:`ConfigError` naming the bad one. Returns self."""
@@ -308,6 +355,11 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+def field_docs() -> dict[str, str]:
+    """Each :class:`Config` field's help text, in declaration order."""
+    return {field.name: field.metadata["doc"] for field in dataclasses.fields(Config)}
 
 
 def parse_override(config: Config, assignment: str) -> Config:

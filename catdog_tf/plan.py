@@ -32,7 +32,7 @@ from typing import Any
 from absl import logging
 
 from catdog_tf import machine as machine_lib
-from catdog_tf.config import Config
+from catdog_tf.config import PLANNED_FIELDS, Config
 from catdog_tf.errors import ConfigError, WorkdirConfigError
 from catdog_tf.utils import atomic_write_json, read_json
 
@@ -55,14 +55,6 @@ DECISIONS = (
     "strategy",
     "data_fingerprint",
 )
-# The config field (and the value to give it) that pins each decision to a saved value.
-PINNING_FIELDS = {
-    "precision": "precision",
-    "jit_compile": "jit_compile",
-    "optimizer": "optimizer",
-    "learning_rate": "learning_rate",
-    "steps_per_epoch": "steps_per_epoch",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,57 +205,14 @@ def speed_candidates(
       ConfigError: The config asks for mixed_bfloat16 where its steps would fail
         (:attr:`catdog_tf.machine.Machine.bf16_fails`).
     """
-    why: dict[str, str] = {}
-    if config.precision != "auto":
-        precisions = [config.precision]
-        why["precision"] = "set in the config"
-        if config.precision == "mixed_bfloat16" and not machine.has_gpu:
-            if machine.bf16_fails:
-                raise ConfigError(
-                    f"precision=mixed_bfloat16 fails with oneDNN limited to "
-                    f"{machine.onednn_max_isa} ({'/'.join(machine_lib.ONEDNN_ISA_ENVS)}) on this "
-                    "AVX-512 CPU: oneDNN has no bfloat16 kernel below AVX-512; use "
-                    "precision=float32, or lift the limit"
-                )
-            if not machine.native_bf16:
-                why["precision"] += " (this CPU has no native bfloat16: expect it to be slow)"
-                logging.warning("mixed_bfloat16 on %s, which has no native bf16", machine.cpu_model)
-        if config.precision == "mixed_float16" and not machine.has_gpu:
-            # TensorFlow's own word for this ("failed call to cuInit") is hidden by the
-            # commands; say it once, in the package's words.
-            why["precision"] += " (no usable GPU: float16 runs emulated on the CPU, slowly)"
-            logging.warning(
-                "precision=mixed_float16 is for GPUs with tensor cores, and no GPU is usable "
-                "here: it will run on %s, far slower than float32",
-                machine.cpu_model,
-            )
-    elif machine.has_gpu:
-        capability = machine.gpu_compute_capability
-        tensor_cores = capability is not None and tuple(capability) >= (7, 0)
-        precisions = ["mixed_float16" if tensor_cores else "float32"]
-        why["precision"] = f"GPU with compute capability {capability}: " + (
-            "tensor cores run float16" if tensor_cores else "no tensor cores"
-        )
-    elif not machine.native_bf16:
-        precisions = ["float32"]
-        why["precision"] = (
-            f"oneDNN limited to {machine.onednn_max_isa}, below AVX512_BF16/AMX: bfloat16 "
-            "would be emulated, far slower, or fail"
-            if machine.onednn_hides_bf16
-            else "CPU without AVX512_BF16/AMX: bfloat16 would be emulated, far slower"
-        )
-    else:
-        precisions = ["float32", "mixed_bfloat16"]
-        why["precision"] = "CPU with native bfloat16: calibrated"
+    precisions, why_precision = _precision_candidates(config, machine)
     if config.jit_compile != "auto":
-        jits = [config.jit_compile == "on"]
-        why["jit_compile"] = "set in the config"
+        jits, why_jit = [config.jit_compile == "on"], "set in the config"
     elif machine.has_gpu:
-        jits = [True]
-        why["jit_compile"] = "GPU: XLA fuses the small ops of these models"
+        jits, why_jit = [True], "GPU: XLA fuses the small ops of these models"
     else:
-        jits = [False, True]
-        why["jit_compile"] = "CPU: calibrated"
+        jits, why_jit = [False, True], "CPU: calibrated"
+    why = {"precision": why_precision, "jit_compile": why_jit}
     candidates = [(p, j) for p in precisions for j in jits]
     if config.strategy == "multi_worker" and len(candidates) > 1:
         # Each worker would time on its own and could choose differently: take the simple
@@ -272,6 +221,54 @@ def speed_candidates(
             why[field] = why[field].replace("calibrated", "not timed under multi_worker")
         candidates = candidates[:1]
     return candidates, why
+
+
+def _precision_candidates(config: Config, machine: machine_lib.Machine) -> tuple[list[str], str]:
+    """The precisions still open for ``config`` on ``machine``, and why."""
+    if config.precision != "auto":
+        return [config.precision], "set in the config" + _explicit_precision_note(config, machine)
+    if machine.has_gpu:
+        capability = machine.gpu_compute_capability
+        tensor_cores = capability is not None and tuple(capability) >= (7, 0)
+        return ["mixed_float16" if tensor_cores else "float32"], (
+            f"GPU with compute capability {capability}: "
+            + ("tensor cores run float16" if tensor_cores else "no tensor cores")
+        )
+    if not machine.native_bf16:
+        return ["float32"], (
+            f"oneDNN limited to {machine.onednn_max_isa}, below AVX512_BF16/AMX: bfloat16 "
+            "would be emulated, far slower, or fail"
+            if machine.onednn_hides_bf16
+            else "CPU without AVX512_BF16/AMX: bfloat16 would be emulated, far slower"
+        )
+    return ["float32", "mixed_bfloat16"], "CPU with native bfloat16: calibrated"
+
+
+def _explicit_precision_note(config: Config, machine: machine_lib.Machine) -> str:
+    """What a precision the config sets will cost on a CPU; warns once, or refuses a failure."""
+    if machine.has_gpu:
+        return ""
+    if config.precision == "mixed_bfloat16":
+        if machine.bf16_fails:
+            raise ConfigError(
+                f"precision=mixed_bfloat16 fails with oneDNN limited to "
+                f"{machine.onednn_max_isa} ({'/'.join(machine_lib.ONEDNN_ISA_ENVS)}) on this "
+                "AVX-512 CPU: oneDNN has no bfloat16 kernel below AVX-512; use "
+                "precision=float32, or lift the limit"
+            )
+        if not machine.native_bf16:
+            logging.warning("mixed_bfloat16 on %s, which has no native bf16", machine.cpu_model)
+            return " (this CPU has no native bfloat16: expect it to be slow)"
+    if config.precision == "mixed_float16":
+        # TensorFlow's own word for this ("failed call to cuInit") is hidden by the
+        # commands; say it once, in the package's words.
+        logging.warning(
+            "precision=mixed_float16 is for GPUs with tensor cores, and no GPU is usable "
+            "here: it will run on %s, far slower than float32",
+            machine.cpu_model,
+        )
+        return " (no usable GPU: float16 runs emulated on the CPU, slowly)"
+    return ""
 
 
 def _schedule(config: Config, spec: Any, train_images: int) -> tuple[dict[str, Any], dict]:
@@ -445,9 +442,9 @@ def check_resume(saved: dict[str, Any] | None, plan: Plan, workdir: str) -> None
     parts, pins = [], []
     for name, (old, new) in diff.items():
         parts.append(f"{name}: {old!r} -> {new!r} ({plan.why.get(name, 'changed')})")
-        if name in PINNING_FIELDS and old is not None:
+        if name in PLANNED_FIELDS and old is not None:
             value = ("on" if old else "off") if name == "jit_compile" else old
-            pins.append(f"--set={PINNING_FIELDS[name]}={value}")
+            pins.append(f"--set={name}={value}")
     pin_text = f"; to resume with the saved choice pass {' '.join(pins)}" if pins else ""
     raise WorkdirConfigError(
         f"{workdir} was trained under another plan (saved -> now): {'; '.join(parts)}"

@@ -2,7 +2,8 @@
 
 Every module that reads or writes a run asks this one for paths. A run directory holds::
 
-    config.json         {"config": the Config, "plan": the resolved Plan}
+    config.json         {"config": the Config, "plan": the resolved Plan,
+                        "catdog_tf_version": the version that wrote it}
     checkpoints/        tf.train.CheckpointManager: model, optimizer, epoch, early-stopping
                         state and history, saved after every epoch
     best/               the weights with the lowest validation loss so far
@@ -34,9 +35,9 @@ import shutil
 from collections.abc import Iterator
 from typing import Any
 
-from catdog_tf.config import Config
+from catdog_tf import __version__
+from catdog_tf.config import PLANNED_FIELDS, Config
 from catdog_tf.errors import CatdogError, WorkdirBusyError, WorkdirConfigError
-from catdog_tf.plan import PINNING_FIELDS
 from catdog_tf.utils import atomic_write_json, read_json
 
 CONFIG = "config.json"
@@ -89,21 +90,28 @@ def outputs_folder(workdir: str) -> str:
 
 
 def read_config(workdir: str) -> tuple[Config, dict[str, Any] | None]:
-    """(validated config, saved plan dict or None) of a run; reads the older flat layout too.
+    """(validated config, saved plan dict or None) of a run.
 
     Raises:
-      WorkdirConfigError: ``config.json`` is not valid JSON or not a valid config (the
-        message names the file; nothing is deleted).
+      WorkdirConfigError: ``config.json`` is not valid JSON, not a valid config, or of the
+        flat layout of early 0.1.0 runs (the message names the file; nothing is deleted).
     """
     file = path(workdir, CONFIG)
     try:
         saved = read_json(file)
-        if isinstance(saved, dict) and "config" in saved:
-            plan = saved.get("plan")
-            if plan is not None and not isinstance(plan, dict):
-                raise ValueError("its plan is not a JSON object")
-            return Config.from_dict(saved["config"]).validate(), plan
-        return Config.from_dict(saved).validate(), None
+        if not isinstance(saved, dict):
+            raise ValueError(f"a JSON object was expected, not {type(saved).__name__}")
+        if "config" not in saved:
+            raise WorkdirConfigError(
+                f"{file} is the flat config of an early 0.1.0 run, a layout catdog_tf "
+                f"{__version__} does not read: train it again in a new --workdir"
+            )
+        plan = saved.get("plan")
+        if plan is not None and not isinstance(plan, dict):
+            raise ValueError("its plan is not a JSON object")
+        return Config.from_dict(saved["config"]).validate(), plan
+    except WorkdirConfigError:
+        raise
     except (ValueError, TypeError, UnicodeDecodeError, CatdogError) as e:
         detail = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
         raise WorkdirConfigError(f"{file} is not a valid catdog_tf config ({detail})") from e
@@ -111,7 +119,10 @@ def read_config(workdir: str) -> tuple[Config, dict[str, Any] | None]:
 
 def write_config(workdir: str, config: Config, plan: dict[str, Any]) -> None:
     """Writes ``config.json`` with the config and its resolved plan."""
-    atomic_write_json(path(workdir, CONFIG), {"config": config.to_dict(), "plan": plan})
+    atomic_write_json(
+        path(workdir, CONFIG),
+        {"config": config.to_dict(), "plan": plan, "catdog_tf_version": __version__},
+    )
 
 
 # Fields a resumed run may change: more epochs train a run longer. Whether that changes what
@@ -130,7 +141,7 @@ def config_differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     return {
         name: (old_values[name], value)
         for name, value in new_values.items()
-        if name not in PINNING_FIELDS and name not in RESUMABLE_FIELDS and old_values[name] != value
+        if name not in PLANNED_FIELDS and name not in RESUMABLE_FIELDS and old_values[name] != value
     }
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from catdog_tf import data, figures, rundir
-from catdog_tf.train.evaluate import load_run
+from catdog_tf.evaluate import load_run
 from catdog_tf.train.metrics import probabilities
 
 

@@ -1,8 +1,12 @@
-"""Shared fixtures: small generated image folders in every supported layout."""
+"""Shared fixtures: small generated image folders in every supported layout, and one finished
+tiny run that the test files share (read it, or copy it before changing it)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,3 +57,59 @@ def kaggle_dir(tmp_path):
 @pytest.fixture
 def class_dir(tmp_path):
     return make_class_folders(str(tmp_path / "classes"))
+
+
+def tiny_config(data_dir: str, **changes):
+    """A conv1 run that trains in seconds: 24x32 images, 2 epochs of batch 4, a 2:1:1 split."""
+    from catdog_tf.config import smoke
+
+    values = dict(image_height=24, image_width=32, batch_size=4, epochs=2, train_size=0.5)
+    values.update(val_size=0.25, test_size=0.25)
+    return smoke("conv1").replace(data=data_dir, **{**values, **changes})
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+    """A finished run: its data folder, its run directory and the config it trained."""
+
+    root: str
+    workdir: str
+    config: object
+
+
+def _tree_digest(folder: str) -> str:
+    digest = hashlib.sha256()
+    for parent, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            path = os.path.join(parent, name)
+            digest.update(os.path.relpath(path, folder).encode())
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One tiny finished run per test process, shared by every test file that reads one.
+
+    Tests that change a run copy it first (:func:`finished_copy`); the teardown fails the
+    suite if any test wrote into the shared one.
+    """
+    from catdog_tf.train import train_and_evaluate
+
+    tmp = tmp_path_factory.mktemp("finished")
+    root = make_kaggle_folder(str(tmp / "d"), n_per_class=8)
+    config = tiny_config(root)
+    train_and_evaluate(config, str(tmp / "run"), verbose=False)
+    run = FinishedRun(root, str(tmp / "run"), config)
+    before = _tree_digest(run.workdir), _tree_digest(root)
+    yield run
+    assert (_tree_digest(run.workdir), _tree_digest(root)) == before, "a test changed the run"
+
+
+@pytest.fixture
+def finished_copy(finished_run, tmp_path) -> str:
+    """A copy of the shared finished run, for a test to change."""
+    workdir = str(tmp_path / "run")
+    shutil.copytree(finished_run.workdir, workdir)
+    return workdir

@@ -15,7 +15,7 @@ import pytest
 from conftest import make_image, make_kaggle_folder
 
 import catdog_tf
-from catdog_tf.train import predict_files
+from catdog_tf.evaluate import predict_files
 from catdog_tf.utils import read_json
 
 # As a user runs them: no TF_CPP_MIN_LOG_LEVEL (conftest sets one for in-process tests).

@@ -16,7 +16,8 @@ import tensorflow as tf
 from conftest import make_class_folders, make_image, make_kaggle_folder
 from PIL import Image, ImageOps
 
-from catdog_tf import data, models, rundir, utils
+import catdog_tf
+from catdog_tf import data, evaluate, models, rundir, utils
 from catdog_tf.cli.common import error_line
 from catdog_tf.compare import compare
 from catdog_tf.config import Config, parse_override, smoke
@@ -27,7 +28,7 @@ from catdog_tf.errors import (
     WorkdirBusyError,
     WorkdirConfigError,
 )
-from catdog_tf.train import evaluate, metrics, train_and_evaluate
+from catdog_tf.train import metrics, train_and_evaluate
 
 # --- Outputs: strict JSON, the umask, undefined metrics.
 
@@ -253,15 +254,6 @@ def test_a_lock_held_elsewhere_stops_training_before_it_writes(tmp_path):
     assert sorted(os.listdir(workdir)) == [".lock"]
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished tiny run (its folder is copied by the tests that damage it)."""
-    tmp = tmp_path_factory.mktemp("finished")
-    root = make_kaggle_folder(str(tmp / "d"), n_per_class=4)
-    train_and_evaluate(_tiny(root), str(tmp / "run"), verbose=False)
-    return root, str(tmp / "run")
-
-
 def _history(workdir):
     return utils.read_json(os.path.join(workdir, "history.json"))
 
@@ -271,12 +263,8 @@ def _history_epochs(workdir):
 
 
 @pytest.mark.parametrize("damage", ["garbage state file", "truncated newest", "missing newest"])
-def test_damaged_checkpoints_resume_from_the_newest_that_reads(finished, tmp_path, damage):
-    import shutil
-
-    root, source = finished
-    workdir = str(tmp_path / "run")
-    shutil.copytree(source, workdir)
+def test_damaged_checkpoints_resume_from_the_newest_that_reads(finished_run, finished_copy, damage):
+    source, workdir = finished_run.workdir, finished_copy
     folder = os.path.join(workdir, "checkpoints")
     if damage == "garbage state file":
         with open(os.path.join(folder, "checkpoint"), "w") as f:
@@ -290,7 +278,7 @@ def test_damaged_checkpoints_resume_from_the_newest_that_reads(finished, tmp_pat
                 f.write(payload[: len(payload) // 3])
         if name.startswith("ckpt-2") and damage == "missing newest":
             os.remove(path)
-    result = train_and_evaluate(_tiny(root), workdir, verbose=False)
+    result = train_and_evaluate(finished_run.config, workdir, verbose=False)
     assert _history_epochs(workdir) == [1, 2] and result["epochs_run"] == 2
     # Epochs restored from a checkpoint keep their original timing; retrained ones do not.
     kept = 2 if damage == "garbage state file" else 1
@@ -300,37 +288,31 @@ def test_damaged_checkpoints_resume_from_the_newest_that_reads(finished, tmp_pat
         assert now[1]["seconds"] != original[1]["seconds"]
 
 
-def test_no_readable_checkpoint_is_an_error_not_a_restart(finished, tmp_path):
-    import shutil
-
-    root, source = finished
-    workdir = str(tmp_path / "run")
-    shutil.copytree(source, workdir)
+def test_no_readable_checkpoint_is_an_error_not_a_restart(finished_run, finished_copy):
+    workdir = finished_copy
     folder = os.path.join(workdir, "checkpoints")
     for name in os.listdir(folder):
         if ".data" in name:
             with open(os.path.join(folder, name), "wb") as f:
                 f.write(b"x")
     with pytest.raises(RunFilesError, match="no checkpoint"):
-        train_and_evaluate(_tiny(root), workdir, verbose=False)
+        train_and_evaluate(finished_run.config, workdir, verbose=False)
     assert _history_epochs(workdir) == [1, 2]
 
 
-def test_resume_on_changed_data_is_refused(finished, tmp_path):
+def test_resume_on_changed_data_is_refused(finished_run, finished_copy, tmp_path):
     import shutil
 
-    root, source = finished
-    workdir = str(tmp_path / "run")
-    shutil.copytree(source, workdir)
+    workdir = finished_copy
     new_root = str(tmp_path / "d")
-    shutil.copytree(root, new_root)
+    shutil.copytree(finished_run.root, new_root)
     with open(os.path.join(workdir, "config.json")) as f:
         saved = json.load(f)
     saved["config"]["data"] = new_root
     utils.atomic_write_json(os.path.join(workdir, "config.json"), saved)
     make_image(os.path.join(new_root, "dog.50.jpg"), 1)
     with pytest.raises(WorkdirConfigError, match="data_fingerprint"):
-        train_and_evaluate(_tiny(new_root), workdir, verbose=False)
+        train_and_evaluate(finished_run.config.replace(data=new_root), workdir, verbose=False)
 
 
 def test_a_shared_file_cache_never_serves_other_images(tmp_path):
@@ -367,10 +349,10 @@ def test_a_split_of_one_class_is_refused(tmp_path):
 # --- Using a finished run.
 
 
-def test_damaged_model_or_result_gives_run_files_error(finished, tmp_path):
+def test_damaged_model_or_result_gives_run_files_error(finished_run, tmp_path):
     import shutil
 
-    _, source = finished
+    source = finished_run.workdir
     for name, payload in (("model.keras", b"PK\x03\x04broken"), ("result.json", b"{}")):
         workdir = str(tmp_path / name)
         shutil.copytree(source, workdir)
@@ -380,8 +362,24 @@ def test_damaged_model_or_result_gives_run_files_error(finished, tmp_path):
             evaluate.load_run(workdir)
 
 
-def test_submission_takes_ascii_numeric_ids_only(finished, tmp_path):
-    _, workdir = finished
+def test_a_run_of_the_early_flat_layout_is_refused_naming_the_version(finished_copy):
+    workdir = finished_copy
+    config_path = os.path.join(workdir, "config.json")
+    saved = utils.read_json(config_path)
+    assert saved["catdog_tf_version"] == catdog_tf.__version__
+    utils.atomic_write_json(config_path, saved["config"])  # The layout of early 0.1.0 runs.
+    for use in (
+        lambda: evaluate.load_run(workdir),
+        lambda: rundir.check_workdir(workdir, Config.from_dict(saved["config"]), False),
+    ):
+        with pytest.raises(WorkdirConfigError, match="flat config of an early 0.1.0 run"):
+            use()
+    assert utils.read_json(config_path) == saved["config"]
+    assert os.path.exists(os.path.join(workdir, "model.keras"))
+
+
+def test_submission_takes_ascii_numeric_ids_only(finished_run, tmp_path):
+    workdir = finished_run.workdir
     make_image(str(tmp_path / "p" / "1.jpg"), 1)
     make_image(str(tmp_path / "p" / "\u00b2.jpg"), 1)
     (tmp_path / "p" / "3.jpg").write_text("junk")

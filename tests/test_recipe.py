@@ -20,9 +20,10 @@ from catdog_tf.config import (
     smoke,
 )
 from catdog_tf.errors import ConfigError
+from catdog_tf.evaluate import add_tta, evaluate_workdir
 from catdog_tf.models import whitening
 from catdog_tf.plan import resolve
-from catdog_tf.train import Steps, add_tta, evaluate_workdir, train_and_evaluate
+from catdog_tf.train import Steps, train_and_evaluate
 from catdog_tf.train import steps as steps_module
 from catdog_tf.utils import read_json
 

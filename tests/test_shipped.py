@@ -10,9 +10,10 @@ from conftest import make_image
 
 import catdog_tf
 from catdog_tf import rundir, shipped
-from catdog_tf.config import get_preset, smoke
+from catdog_tf.config import get_preset
 from catdog_tf.errors import ConfigError, WorkdirConfigError
-from catdog_tf.train import evaluate_workdir, predict_files, train_and_evaluate
+from catdog_tf.evaluate import evaluate_workdir, predict_files
+from catdog_tf.train import train_and_evaluate
 from catdog_tf.utils import read_json
 
 
@@ -65,18 +66,11 @@ def test_each_shipped_model_is_what_its_command_trains_today(name):
     assert trained == today  # Dataclass equality: every field; pytest names those that differ.
 
 
-def _tiny_run(tmp_path) -> str:
-    config = smoke("_tiny").replace(
-        synthetic_size=64, image_height=24, image_width=32, batch_size=16, epochs=1
-    )
-    run = str(tmp_path / "run")
-    train_and_evaluate(config, run, verbose=False)
-    return run
-
-
-def test_ship_copies_what_use_needs_and_the_copy_is_read_only(tmp_path, kaggle_dir, monkeypatch):
+def test_ship_copies_what_use_needs_and_the_copy_is_read_only(
+    finished_run, tmp_path, kaggle_dir, monkeypatch
+):
     folder = str(tmp_path / "weights")
-    target = shipped.ship(_tiny_run(tmp_path), "tiny", {"command": "x", "cpu": "y"}, folder)
+    target = shipped.ship(finished_run.workdir, "tiny", {"command": "x", "cpu": "y"}, folder)
     assert shipped.available(folder) == ["tiny"]
     assert shipped.path("tiny", folder) == target
     assert sorted(os.listdir(target)) == sorted([*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK])
@@ -85,9 +79,7 @@ def test_ship_copies_what_use_needs_and_the_copy_is_read_only(tmp_path, kaggle_d
     with pytest.raises(ConfigError, match="shipped: tiny"):
         shipped.path("nope", folder)
     with pytest.raises(WorkdirConfigError, match="read-only"):
-        train_and_evaluate(
-            smoke("_tiny").replace(image_height=24, image_width=32), target, verbose=False
-        )
+        train_and_evaluate(finished_run.config, target, verbose=False)
     assert sorted(os.listdir(target)) == sorted([*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK])
     monkeypatch.chdir(tmp_path)  # The eval report of a shipped model goes to ./NAME-outputs.
     report = evaluate_workdir(target, kaggle_dir)

@@ -2,8 +2,8 @@
 layout, plain piped logs, training a run longer, numeric CSVs, per-image predictions."""
 
 import csv
+import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import scipy.special
 import tensorflow as tf
-from conftest import make_image, make_kaggle_folder
+from conftest import make_image, make_kaggle_folder, tiny_config
 from PIL import Image, ImageOps
 
 from catdog_tf import compare, models, rundir
-from catdog_tf.config import smoke
+from catdog_tf.cli.common import config_help
+from catdog_tf.config import Config, field_docs
 from catdog_tf.data import pipeline
-from catdog_tf.train import evaluate_workdir, metrics, predict_files, train_and_evaluate
+from catdog_tf.evaluate import evaluate_workdir, predict_files
+from catdog_tf.train import metrics, train_and_evaluate
 from catdog_tf.utils import read_json
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -26,19 +28,15 @@ BIN = os.path.dirname(sys.executable)
 COMMANDS = ["train", "eval", "predict", "compare", "data", "inspect", "machine"]
 
 
-def _tiny(data_dir: str, **changes):
-    values = dict(image_height=24, image_width=32, batch_size=4, epochs=2, train_size=0.5)
-    values.update(val_size=0.25, test_size=0.25)
-    return smoke("conv1").replace(data=data_dir, **{**values, **changes})
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("usability")
-    root = make_kaggle_folder(str(tmp / "d"), n_per_class=8)
-    workdir = str(tmp / "run")
-    train_and_evaluate(_tiny(root), workdir, verbose=False)
-    return tmp, root, workdir
+def test_every_config_field_has_help_from_its_metadata():
+    docs = field_docs()
+    assert list(docs) == [field.name for field in dataclasses.fields(Config)]
+    lines = dict(
+        line.strip().split(": ", 1) for line in config_help().splitlines() if line[:2] == "  "
+    )
+    assert list(lines) == list(docs)
+    for name, doc in docs.items():
+        assert doc.endswith(".") and docs[name].startswith(lines[name]), name
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -59,8 +57,8 @@ def test_help_shows_the_commands_doc_and_flags(command):
         assert "models: mlp, conv1" in text
 
 
-def test_predict_with_tta_averages_the_logits_of_the_image_and_its_mirror(finished, tmp_path):
-    _, _, workdir = finished
+def test_predict_with_tta_averages_the_logits_of_the_image_and_its_mirror(finished_run, tmp_path):
+    workdir = finished_run.workdir
     # PNG, so the mirror file holds exactly the mirrored pixels.
     image = make_image(str(tmp_path / "a.png"), 1, size=(50, 70), seed=3, fmt="PNG")
     mirror = str(tmp_path / "b.png")
@@ -73,8 +71,8 @@ def test_predict_with_tta_averages_the_logits_of_the_image_and_its_mirror(finish
 
 
 @pytest.mark.parametrize("tta", [False, True])
-def test_few_images_predict_eagerly_as_many_do_through_tf_data(finished, tmp_path, tta):
-    _, root, workdir = finished
+def test_few_images_predict_eagerly_as_many_do_through_tf_data(finished_run, tmp_path, tta):
+    root, workdir = finished_run.root, finished_run.workdir
     eager = predict_files(workdir, [root], tta=tta)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pipeline, "EAGER_LIMIT", 0)  # As for a folder of many images.
@@ -83,8 +81,8 @@ def test_few_images_predict_eagerly_as_many_do_through_tf_data(finished, tmp_pat
     np.testing.assert_allclose([q for _, q in eager], [q for _, q in graph], atol=1e-5)
 
 
-def test_serving_model_is_plain_keras_and_matches_predict(finished, tmp_path):
-    _, _, workdir = finished
+def test_serving_model_is_plain_keras_and_matches_predict(finished_run, tmp_path):
+    workdir = finished_run.workdir
     files = []
     for i, size in enumerate([(45, 70), (120, 90), (33, 33)]):
         files.append(make_image(str(tmp_path / f"{i}.jpg"), i % 2, size=size, seed=i))
@@ -129,8 +127,8 @@ def test_build_model_takes_weights_none_as_keras_does():
     assert model.output_shape == (None, 1)
 
 
-def test_tensorboard_uses_keras_layout_and_tags(finished):
-    _, _, workdir = finished
+def test_tensorboard_uses_keras_layout_and_tags(finished_run):
+    workdir = finished_run.workdir
     tags = {}
     for split in ("train", "validation"):
         folder = os.path.join(workdir, "tensorboard", split)
@@ -169,28 +167,28 @@ def test_a_piped_log_is_plain_text(tmp_path):
     assert "deprecat" not in out.stderr.lower()
 
 
-def test_a_finished_run_trains_longer(finished, tmp_path):
-    _, root, source = finished
-    workdir = str(tmp_path / "run")
-    shutil.copytree(source, workdir)
+def test_a_finished_run_trains_longer(finished_run, finished_copy):
+    root, workdir = finished_run.root, finished_copy
     before = read_json(rundir.path(workdir, rundir.HISTORY))
-    result = train_and_evaluate(_tiny(root, epochs=3), workdir, verbose=False)
+    result = train_and_evaluate(tiny_config(root, epochs=3), workdir, verbose=False)
     after = read_json(rundir.path(workdir, rundir.HISTORY))
     assert [h["epoch"] for h in after] == [1, 2, 3] and result["epochs_run"] == 3
     assert after[:2] == before  # Continued, not retrained.
-    assert not compare.finished_under(workdir, _tiny(root, epochs=4))
+    assert not compare.finished_under(workdir, tiny_config(root, epochs=4))
 
 
 def test_a_config_that_never_trained_does_not_block_the_corrected_command(tmp_path):
     root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=6)
     workdir = str(tmp_path / "run")
     os.makedirs(workdir)
-    rundir.write_config(workdir, _tiny(str(tmp_path / "wrong")), {})  # Failed before training.
-    assert train_and_evaluate(_tiny(root), workdir, verbose=False)["epochs_run"] == 2
+    rundir.write_config(
+        workdir, tiny_config(str(tmp_path / "wrong")), {}
+    )  # Failed before training.
+    assert train_and_evaluate(tiny_config(root), workdir, verbose=False)["epochs_run"] == 2
 
 
-def test_per_image_predictions_confusion_and_mistakes(finished):
-    tmp, root, workdir = finished
+def test_per_image_predictions_confusion_and_mistakes(finished_run, tmp_path):
+    root, workdir, tmp = finished_run.root, finished_run.workdir, tmp_path
     result = read_json(rundir.path(workdir, rundir.RESULT))
     predictions = np.load(rundir.path(workdir, rundir.PREDICTIONS))
     for split in ("validation", "test"):
@@ -223,8 +221,8 @@ def test_confusion_matches_tensorflow():
     )
 
 
-def test_comparison_csv_holds_numbers(finished, tmp_path):
-    _, _, workdir = finished
+def test_comparison_csv_holds_numbers(finished_run, tmp_path):
+    workdir = finished_run.workdir
     result = read_json(rundir.path(workdir, rundir.RESULT))
     compare.write_outputs([{**result, "run_dir": workdir}], str(tmp_path))
     with open(tmp_path / "table.csv") as f:

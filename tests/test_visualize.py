@@ -11,8 +11,6 @@ from conftest import make_image
 from PIL import Image
 
 from catdog_tf import models, visualize
-from catdog_tf.config import smoke
-from catdog_tf.train import train_and_evaluate
 
 
 def _linear_conv_model(shape, sign=1.0):
@@ -62,12 +60,8 @@ def test_pretrained_model_is_inspected_through_its_backbone():
     assert heat.shape == (32, 40) and heat.min() >= 0 and heat.max() <= 1 and 0 < prob < 1
 
 
-def test_catdog_inspect_writes_the_images(tmp_path):
-    config = smoke("_tiny").replace(
-        synthetic_size=64, image_height=24, image_width=32, batch_size=16, epochs=1
-    )
-    workdir = str(tmp_path / "run")
-    train_and_evaluate(config, workdir, verbose=False)
+def test_catdog_inspect_writes_the_images(finished_copy, tmp_path):
+    workdir = finished_copy  # conv1: one conv layer, "conv1".
     image = make_image(str(tmp_path / "dog.1.jpg"), 1, size=(50, 60))
     out = subprocess.run(
         [sys.executable, "-m", "catdog_tf.cli.inspect", f"--workdir={workdir}", image],
@@ -77,7 +71,7 @@ def test_catdog_inspect_writes_the_images(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     folder = os.path.join(workdir, "inspect", "dog.1")
-    expected = {"featuremaps_conv.png", "filters_conv.png", "gradcam.png"}
+    expected = {"featuremaps_conv1.png", "filters_conv1.png", "gradcam.png"}
     assert set(os.listdir(folder)) == expected
     assert sorted(out.stdout.split()) == sorted(os.path.join(folder, n) for n in expected)
     for name in expected:

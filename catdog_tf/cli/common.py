@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from catdog_tf import __version__
 from catdog_tf.cli import ONEDNN_DECISION
 from catdog_tf.cli import logs as logs_lib
-from catdog_tf.config import MODELS, PRESETS, Config, get_preset, parse_override
+from catdog_tf.config import MODELS, PRESETS, Config, field_docs, get_preset, parse_override
 from catdog_tf.errors import CatdogError, ConfigError, first_line
 
 __all__ = [
@@ -89,17 +89,8 @@ def progress_args() -> dict[str, bool | None]:
 
 def config_help() -> str:
     """Help text: every ``--set`` field with the first sentence of its doc, and the models."""
-    doc = Config.__doc__ or ""
-    fields, name = {}, None
-    for line in doc.split("Attributes:", 1)[-1].splitlines():
-        match = re.match(r"^      (\w+): (.*)", line)
-        if match:
-            name = match.group(1)
-            fields[name] = match.group(2)
-        elif name and line.startswith("        "):
-            fields[name] += " " + line.strip()
     lines = ["", "config fields (--set=field=value; the named flags set the same fields):"]
-    for field, text in fields.items():
+    for field, text in field_docs().items():
         first = re.split(r"(?<=[.)])\s", text, maxsplit=1)[0]
         lines.append(f"  {field}: {first}")
     lines += ["", f"models: {', '.join(MODELS)}", ""]

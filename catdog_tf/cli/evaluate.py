@@ -35,7 +35,7 @@ _ADD_TTA = flags.DEFINE_bool(
 
 def main(argv: list[str]) -> None:
     """Evaluates (or adds TTA metrics) and prints the metrics JSON."""
-    from catdog_tf.train import add_tta, evaluate_workdir
+    from catdog_tf.evaluate import add_tta, evaluate_workdir
 
     del argv
     run_dir = common.trained_run_from_flags()

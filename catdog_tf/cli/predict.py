@@ -24,7 +24,7 @@ _TTA = flags.DEFINE_bool(
 def main(argv: list[str]) -> None:
     """Prints one 'path<TAB>probability' line per image."""
     from catdog_tf.data.sources import display
-    from catdog_tf.train import predict_files
+    from catdog_tf.evaluate import predict_files
 
     if len(argv) < 2:
         raise common.ConfigError("give at least one image file or folder")

@@ -132,7 +132,7 @@ def model_outputs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """float32 outputs of ``model`` (inference mode) on every uint8 (images, labels) batch.
 
-    Used with a saved model (``catdog_tf.train.evaluate``) and with a pretrained model's
+    Used with a saved model (``catdog_tf.evaluate``) and with a pretrained model's
     feature extractor (``catdog_tf.train.features``); returns (outputs, labels) in order.
     ``tta`` averages each output with the mirrored image's (:func:`flip_averaged`).
     """

@@ -103,20 +103,13 @@ def evaluate_workdir(
       ConfigError: ``tta`` for a run trained without it.
     """
     config, model, result = load_run(workdir)
-    validation = result.get("validation_tta") if tta else result["validation"]
-    if validation is None:
-        raise ConfigError(
-            f"{workdir} was trained without tta, so it has no threshold chosen on "
-            "flip-averaged validation logits; add one with catdog-eval --add_tta, or "
-            "evaluate without --tta"
-        )
+    threshold = _validation_threshold(workdir, result, tta)
     loaded, skipped = data.load_usable(data_spec, config.seed, config.synthetic_size)
     examples = _all_of(list(loaded.values()))
     dataset = data.eval_batches(
         data.decoded_dataset(examples, config.image_size, cache=""), batch_size
     )
     logits, labels = _logits(model, dataset, tta)
-    threshold = validation["best_threshold"]
     report = metrics.evaluate_predictions(logits, labels, threshold=threshold)
     report.update(
         {
@@ -127,18 +120,33 @@ def evaluate_workdir(
             **examples.counts(),
         }
     )
-    if output is None:
-        name = os.path.basename(os.path.normpath(data_spec)).replace(":", "_") or "data"
-        folder = rundir.outputs_folder(workdir)
-        os.makedirs(folder, exist_ok=True)
-        output = os.path.join(folder, f"eval-{name}{'-tta' if tta else ''}.json")
-    base = output.removesuffix(".json")
+    base = (output or _default_output(workdir, data_spec, tta)).removesuffix(".json")
     title = f"{config.model} on {data_spec}"
     report_lib.write_split_outputs(
         f"{base}-predictions.csv", f"{base}-mistakes.png", examples, logits, threshold, title
     )
-    atomic_write_json(output, report)
+    atomic_write_json(f"{base}.json" if output is None else output, report)
     return report
+
+
+def _validation_threshold(workdir: str, result: dict[str, Any], tta: bool) -> float:
+    """The threshold the run chose on validation (flip-averaged with ``tta``)."""
+    validation = result.get("validation_tta") if tta else result["validation"]
+    if validation is None:
+        raise ConfigError(
+            f"{workdir} was trained without tta, so it has no threshold chosen on "
+            "flip-averaged validation logits; add one with catdog-eval --add_tta, or "
+            "evaluate without --tta"
+        )
+    return validation["best_threshold"]
+
+
+def _default_output(workdir: str, data_spec: str, tta: bool) -> str:
+    """``eval-<folder name>[-tta].json`` in the run's outputs folder (created)."""
+    name = os.path.basename(os.path.normpath(data_spec)).replace(":", "_") or "data"
+    folder = rundir.outputs_folder(workdir)
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"eval-{name}{'-tta' if tta else ''}.json")
 
 
 def _all_of(parts: list[data.Examples]) -> data.Examples:
