@@ -3,7 +3,7 @@
 Each setting runs 30 train steps (float32, batch 32, random uint8 images at 94x125, the
 article preset's optimizer), one setting after the other, in two rounds. Prints the images
 per second of every step and the median of steps 10-30. On a shared VM the speed drifts by
-tens of percent within seconds, which is why ``catdog_tf.plan.time_interleaved`` times the
+tens of percent within seconds, which is why ``catdog_tf.calibration.time_interleaved`` times the
 candidates taking turns. Usage::
 
     python benchmarks/calibration_drift.py [MODEL]      # default conv1

@@ -10,7 +10,8 @@ settings (16x20 images, a few epochs of the smallest models), and classifies eac
 * ``hang``: still running after ``--timeout`` seconds;
 * ``silently wrong``: exit 0 where the input should have been refused, or outputs that a
   case's check finds wrong (counts, a resumed run that restarted, ...);
-* ``data lost``: a file the case planted (a user's file, a good checkpoint) was deleted;
+* ``data lost``: a file the case planted (a user's file, a good checkpoint, a run's own
+  file) was deleted or written over;
 * ``noisy``: ok or a clear error, but stderr holds a line that is not the command's own
   (``catdog-...: ...``), such as TensorFlow's log or a library's message.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -114,6 +116,7 @@ def run(
     stdin=None,
     signal_after: float = 0,
     env: dict[str, str] | None = None,
+    cwd: str | None = None,
 ) -> Outcome:
     """Runs ``catdog-<command> args``; ``signal_after`` sends SIGINT after that many seconds.
 
@@ -130,6 +133,7 @@ def run(
         text=True,
         errors="replace",
         env=env,
+        cwd=cwd,
         # A shell without job control starts background jobs with SIGINT ignored, and the
         # child would inherit that: give it the default, as a terminal's Ctrl-C finds it.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -170,8 +174,31 @@ class Case:
     keep: Callable[[str], list[str]] | None = None
 
 
+PLANTED = "planted.json"
+
+
+def plant(tmp: str, *paths: str) -> None:
+    """Records the bytes of ``paths`` before a command: any change to them is data lost."""
+    digests = {p: hashlib.sha256(read_bytes(p)).hexdigest() for p in paths}
+    write(os.path.join(tmp, PLANTED), json.dumps(digests))
+
+
+def changed(tmp: str) -> list[str]:
+    """The planted files (:func:`plant`) that are gone or hold other bytes."""
+    if not os.path.exists(os.path.join(tmp, PLANTED)):
+        return []
+    digests = json.loads(read_text(os.path.join(tmp, PLANTED)))
+    return [
+        p
+        for p, digest in digests.items()
+        if not os.path.exists(p) or hashlib.sha256(read_bytes(p)).hexdigest() != digest
+    ]
+
+
 def classify(case: Case, tmp: str, outcome: Outcome) -> str:
     if case.keep and not all(os.path.exists(p) for p in case.keep(tmp)):
+        return "data lost"
+    if changed(tmp):
         return "data lost"
     if outcome.status is None:
         return "hang"

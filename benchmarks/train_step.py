@@ -32,7 +32,12 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from catdog_tf import data, machine, models  # noqa: E402
+from catdog_tf import (  # noqa: E402
+    calibration,  # noqa: E402
+    data,
+    machine,
+    models,
+)
 from catdog_tf import plan as plan_lib  # noqa: E402
 from catdog_tf.config import Config  # noqa: E402
 from catdog_tf.train.steps import Steps  # noqa: E402
@@ -136,7 +141,7 @@ def main(argv):
     # fit warns that a finite dataset "ran out of data" at its end; that is the intent here.
     warnings.filterwarnings("ignore", category=UserWarning)
     if _FRESH.value:
-        os.environ[plan_lib.CACHE_ENV] = tempfile.mkdtemp(prefix="catdog-calibration-")
+        os.environ[calibration.CACHE_ENV] = tempfile.mkdtemp(prefix="catdog-calibration-")
     ds = _batches(_BATCH.value, _STEPS.value)
     n_images = _BATCH.value * _STEPS.value
     rows = []

@@ -1,7 +1,8 @@
-"""A run's model, built from its config and plan: precision policy, kwargs, starting weights.
+"""A run's model: its precision policy, kwargs, starting weights and memory.
 
 Used by training (:mod:`catdog_tf.train.steps`) and by export (:mod:`catdog_tf.export`),
-which both build the configured model and must agree on how.
+which both build the configured model and must agree on how; training checks the memory a
+run will take (:func:`check_memory`) before its first step.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import keras
 from absl import logging
 
-from catdog_tf import rundir
+from catdog_tf import machine, rundir
 from catdog_tf.config import Config
 from catdog_tf.errors import ConfigError
 from catdog_tf.models import build_model
@@ -76,3 +77,71 @@ def copy_weights(run_dir: str, model: keras.Model) -> None:
                 f"{tuple(variable.shape)}; is it a run of the same model family and image size?"
             )
         variable.assign(found)
+
+
+# Copies of every weight a run holds at its peak: the weights, their gradients, the
+# optimizer's two slots (Adam's moments), the update's temporaries (about three copies in an
+# Adam step) and the best weights kept aside.
+_WEIGHT_COPIES = 8
+# Bytes per activation element in a step: float32 kept for the backward pass, plus its
+# gradient, plus room for the kernels' temporaries.
+_ACTIVATION_BYTES = 4 * 3
+# Share of the available memory a run may plan to take: the rest is for TensorFlow itself,
+# the input pipeline's buffers and the allocator's fragmentation.
+_MEMORY_SHARE = 0.8
+
+
+def _activations(model: keras.Model) -> int:
+    """Elements of every layer output for one image (nested models included)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += _activations(layer)
+            continue
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            continue  # A layer without a single symbolic output: left out of the estimate.
+        elements = 1
+        for size in shape[1:]:
+            elements *= size or 1
+        total += elements
+    return total
+
+
+def memory_needed(model: keras.Model, config: Config, cached_images: int) -> dict[str, int]:
+    """Bytes a run of ``model`` will hold, by part: weights, activations, image cache.
+
+    Args:
+      model: The built model.
+      config: Its run's config (batch size, image size, cache).
+      cached_images: Images the in-memory cache will hold (every split's).
+    """
+    height, width = config.image_size
+    in_memory = config.cache == "memory"
+    return {
+        "weights and optimizer": model.count_params() * 4 * _WEIGHT_COPIES,
+        "activations": _activations(model) * config.batch_size * _ACTIVATION_BYTES,
+        "image cache": cached_images * height * width * 3 if in_memory else 0,
+    }
+
+
+def check_memory(model: keras.Model, config: Config, cached_images: int) -> None:
+    """Refuses a run whose :func:`memory_needed` exceeds what the machine has free.
+
+    Raises:
+      ConfigError: The estimate is above :data:`_MEMORY_SHARE` of the available memory; the
+        message gives the parts and what would bring them down.
+    """
+    available = machine.available_memory()
+    needed = memory_needed(model, config, cached_images)
+    if available is None or sum(needed.values()) <= _MEMORY_SHARE * available:
+        return
+    gib = 1024**3
+    parts = ", ".join(f"{name} {value / gib:.1f}" for name, value in needed.items())
+    raise ConfigError(
+        f"{config.model} at {config.image_height}x{config.image_width}, batch "
+        f"{config.batch_size} would take about {sum(needed.values()) / gib:.1f} GiB ({parts}) "
+        f"of the {available / gib:.1f} GiB this machine has free: use smaller images, a "
+        "smaller batch_size or model, or cache='' for the image cache"
+    )

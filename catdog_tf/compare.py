@@ -96,30 +96,44 @@ def compare(
             raise ConfigError(f"{kind} listed twice: {', '.join(repeated)}; list each once")
         if not names:
             raise ConfigError(f"no {kind} to compare")
+    rundir.check_run_folder(workdir)
+    if os.path.exists(rundir.path(workdir, rundir.CONFIG)):
+        raise ConfigError(
+            f"--workdir={workdir} holds a catdog-train run ({rundir.CONFIG}); a comparison "
+            "writes each of its runs into a subfolder: give it a folder of its own"
+        )
+    # Every config is built and checked before the first run trains: a bad name in
+    # --models fails now, not after the runs before it.
+    planned = [
+        (model_name, loss, seed, _seeded(make_config(model_name, loss), seed).validate())
+        for model_name in model_names
+        for loss in losses
+        for seed in seeds or [None]
+    ]
     rundir.make_folder(workdir)
     results = []
-    for model_name in model_names:
-        for loss in losses:
-            for seed in seeds or [None]:
-                config = make_config(model_name, loss)
-                config = config if seed is None else config.replace(seed=seed)
-                config = _link_start(config.validate(), workdir, seed)
-                name = run_name(model_name, loss, seed)
-                run_dir = os.path.join(workdir, name)
-                if not rerun and finished_under(run_dir, config):
-                    if verbose:
-                        print(f"{name}: finished, skipped (use --rerun)")
-                    result = read_json(rundir.path(run_dir, rundir.RESULT))
-                else:
-                    if verbose:
-                        print(f"=== {name} ===")
-                    result = train_and_evaluate(
-                        config, run_dir, overwrite=rerun, verbose=verbose, progress_bar=progress_bar
-                    )
-                    plot_run(run_dir, os.path.join(workdir, "plots"), name)
-                results.append({**result, "run_dir": name})
-                write_outputs(results, workdir)  # After every run: a partial table survives.
+    for model_name, loss, seed, config in planned:
+        config = _link_start(config, workdir, seed)
+        name = run_name(model_name, loss, seed)
+        run_dir = os.path.join(workdir, name)
+        if not rerun and finished_under(run_dir, config):
+            if verbose:
+                print(f"{name}: finished, skipped (use --rerun)")
+            result = read_json(rundir.path(run_dir, rundir.RESULT))
+        else:
+            if verbose:
+                print(f"=== {name} ===")
+            result = train_and_evaluate(
+                config, run_dir, overwrite=rerun, verbose=verbose, progress_bar=progress_bar
+            )
+            plot_run(run_dir, rundir.path(workdir, rundir.PLOTS), name)
+        results.append({**result, "run_dir": name})
+        write_outputs(results, workdir)  # After every run: a partial table survives.
     return write_outputs(results, workdir)
+
+
+def _seeded(config: Config, seed: int | None) -> Config:
+    return config if seed is None else config.replace(seed=seed)
 
 
 def finished_under(run_dir: str, config: Config) -> bool:
@@ -172,14 +186,14 @@ def write_outputs(results: list[dict[str, Any]], workdir: str) -> list[dict[str,
     """
     rows = summary.summarize(results, workdir)
     header, formatted, raw = summary.table(rows)
-    atomic_write_text(os.path.join(workdir, "table.md"), format_markdown(header, formatted))
+    atomic_write_text(rundir.path(workdir, rundir.TABLE_MD), format_markdown(header, formatted))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     # The CSV holds the numbers themselves (pandas reads them as numbers); the markdown
     # table is the formatted view.
     writer.writerows(raw)
-    atomic_write_text(os.path.join(workdir, "table.csv"), buffer.getvalue())
-    atomic_write_json(os.path.join(workdir, "results.json"), results)
-    summary.plot(rows, os.path.join(workdir, "plots"))
+    atomic_write_text(rundir.path(workdir, rundir.TABLE_CSV), buffer.getvalue())
+    atomic_write_json(rundir.path(workdir, rundir.COMPARISON_RESULTS), results)
+    summary.plot(rows, rundir.path(workdir, rundir.PLOTS))
     return results

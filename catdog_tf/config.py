@@ -531,7 +531,7 @@ def smoke(model: str = "conv3") -> Config:
     """Synthetic (not real) images at 32x40, two epochs: checks the machinery in seconds.
 
     float32 without XLA, set rather than ``auto``: a run of seconds would spend longer timing
-    the candidates (:func:`catdog_tf.plan.calibrate`) than training.
+    the candidates (:func:`catdog_tf.calibration.calibrate`) than training.
 
     Command: ``catdog-compare --preset=smoke --workdir=runs/smoke``. Compute: negligible.
     Result: none; synthetic shapes say nothing about cats and dogs.

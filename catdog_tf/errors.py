@@ -18,6 +18,10 @@ class WorkdirConfigError(ConfigError):
     """The workdir holds a run with a different config or resolved plan, or is not a run."""
 
 
+class OutputPathError(ConfigError):
+    """An output path would land on a run's own files, a shipped model or the package."""
+
+
 class WorkdirBusyError(CatdogError):
     """Another process holds the run directory's lock."""
 

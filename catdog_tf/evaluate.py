@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import re
@@ -11,10 +12,12 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from catdog_tf import data, rundir
 from catdog_tf.config import Config
-from catdog_tf.errors import ConfigError, RunFilesError, first_line
+from catdog_tf.data import seen
+from catdog_tf.errors import ConfigError, OutputPathError, RunFilesError, first_line
 from catdog_tf.train import finish, metrics
 from catdog_tf.train import report as report_lib
 from catdog_tf.train.steps import inference, model_outputs
@@ -87,25 +90,28 @@ def evaluate_workdir(
       workdir: A finished run directory.
       data_spec: Folder, ``tfds:cats_vs_dogs`` or ``synthetic``; every usable image is used.
       batch_size: Evaluation batch size.
-      output: Where to write the metrics JSON (default ``eval-<folder name>.json`` in
-        :func:`catdog_tf.rundir.outputs_folder`,
-        ``eval-<folder name>-tta.json`` with ``tta``); ``<output>-predictions.csv`` (one row
-        per image) and ``<output>-mistakes.png`` (the most confident mistakes) are written
-        beside it.
+      output: Where to write the metrics JSON (default ``eval-<folder name>-<hash>.json``
+        in :func:`catdog_tf.rundir.outputs_folder`, ``...-tta.json`` with ``tta``);
+        ``<output>-predictions.csv`` (one row per image) and ``<output>-mistakes.png`` (the
+        most confident mistakes) are written beside it. Checked by
+        :func:`catdog_tf.rundir.check_output`.
       tta: Flip test-time augmentation (:func:`catdog_tf.train.steps.flip_averaged`); the
         run must have TTA metrics: trained with ``tta=true``, or given them by :func:`add_tta`.
 
     Returns:
       The metrics of :func:`catdog_tf.train.metrics.evaluate_predictions`, plus ``data``,
-      ``skipped_files``, ``threshold_from`` and ``tta``.
+      ``skipped_files``, ``left_out_seen`` (images of ``data_spec`` the run trained or chose
+      on, left out: :mod:`catdog_tf.data.seen`), ``threshold_from`` and ``tta``.
 
     Raises:
-      ConfigError: ``tta`` for a run trained without it.
+      ConfigError: ``tta`` for a run trained without it; every image was seen by the run.
     """
     config, model, result = load_run(workdir)
     threshold = _validation_threshold(workdir, result, tta)
+    # Checked before the work: a refused --output costs no evaluation.
+    report_file, predictions_file, mistakes_file = _report_files(workdir, data_spec, output, tta)
     loaded, skipped = data.load_usable(data_spec, config.seed, config.synthetic_size)
-    examples = _all_of(list(loaded.values()))
+    examples, left_out = _unseen(workdir, config, _all_of(list(loaded.values())), data_spec)
     dataset = data.eval_batches(
         data.decoded_dataset(examples, config.image_size, cache=""), batch_size
     )
@@ -117,16 +123,64 @@ def evaluate_workdir(
             "tta": tta,
             "threshold_from": "validation split of the run" + (", flip-averaged" if tta else ""),
             "skipped_files": len(skipped),
+            "left_out_seen": left_out,
             **examples.counts(),
         }
     )
-    base = (output or _default_output(workdir, data_spec, tta)).removesuffix(".json")
     title = f"{config.model} on {data_spec}"
     report_lib.write_split_outputs(
-        f"{base}-predictions.csv", f"{base}-mistakes.png", examples, logits, threshold, title
+        predictions_file, mistakes_file, examples, logits, threshold, title
     )
-    atomic_write_json(f"{base}.json" if output is None else output, report)
+    atomic_write_json(report_file, report)
     return report
+
+
+def _unseen(
+    workdir: str, config: Config, examples: data.Examples, data_spec: str
+) -> tuple[data.Examples, int]:
+    """``examples`` without the images the run trained or chose on, and how many those were."""
+    if not examples.synthetic:
+        _warn_if_synthetic(workdir, config)
+    record_path = rundir.path(workdir, rundir.SEEN)
+    if not os.path.exists(record_path):
+        logging.warning(
+            "%s does not record which images it trained on (no %s): if %s holds any of them, "
+            "this report counts them as test images",
+            workdir,
+            rundir.SEEN,
+            data_spec,
+        )
+        return examples, 0
+    try:
+        with np.load(record_path) as saved:
+            mask = seen.seen_mask(examples, dict(saved))
+    except (OSError, ValueError, KeyError) as e:
+        raise RunFilesError(f"{record_path} cannot be read ({first_line(e)})") from e
+    left_out = int(mask.sum())
+    if left_out == len(examples):
+        raise ConfigError(
+            f"all {left_out:,} images of {data_spec} were trained or chosen on by {workdir}: "
+            "nothing is left to test it on; evaluate it on images it has not seen"
+        )
+    if left_out:
+        logging.warning(
+            "%s of the %s images of %s were trained or chosen on by this run: left out, the "
+            "report covers the other %s",
+            f"{left_out:,}",
+            f"{len(examples):,}",
+            data_spec,
+            f"{len(examples) - left_out:,}",
+        )
+    return examples.subset(np.flatnonzero(~mask)), left_out
+
+
+def _warn_if_synthetic(workdir: str, config: Config) -> None:
+    if config.data == "synthetic":
+        logging.warning(
+            "%s was trained on synthetic shapes, not photographs: what it says of photographs "
+            "means nothing about cats and dogs",
+            workdir,
+        )
 
 
 def _validation_threshold(workdir: str, result: dict[str, Any], tta: bool) -> float:
@@ -141,12 +195,50 @@ def _validation_threshold(workdir: str, result: dict[str, Any], tta: bool) -> fl
     return validation["best_threshold"]
 
 
+def _report_files(
+    workdir: str, data_spec: str, output: str | None, tta: bool
+) -> tuple[str, str, str]:
+    """(report JSON, predictions CSV, mistakes PNG) of an evaluation, each checked.
+
+    The CSV and PNG sit beside the report as ``<report>-predictions.csv`` and
+    ``<report>-mistakes.png``. They replace only an earlier report's own (the report is
+    there too); an existing report is replaced with a warning that names it.
+
+    Raises:
+      OutputPathError: A file would land on a run's own files, a shipped model or the
+        package, or a CSV/PNG of that name exists without its report.
+    """
+    report = _default_output(workdir, data_spec, tta) if output is None else output
+    report = rundir.check_output(report, "--output")
+    base = report.removesuffix(".json")
+    sidecars = (f"{base}-predictions.csv", f"{base}-mistakes.png")
+    for sidecar in sidecars:
+        rundir.check_output(sidecar, "--output")
+        if os.path.lexists(sidecar) and not os.path.exists(report):
+            raise OutputPathError(
+                f"{sidecar} exists but the report it would belong to ({report}) does not: "
+                "it is not an earlier evaluation's; give another --output"
+            )
+    if os.path.exists(report):
+        logging.warning("replacing the earlier report %s and its CSV and PNG", report)
+    return report, *sidecars
+
+
+# File names a file system takes (255 bytes) with room for the suffixes added to them.
+_NAME_BYTES = 120
+
+
 def _default_output(workdir: str, data_spec: str, tta: bool) -> str:
-    """``eval-<folder name>[-tta].json`` in the run's outputs folder (created)."""
+    """``eval-<folder name>-<hash of its path>[-tta].json`` in the run's outputs folder.
+
+    The hash keeps two folders of the same name (``a/test``, ``b/test``) apart; a long name
+    is cut to fit the file system's limit.
+    """
     name = os.path.basename(os.path.normpath(data_spec)).replace(":", "_") or "data"
+    name = os.fsencode(name)[:_NAME_BYTES].decode("utf-8", "ignore")
+    where = hashlib.blake2b(os.fsencode(os.path.abspath(data_spec)), digest_size=4).hexdigest()
     folder = rundir.outputs_folder(workdir)
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f"eval-{name}{'-tta' if tta else ''}.json")
+    return os.path.join(folder, f"eval-{name}-{where}{'-tta' if tta else ''}.json")
 
 
 def _all_of(parts: list[data.Examples]) -> data.Examples:
@@ -244,15 +336,17 @@ def _check_reproduces(val: dict[str, Any], result: dict[str, Any], spec: str) ->
 
 
 def list_images(inputs: list[str]) -> list[str]:
-    """Image files named in ``inputs``: files as given, folders listed (sorted, not recursive)."""
+    """Image files named in ``inputs``: files as given, folders with their subfolders (sorted)."""
     paths = []
     for item in inputs:
         if os.path.isdir(item):
-            paths.extend(
-                os.path.join(item, n)
-                for n in sorted(os.listdir(item))
-                if n.lower().endswith(data.sources.IMAGE_EXTENSIONS)
-            )
+            for root, dirs, names in os.walk(item):
+                dirs.sort()
+                paths.extend(
+                    os.path.join(root, n)
+                    for n in sorted(names)
+                    if n.lower().endswith(data.sources.IMAGE_EXTENSIONS)
+                )
         elif os.path.exists(item):
             paths.append(item)
         else:
@@ -283,6 +377,9 @@ def predict_files(
       ``(path, probability)`` per file, in input order.
     """
     config, model, _ = load_run(workdir)
+    _warn_if_synthetic(workdir, config)
+    if submission:
+        submission = rundir.check_output(submission, "--submission")
     paths = list_images(inputs)
     if not paths:
         raise data.DataSourceError(
@@ -322,13 +419,23 @@ def _image_logits(
 
 
 def _write_submission(path: str, results: list[tuple[str, float | None]]) -> None:
-    rows = []
+    rows, left_out = [], []
     for file, prob in results:
         stem = os.path.splitext(os.path.basename(file))[0]
         # ASCII digits only: str.isdigit() accepts "²", which int() rejects.
         if re.fullmatch(r"[0-9]+", stem):
             # Kaggle scores log loss: an unreadable file gets the uninformative 0.5.
             rows.append((int(stem), 0.5 if prob is None else prob))
+        else:
+            left_out.append(file)
+    if rows and left_out:
+        logging.warning(
+            "--submission: %d of %d files are not named <id>.<ext> with a numeric id and are "
+            "left out of it (e.g. %s)",
+            len(left_out),
+            len(results),
+            data.sources.display(left_out[0]),
+        )
     if not rows:
         raise ConfigError(
             "--submission: no file is named <id>.<ext> with a numeric id (as Kaggle's test1/ "

@@ -166,6 +166,38 @@ def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
     return None
 
 
+def available_memory(
+    meminfo: str = "/proc/meminfo", cgroup_root: str = "/sys/fs/cgroup"
+) -> int | None:
+    """Bytes this process may still take: ``MemAvailable``, capped by the cgroup's limit.
+
+    None where neither is known (not Linux).
+    """
+    found = []
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
+        try:
+            with open(os.path.join(cgroup_root, limit_file)) as f:
+                limit = f.read().strip()
+            with open(os.path.join(cgroup_root, usage_file)) as f:
+                usage = int(f.read().strip())
+            if limit.isdigit() and int(limit) < 1 << 60:  # v1 writes "no limit" as a huge number.
+                found.append(int(limit) - usage)
+            break
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
+
+
 def usable_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
     """Cores this process may run on: affinity mask, capped by the cgroup quota, at least 1."""
     try:

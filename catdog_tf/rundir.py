@@ -37,7 +37,12 @@ from typing import Any
 
 from catdog_tf import __version__
 from catdog_tf.config import PLANNED_FIELDS, Config
-from catdog_tf.errors import CatdogError, WorkdirBusyError, WorkdirConfigError
+from catdog_tf.errors import (
+    CatdogError,
+    OutputPathError,
+    WorkdirBusyError,
+    WorkdirConfigError,
+)
 from catdog_tf.utils import atomic_write_json, read_json
 
 CONFIG = "config.json"
@@ -48,19 +53,30 @@ SERVING = "serving.keras"
 HISTORY = "history.json"
 RESULT = "result.json"
 PREDICTIONS = "predictions.npz"
+SEEN = "seen.npz"  # The images the run trained or chose on (catdog_tf.data.seen).
 FEATURES = "features"
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"
 # What a run writes besides config.json: any of them without a config.json is an orphan.
-RUN_FILES = (CHECKPOINTS, BEST, MODEL, SERVING, HISTORY, RESULT, PREDICTIONS, FEATURES)
+RUN_FILES = (CHECKPOINTS, BEST, MODEL, SERVING, HISTORY, RESULT, PREDICTIONS, SEEN, FEATURES)
 
 
 # A finished run as shipped: what catdog-predict and catdog-eval read (the config with its
 # plan, the validation threshold in result.json, both exported models).
-SHIPPED_FILES = (CONFIG, RESULT, MODEL, SERVING)
+SHIPPED_FILES = (CONFIG, RESULT, MODEL, SERVING, SEEN)
 SHIPPED_MARK = "shipped.json"
 
 SPLIT_OUTPUTS = ("predictions-{split}.csv", "mistakes-{split}.png")
+
+# What catdog-compare writes into its folder beside the runs (catdog_tf.compare).
+COMPARISON_RESULTS = "results.json"
+TABLE_MD = "table.md"
+TABLE_CSV = "table.csv"
+PLOTS = "plots"
+COMPARISON_FILES = (COMPARISON_RESULTS, TABLE_MD, TABLE_CSV, PLOTS)
+
+# The installed package's own folder: its code and shipped models, never an output.
+PACKAGE_FOLDER = os.path.dirname(os.path.abspath(__file__))
 
 
 def split_outputs(workdir: str, split: str) -> tuple[str, str]:
@@ -68,9 +84,87 @@ def split_outputs(workdir: str, split: str) -> tuple[str, str]:
     return tuple(path(workdir, name.format(split=split)) for name in SPLIT_OUTPUTS)
 
 
+def _own_names() -> set[str]:
+    """Every name a run or a comparison writes into its folder."""
+    names = {CONFIG, LOCK, SHIPPED_MARK, TENSORBOARD, *RUN_FILES, *COMPARISON_FILES}
+    return names | {n.format(split=s) for s in ("validation", "test") for n in SPLIT_OUTPUTS}
+
+
+def _holds_run(folder: str) -> bool:
+    """Whether ``folder`` is a run directory, a shipped model or a comparison of ours."""
+    if any(os.path.lexists(os.path.join(folder, name)) for name in (SHIPPED_MARK, CHECKPOINTS)):
+        return True
+    if is_comparison(folder):
+        return True
+    try:
+        return "config" in read_json(os.path.join(folder, CONFIG))
+    except (OSError, ValueError, TypeError):
+        return False  # No config.json, or not a run's: a folder of the user's own.
+
+
+def check_output(target: str, flag: str, *, folder: bool = False) -> str:
+    """Checks a file (or, with ``folder``, a folder) a command was asked to write.
+
+    The one check of every output path a user names (``--output``, ``--submission``): it
+    never lands on a run's own files (a finished run would be unusable after), inside a
+    shipped model or the installed package, or, for a file, on a folder. The folder that
+    will hold the output is created when missing.
+
+    Args:
+      target: The path given.
+      flag: The flag that gave it, for the message (``--output``).
+      folder: ``target`` is a folder to write files into.
+
+    Returns:
+      ``target`` as an absolute path.
+
+    Raises:
+      OutputPathError: ``target`` is one of those places.
+    """
+    full = os.path.realpath(os.path.abspath(target))
+    if not folder and os.path.isdir(full):
+        raise OutputPathError(f"{flag}={target} is a folder; give a file name in it")
+    check_run_folder(full, flag)
+    parent = full if folder else os.path.dirname(full)
+    while parent != os.path.dirname(parent):
+        inside = os.path.relpath(full, parent).split(os.sep)[0]
+        if inside != os.curdir and inside in _own_names() and _holds_run(parent):
+            raise OutputPathError(
+                f"{flag}={target} would write over {os.path.join(parent, inside)}, which "
+                f"belongs to the run or comparison in {parent}; write it somewhere else"
+            )
+        if os.path.exists(os.path.join(parent, SHIPPED_MARK)):
+            raise OutputPathError(
+                f"{flag}={target} is inside the shipped model {parent}, which is read-only; "
+                "write it somewhere else"
+            )
+        parent = os.path.dirname(parent)
+    make_folder(full if folder else os.path.dirname(full), flag)
+    return full
+
+
+def check_run_folder(workdir: str, flag: str = "--workdir") -> None:
+    """Refuses a folder to write into inside the installed package (its code and models).
+
+    Raises:
+      OutputPathError: ``workdir`` is the package folder or inside it.
+    """
+    full = os.path.realpath(os.path.abspath(workdir))
+    if full == PACKAGE_FOLDER or full.startswith(PACKAGE_FOLDER + os.sep):
+        raise OutputPathError(
+            f"{flag}={workdir} is inside the installed catdog_tf package ({PACKAGE_FOLDER}), "
+            "whose files are its code and shipped models; use a folder of your own"
+        )
+
+
 def path(workdir: str, name: str) -> str:
     """``workdir/name`` for one of this module's names."""
     return os.path.join(workdir, name)
+
+
+def is_comparison(folder: str) -> bool:
+    """Whether ``folder`` holds a comparison's table (:mod:`catdog_tf.compare`)."""
+    return all(os.path.exists(os.path.join(folder, n)) for n in (COMPARISON_RESULTS, TABLE_MD))
 
 
 def is_shipped(workdir: str) -> bool:
@@ -155,7 +249,8 @@ def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict
       WorkdirConfigError: ``workdir`` holds a run with a different config and ``overwrite``
         is False (with ``overwrite`` the old run's files are deleted and None is returned),
         or a ``config.json`` that is not ours, or run files without a ``config.json``
-        (neither is ever deleted).
+        (neither is ever deleted), or a run trained longer than ``config.epochs`` (a run is
+        never shortened).
     """
     if not os.path.exists(path(workdir, CONFIG)):
         orphans = [name for name in RUN_FILES if os.path.lexists(path(workdir, name))]
@@ -171,7 +266,14 @@ def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict
     # --overwrite (read_config raises WorkdirConfigError).
     old, saved_plan = read_config(workdir)
     diff = config_differences(old, config)
-    if not diff:
+    trained = _epochs_trained(workdir)
+    if not diff and trained > config.epochs and not overwrite:
+        raise WorkdirConfigError(
+            f"{workdir} has trained {trained} epochs already, more than epochs="
+            f"{config.epochs}: a run is never shortened; give epochs={trained} or more, "
+            "another --workdir, or --overwrite to train it again"
+        )
+    if not diff and trained <= config.epochs:
         return saved_plan
     if not any(os.path.lexists(path(workdir, name)) for name in RUN_FILES):
         # Only our config.json: the run failed before it trained (bad data, a model that
@@ -185,6 +287,15 @@ def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict
         )
     remove_run(workdir)
     return None
+
+
+def _epochs_trained(workdir: str) -> int:
+    """Epochs in the run's ``history.json`` (0 without a readable one)."""
+    try:
+        history = read_json(path(workdir, HISTORY))
+    except (OSError, ValueError):
+        return 0
+    return len(history) if isinstance(history, list) else 0
 
 
 def remove_run(workdir: str) -> None:
@@ -209,8 +320,8 @@ def is_finished(workdir: str) -> bool:
     return os.path.exists(path(workdir, RESULT)) and os.path.exists(path(workdir, MODEL))
 
 
-def make_folder(workdir: str) -> None:
-    """Creates ``workdir`` (a run's or a comparison's) and its parents, if missing.
+def make_folder(workdir: str, flag: str = "--workdir") -> None:
+    """Creates ``workdir`` (a run's, a comparison's or an output's) and its parents, if missing.
 
     Raises:
       WorkdirConfigError: ``workdir`` or one of its parents is a file.
@@ -220,7 +331,7 @@ def make_folder(workdir: str) -> None:
         parent = os.path.dirname(parent.rstrip(os.sep))
     if parent and not os.path.isdir(parent):
         where = "" if parent == workdir else f" (its parent {parent})"
-        raise WorkdirConfigError(f"--workdir {workdir}{where} is a file, not a folder")
+        raise WorkdirConfigError(f"{flag} {workdir}{where} is a file, not a folder")
     os.makedirs(workdir, exist_ok=True)
 
 
@@ -233,12 +344,20 @@ def locked(workdir: str) -> Iterator[None]:
 
     Raises:
       WorkdirBusyError: Another process holds the lock.
+      WorkdirConfigError: ``workdir`` is a shipped model or a comparison's folder.
+      OutputPathError: ``workdir`` is inside the installed package.
     """
     if is_shipped(workdir):
         raise WorkdirConfigError(
             f"{workdir} is a shipped trained model (it has {SHIPPED_MARK}), read-only: "
             "train into another --workdir (init_from can start from it)"
         )
+    if is_comparison(workdir):
+        raise WorkdirConfigError(
+            f"{workdir} holds a comparison of catdog-compare ({COMPARISON_RESULTS}), whose "
+            "runs live in its subfolders; train into a new --workdir"
+        )
+    check_run_folder(workdir)
     make_folder(workdir)
     fd = os.open(path(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
     try:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -74,3 +77,25 @@ def read_json(path: str) -> Any:
     """Reads a JSON file."""
     with open(path) as f:
         return json.load(f)
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Captures file descriptor 2 in the block: what C and C++ code print goes there too.
+
+    Yields a list that holds, after the block, the captured text (one string). Captured to a
+    file, never a pipe, so a long output cannot block the writer.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    text: list[str] = []
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield text
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text.append(capture.read().decode("utf-8", errors="replace"))

@@ -166,7 +166,7 @@ def inspect_image(
     config, model, _ = load_run(workdir)
     name = os.path.splitext(os.path.basename(image_path))[0]
     output_dir = output_dir or os.path.join(rundir.outputs_folder(workdir), "inspect", name)
-    os.makedirs(output_dir, exist_ok=True)
+    output_dir = rundir.check_output(output_dir, "--output", folder=True)
     image = load_image(image_path, config.image_size)
     written = []
     for layer, maps in feature_maps(model, image).items():

@@ -33,8 +33,9 @@ def make_image(
     return path
 
 
-def make_kaggle_folder(root: str, n_per_class: int = 6, size=(30, 40)) -> str:
-    for i in range(n_per_class):
+def make_kaggle_folder(root: str, n_per_class: int = 6, size=(30, 40), first: int = 0) -> str:
+    """Kaggle-named images; a different `first` gives other names and other pixels."""
+    for i in range(first, first + n_per_class):
         make_image(os.path.join(root, f"cat.{i}.jpg"), 0, size, seed=i)
         make_image(os.path.join(root, f"dog.{i}.jpg"), 1, size, seed=100 + i)
     return root

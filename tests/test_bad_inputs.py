@@ -80,7 +80,7 @@ def test_unloadable_files_are_skipped_with_reasons(tmp_path, monkeypatch):
     assert skipped == {
         "cat.20.jpg": "empty file",
         "dog.21.jpg": "not an image",
-        "dog.22.jpg": "corrupt or truncated image data",
+        "dog.22.jpg": "truncated JPEG (its data ends before the end-of-image marker)",
         "cat.23.jpg": "unreadable (No such file or directory)",
         "dog.24.jpg": "unreadable (Permission denied)",
     }

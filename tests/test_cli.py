@@ -1,6 +1,7 @@
 """The command line, run as a user would: subprocesses of the installed entry points."""
 
 import csv
+import glob
 import json
 import os
 import re
@@ -94,7 +95,7 @@ def test_bad_flags_give_one_clear_line(tmp_path, args, message):
 
 def test_train_eval_predict_end_to_end(tmp_path):
     train_dir = make_kaggle_folder(str(tmp_path / "train"), n_per_class=8)
-    other = make_kaggle_folder(str(tmp_path / "other"), n_per_class=3)
+    other = make_kaggle_folder(str(tmp_path / "other"), n_per_class=3, first=500)
     workdir = str(tmp_path / "run")
     out = cli(
         "train",
@@ -123,7 +124,7 @@ def test_train_eval_predict_end_to_end(tmp_path):
     assert_own_lines(out, "catdog-eval")
     report = json.loads(out.stdout)
     assert report["n"] == 6 and report["best_threshold"] == result["validation"]["best_threshold"]
-    assert os.path.exists(os.path.join(workdir, "eval-other.json"))
+    assert len(glob.glob(os.path.join(workdir, "eval-other-*.json"))) == 1
     out = cli("evaluate", f"--workdir={workdir}", "--tta", f"--data={other}", check=False)
     assert out.returncode == 2 and "catdog-eval --add_tta" in out.stderr
     out = cli("evaluate", f"--workdir={workdir}", check=False)

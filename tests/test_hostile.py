@@ -8,7 +8,11 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +21,20 @@ from conftest import make_class_folders, make_image, make_kaggle_folder
 from PIL import Image, ImageOps
 
 import catdog_tf
-from catdog_tf import data, evaluate, models, rundir, utils
+from catdog_tf import data, evaluate, machine, models, rundir, utils
 from catdog_tf.cli.common import error_line
 from catdog_tf.compare import compare
 from catdog_tf.config import Config, parse_override, smoke
+from catdog_tf.data import header, seen
 from catdog_tf.errors import (
     ConfigError,
     DataSourceError,
+    OutputPathError,
     RunFilesError,
     WorkdirBusyError,
     WorkdirConfigError,
 )
-from catdog_tf.train import metrics, train_and_evaluate
+from catdog_tf.train import distributed, metrics, train_and_evaluate
 
 # --- Outputs: strict JSON, the umask, undefined metrics.
 
@@ -406,3 +412,291 @@ def test_error_lines():
     assert error_line(op) == ("TensorFlow: No space left on device", 2)
     line, status = error_line(ZeroDivisionError("x"))
     assert status == 3 and line.startswith("internal error (ZeroDivisionError: x)")
+
+
+# --- Outputs never land on what they must not touch.
+
+
+def test_outputs_are_refused_on_a_runs_own_files_and_in_the_package(finished_run, tmp_path):
+    run = finished_run.workdir
+    for target in ("result.json", "config.json", "seen.npz", "checkpoints/x.json"):
+        with pytest.raises(OutputPathError, match="belongs to the run"):
+            rundir.check_output(os.path.join(run, target), "--output")
+    shipped = os.path.join(rundir.PACKAGE_FOLDER, "weights", "conv5_bn-fast", "eval.json")
+    with pytest.raises(OutputPathError, match="inside the installed catdog_tf package"):
+        rundir.check_output(shipped, "--output")
+    with pytest.raises(OutputPathError, match="is a folder"):
+        rundir.check_output(str(tmp_path), "--output")
+    fresh = rundir.check_output(str(tmp_path / "new" / "deeper" / "r.json"), "--output")
+    assert os.path.isdir(os.path.dirname(fresh))  # A missing folder is made, not an error.
+    with pytest.raises(OutputPathError, match="belongs to the run"):
+        evaluate.evaluate_workdir(run, finished_run.root, output=os.path.join(run, "result.json"))
+    with pytest.raises(OutputPathError, match="belongs to the run"):
+        evaluate.predict_files(run, [finished_run.root], submission=f"{run}/config.json")
+
+
+def test_training_into_the_package_or_a_comparison_is_refused(finished_run, tmp_path):
+    config = _tiny(finished_run.root)
+    with pytest.raises(OutputPathError, match="installed catdog_tf package"):
+        train_and_evaluate(config, os.path.join(rundir.PACKAGE_FOLDER, "weights"), verbose=False)
+    comparison = tmp_path / "c"
+    comparison.mkdir()
+    for name in (rundir.COMPARISON_RESULTS, rundir.TABLE_MD):
+        (comparison / name).write_text("{}")
+    with pytest.raises(WorkdirConfigError, match="holds a comparison"):
+        train_and_evaluate(config, str(comparison), verbose=False)
+    assert sorted(os.listdir(comparison)) == [rundir.COMPARISON_RESULTS, rundir.TABLE_MD]
+
+
+def test_compare_checks_every_row_and_its_folder_before_training(finished_run, tmp_path):
+    def make(model, loss):
+        return _tiny(finished_run.root, loss=loss).replace(model=model)
+
+    with pytest.raises(ConfigError, match="unknown model 'bogus'"):
+        compare(make, ["mlp", "bogus"], ["mse"], str(tmp_path / "c"))
+    assert not os.path.exists(tmp_path / "c" / "mlp-mse")
+    with pytest.raises(ConfigError, match="holds a catdog-train run"):
+        compare(make, ["mlp"], ["mse"], finished_run.workdir)
+
+
+def test_reports_are_never_replaced_silently(finished_run, tmp_path, caplog):
+    run, root = finished_run.workdir, finished_run.root
+    report = str(tmp_path / "r.json")
+    evaluate.evaluate_workdir(run, root, output=report)
+    assert "replacing" not in caplog.text
+    evaluate.evaluate_workdir(run, root, output=report)
+    assert "replacing the earlier report" in caplog.text
+    (tmp_path / "s-predictions.csv").write_text("the user's own file")
+    with pytest.raises(OutputPathError, match="not an earlier evaluation's"):
+        evaluate.evaluate_workdir(run, root, output=str(tmp_path / "s.json"))
+    assert (tmp_path / "s-predictions.csv").read_text() == "the user's own file"
+
+
+def test_default_report_names_keep_folders_apart_and_fit(finished_run, finished_copy, tmp_path):
+    long_name = "x" * 250  # Near the file system's 255-byte limit for one name.
+    folders = [str(tmp_path / "a" / "test"), str(tmp_path / "b" / "test")]
+    folders.append(str(tmp_path / long_name))
+    for folder in folders:
+        shutil.copytree(finished_run.root, folder)
+        evaluate.evaluate_workdir(finished_copy, folder)
+    reports = [n for n in os.listdir(finished_copy) if n.startswith("eval-")]
+    assert len([n for n in reports if n.endswith(".json")]) == 3
+    assert all(len(os.fsencode(n)) < 200 for n in reports)
+
+
+# --- An image is the same image by its identity, not its name and size.
+
+
+def test_a_file_rewritten_at_the_same_size_changes_the_fingerprint(tmp_path):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=2)
+    before = data.source_fingerprint(root)
+    path = os.path.join(root, "cat.0.jpg")
+    raw = bytearray(Path(path).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # Other pixels, the same size.
+    stat_before = os.stat(path)
+    Path(path).write_bytes(bytes(raw))
+    os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns + 1))
+    assert os.path.getsize(path) == stat_before.st_size
+    assert data.source_fingerprint(root) != before
+
+
+def test_kaggle_links_under_both_labels_are_refused_and_repeats_listed_once(tmp_path):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=3)
+    os.symlink(os.path.join(root, "dog.1.jpg"), os.path.join(root, "dog.99.jpg"))
+    assert len(data.list_folder(root)) == 6
+    os.symlink(os.path.join(root, "dog.1.jpg"), os.path.join(root, "cat.99.jpg"))
+    with pytest.raises(DataSourceError, match="both a cat and a dog"):
+        data.list_folder(root)
+
+
+# --- Evaluation says what it measured.
+
+
+def _renamed_copies(examples, folder):
+    """The images of ``examples`` under other names, in class folders."""
+    for item, label in zip(examples.items, examples.labels, strict=True):
+        name = f"copy-{os.path.basename(item)}"
+        target = os.path.join(folder, "dogs" if label else "cats", name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(item, target)
+
+
+def test_evaluation_leaves_out_the_images_the_run_saw(finished_run, tmp_path, caplog):
+    run, config = finished_run.workdir, finished_run.config
+    splits = data.prepare_splits(
+        config.data, (config.train_size, config.val_size, config.test_size), config.seed
+    ).splits
+    seen_images = len(splits["train"]) + len(splits["validation"])
+    report = evaluate.evaluate_workdir(run, finished_run.root, output=str(tmp_path / "a.json"))
+    assert report["left_out_seen"] == seen_images
+    assert report["n"] == len(splits["test"])
+    assert f"{seen_images:,} of the" in caplog.text
+    copies = str(tmp_path / "copies")  # The same bytes under other names: still seen.
+    _renamed_copies(splits["train"], copies)
+    _renamed_copies(splits["test"], copies)
+    report = evaluate.evaluate_workdir(run, copies, output=str(tmp_path / "b.json"))
+    assert (report["left_out_seen"], report["n"]) == (len(splits["train"]), len(splits["test"]))
+    only_seen = str(tmp_path / "only-seen")
+    _renamed_copies(splits["validation"], only_seen)
+    with pytest.raises(ConfigError, match="nothing is left to test it on"):
+        evaluate.evaluate_workdir(run, only_seen, output=str(tmp_path / "c.json"))
+
+
+def test_kaggle_ids_count_as_seen_whatever_the_copy(tmp_path):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=2)
+    trained = data.list_folder(root)
+    record = seen.record(trained)
+    other = make_kaggle_folder(str(tmp_path / "resized"), n_per_class=3, size=(50, 60))
+    assert seen.seen_mask(data.list_folder(other), record).tolist() == [1, 1, 0] * 2
+
+
+def test_a_model_of_synthetic_shapes_warns_on_photos(finished_run, finished_copy, caplog):
+    saved = utils.read_json(os.path.join(finished_copy, "config.json"))
+    saved["config"]["data"] = "synthetic"
+    utils.atomic_write_json(os.path.join(finished_copy, "config.json"), saved)
+    evaluate.predict_files(finished_copy, [finished_run.root])
+    assert "trained on synthetic shapes" in caplog.text
+
+
+# --- Flags and environment are used or refused, never ignored.
+
+
+def test_tf_config_without_multi_worker_is_said(monkeypatch, caplog):
+    monkeypatch.setenv("TF_CONFIG", distributed.local_cluster(2)[0])
+    assert distributed.role("default").chief
+    assert "TF_CONFIG is set, but strategy=default" in caplog.text
+
+
+def test_a_run_is_never_shortened(finished_run, finished_copy):
+    config = finished_run.config
+    with pytest.raises(WorkdirConfigError, match="never shortened"):
+        rundir.check_workdir(finished_copy, config.replace(epochs=config.epochs - 1), False)
+
+
+def test_prediction_walks_subfolders_and_counts_what_a_submission_leaves_out(
+    finished_run, tmp_path, caplog
+):
+    make_image(str(tmp_path / "p" / "1.jpg"), 1)
+    make_image(str(tmp_path / "p" / "more" / "2.jpg"), 0)
+    make_image(str(tmp_path / "p" / "=cmd.jpg"), 0)
+    results = evaluate.predict_files(
+        finished_run.workdir, [str(tmp_path / "p")], submission=str(tmp_path / "s.csv")
+    )
+    assert [os.path.basename(p) for p, _ in results] == ["1.jpg", "=cmd.jpg", "2.jpg"]
+    assert "1 of 3 files are not named <id>.<ext>" in caplog.text
+    assert (tmp_path / "s.csv").read_text().split()[1:3] == [
+        f"1,{results[0][1]:.6f}",
+        f"2,{results[2][1]:.6f}",
+    ]
+
+
+def test_names_with_control_characters_print_as_one_field():
+    assert data.sources.display("a\nb\tc\x1b.jpg") == "a\\x0ab\\x09c\\x1b.jpg"
+
+
+@pytest.mark.parametrize("ending", ["cut", "cut, then an end marker"])
+def test_truncated_jpegs_are_named_not_trained_on_grey(tmp_path, ending):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=2, size=(64, 80))
+    path = os.path.join(root, "dog.0.jpg")
+    raw = Path(path).read_bytes()
+    Path(path).write_bytes(raw[: len(raw) // 2] + (b"\xff\xd9" if ending != "cut" else b""))
+    skipped = dict(data.scan(data.list_folder(root)).skipped)
+    assert list(skipped) == [path]
+    assert skipped[path].startswith("truncated JPEG")
+
+
+def test_tfds_names_other_than_cats_vs_dogs_are_refused_at_once():
+    with pytest.raises(DataSourceError, match="tfds:cats_vs_dogs"):
+        data.load("tfds:mnist")
+
+
+def test_compare_refuses_seed_beside_seeds_before_training(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "catdog_tf.cli.compare"]
+        + [f"--workdir={tmp_path}/c", "--seeds=0,1", "--seed=3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"
+        },  # As users run it.
+    )
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "catdog-compare: error: --seeds runs each row with every seed it lists: drop --seed"
+    ]
+    assert not os.path.exists(tmp_path / "c")
+
+
+# --- Waits end, memory is estimated.
+
+
+def test_a_wait_past_its_deadline_ends_with_one_line_naming_the_missing(tmp_path):
+    port = distributed.local_cluster(1)[0].split("127.0.0.1:")[1].split('"')[0]
+    waiter = (
+        "import time\nfrom catdog_tf import watchdog\n"
+        f"peers = {{'worker:1': '127.0.0.1:{port}'}}\n"
+        "with watchdog.deadline(1, 'the cluster did not form', peers):\n"
+        "    time.sleep(60)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", waiter], capture_output=True, text=True, timeout=60)
+    assert out.returncode == -9
+    assert out.stderr.splitlines()[-1].endswith(
+        f"error: the cluster did not form (missing: worker:1 at 127.0.0.1:{port})"
+    )
+    quick = "from catdog_tf import watchdog\nwith watchdog.deadline(30, 'x', {}):\n    pass\n"
+    done = subprocess.run([sys.executable, "-c", quick], capture_output=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, b"")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "inf", "nan"])
+def test_a_bad_worker_timeout_is_refused(value):
+    with pytest.raises(ConfigError, match="CATDOG_TF_WORKER_TIMEOUT"):
+        distributed.worker_timeout({"CATDOG_TF_WORKER_TIMEOUT": value})
+    assert distributed.worker_timeout({}) == distributed.DEFAULT_WORKER_TIMEOUT
+    assert distributed.worker_timeout({"CATDOG_TF_WORKER_TIMEOUT": "2.5"}) == 2.5
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_training(
+    finished_run, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(machine, "available_memory", lambda: 64 * 1024)
+    with pytest.raises(ConfigError, match=r"would take about .* GiB \(weights and optimizer"):
+        train_and_evaluate(_tiny(finished_run.root), str(tmp_path / "run"), verbose=False)
+    assert not os.path.exists(tmp_path / "run" / "history.json")
+
+
+def test_available_memory_is_the_smaller_of_the_system_and_the_cgroup(tmp_path):
+    (tmp_path / "meminfo").write_text("MemTotal: 100 kB\nMemAvailable: 50 kB\n")
+    (tmp_path / "cg").mkdir()
+    (tmp_path / "cg" / "memory.max").write_text("40960\n")
+    (tmp_path / "cg" / "memory.current").write_text("1024\n")
+    meminfo, cgroup = str(tmp_path / "meminfo"), str(tmp_path / "cg")
+    assert machine.available_memory(meminfo, cgroup) == 40960 - 1024
+    (tmp_path / "cg" / "memory.max").write_text("max\n")
+    assert machine.available_memory(meminfo, cgroup) == 50 * 1024
+
+
+# --- Valid input is taken, or its format named.
+
+
+@pytest.mark.parametrize(
+    "mode, save, reason",
+    [
+        ("RGB", {"format": "TIFF"}, "TIFF image"),
+        ("1", {"format": "BMP"}, "1-bit BMP image"),
+        ("P", {"format": "BMP"}, "palette BMP image"),
+        ("L", {"format": "BMP"}, None),
+        ("P", {"format": "PNG"}, None),
+    ],
+)
+def test_image_formats_are_decoded_right_or_named(tmp_path, mode, save, reason):
+    path = str(tmp_path / "img")
+    pixels = np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path, **save)
+    assert header.read_header(path).problem == (
+        None if reason is None else f"{reason}, {header.CONVERT}"
+    )
+    if reason is None:  # What TensorFlow decodes is what PIL reads.
+        decoded = tf.io.decode_image(Path(path).read_bytes(), channels=3).numpy()
+        assert np.array_equal(decoded, np.asarray(Image.open(path).convert("RGB")))

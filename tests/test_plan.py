@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from catdog_tf import calibration, rundir
 from catdog_tf import plan as plan_lib
-from catdog_tf import rundir
 from catdog_tf.compare import finished_under
 from catdog_tf.config import full, smoke
 from catdog_tf.errors import ConfigError, WorkdirConfigError
@@ -29,14 +29,14 @@ class FakeSpeeds:
         self.timed = []
 
     def __call__(self, config, plans):
-        names = [plan_lib.candidate_name(p.precision, p.jit_compile) for p in plans]
+        names = [calibration.candidate_name(p.precision, p.jit_compile) for p in plans]
         self.timed.extend(names)
         return [self.speeds[name] for name in names]
 
 
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(plan_lib.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(calibration.CACHE_ENV, str(tmp_path / "cache"))
 
 
 def auto(model="conv5_bn", **changes):
@@ -102,7 +102,7 @@ def test_xla_chosen_by_timing_on_cpu():
 
 
 def test_within_the_margin_the_simple_setting_wins():
-    speeds = {"float32/xla-off": 100.0, "float32/xla-on": 100.0 * plan_lib.MARGIN - 1}
+    speeds = {"float32/xla-off": 100.0, "float32/xla-on": 100.0 * calibration.MARGIN - 1}
     plan = plan_lib.resolve(auto("mlp"), 16000, AMD, FakeSpeeds(speeds))
     assert plan.jit_compile is False
 
@@ -114,7 +114,7 @@ def test_calibration_is_cached_per_machine_model_size_and_batch():
     again = FakeSpeeds({})  # Would fail with KeyError if asked to time anything.
     assert plan_lib.resolve(auto(), 16000, AMD, again).jit_compile is True
     assert again.timed == []
-    with open(plan_lib.calibration_cache_path()) as f:
+    with open(calibration.calibration_cache_path()) as f:
         assert len(json.load(f)) == 1
     for other_config, machine in [
         (auto(batch_size=32), AMD),
@@ -129,8 +129,8 @@ def test_calibration_is_cached_per_machine_model_size_and_batch():
 
 
 def test_unreadable_cache_costs_a_calibration_not_the_run():
-    os.makedirs(os.path.dirname(plan_lib.calibration_cache_path()))
-    with open(plan_lib.calibration_cache_path(), "w") as f:
+    os.makedirs(os.path.dirname(calibration.calibration_cache_path()))
+    with open(calibration.calibration_cache_path(), "w") as f:
         f.write("{not json")
     measure = FakeSpeeds({"float32/xla-off": 100.0, "float32/xla-on": 50.0})
     assert plan_lib.resolve(auto(), 16000, AMD, measure).jit_compile is False
@@ -226,7 +226,7 @@ def test_time_interleaved_takes_turns_and_ranks_by_median():
 
         return step
 
-    speeds = plan_lib.time_interleaved(
+    speeds = calibration.time_interleaved(
         [fake_step("a", 0.002), fake_step("b", 0.006)], batch_size=8, budget_seconds=0.05
     )
     assert speeds[0] > 2 * speeds[1]

@@ -24,7 +24,7 @@ def test_scan_skips_bad_files_with_reasons(kaggle_dir, eager_limit, monkeypatch)
     report = data.scan(data.list_folder(kaggle_dir))
     reasons = {os.path.basename(p): r for p, r in report.skipped}
     assert reasons == {
-        "dog.90.jpg": "corrupt or truncated image data",
+        "dog.90.jpg": "truncated JPEG (its data ends before the end-of-image marker)",
         "cat.91.jpg": "empty file",
         "cat.92.jpg": "not an image",
     }

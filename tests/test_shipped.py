@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_image
+from conftest import make_image, make_kaggle_folder
 
 import catdog_tf
 from catdog_tf import rundir, shipped
@@ -66,9 +66,7 @@ def test_each_shipped_model_is_what_its_command_trains_today(name):
     assert trained == today  # Dataclass equality: every field; pytest names those that differ.
 
 
-def test_ship_copies_what_use_needs_and_the_copy_is_read_only(
-    finished_run, tmp_path, kaggle_dir, monkeypatch
-):
+def test_ship_copies_what_use_needs_and_the_copy_is_read_only(finished_run, tmp_path, monkeypatch):
     folder = str(tmp_path / "weights")
     target = shipped.ship(finished_run.workdir, "tiny", {"command": "x", "cpu": "y"}, folder)
     assert shipped.available(folder) == ["tiny"]
@@ -82,9 +80,10 @@ def test_ship_copies_what_use_needs_and_the_copy_is_read_only(
         train_and_evaluate(finished_run.config, target, verbose=False)
     assert sorted(os.listdir(target)) == sorted([*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK])
     monkeypatch.chdir(tmp_path)  # The eval report of a shipped model goes to ./NAME-outputs.
-    report = evaluate_workdir(target, kaggle_dir)
-    assert report["n"] == 12
-    assert os.path.exists(tmp_path / "tiny-outputs" / "eval-kaggle.json")
+    unseen = make_kaggle_folder(str(tmp_path / "unseen"), first=500)
+    report = evaluate_workdir(target, unseen)
+    assert report["n"] == 12 and report["left_out_seen"] == 0
+    assert len(list((tmp_path / "tiny-outputs").glob("eval-unseen-*.json"))) == 1
     assert sorted(os.listdir(target)) == sorted([*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK])
 
 

@@ -207,7 +207,8 @@ def test_per_image_predictions_confusion_and_mistakes(finished_run, tmp_path):
         assert os.path.getsize(png_path) > 0
     report = evaluate_workdir(workdir, root, output=str(tmp / "eval.json"))
     with open(tmp / "eval-predictions.csv") as f:
-        assert len(list(csv.DictReader(f))) == report["n"] == 16
+        assert len(list(csv.DictReader(f))) == report["n"] == 4  # The other 12 were trained on.
+    assert report["left_out_seen"] == 12
     assert (tmp / "eval-mistakes.png").exists()
 
 

@@ -41,8 +41,6 @@ _SEEDS = flags.DEFINE_list(
 
 def main(argv: list[str]) -> None:
     """Builds one config per (model, loss) from the flags and runs the comparison."""
-    from catdog_tf.compare import compare
-
     del argv
     preset = common.FLAGS.preset
     models = _MODELS.value or DEFAULT_MODELS[preset]
@@ -55,6 +53,13 @@ def main(argv: list[str]) -> None:
         seeds = [int(s) for s in _SEEDS.value] if _SEEDS.value else None
     except ValueError as e:
         raise common.ConfigError(f"--seeds takes integers: {_SEEDS.value}") from e
+    if seeds and (
+        common.FLAGS.seed is not None or any(s.startswith("seed=") for s in common.FLAGS.set)
+    ):
+        raise common.ConfigError("--seeds runs each row with every seed it lists: drop --seed")
+    from catdog_tf import rundir
+    from catdog_tf.compare import compare
+
     compare(
         make_config,
         models,
@@ -64,7 +69,7 @@ def main(argv: list[str]) -> None:
         rerun=_RERUN.value,
         **common.progress_args(),
     )
-    with open(f"{_WORKDIR.value}/table.md") as f:
+    with open(rundir.path(_WORKDIR.value, rundir.TABLE_MD)) as f:
         print(f.read())
 
 

@@ -19,8 +19,9 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterator
+
+from catdog_tf.utils import captured_stderr
 
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 # A line of absl's or TensorFlow's C++ logging: severity and date, time, thread, file:line].
@@ -63,21 +64,15 @@ def stderr_filtered() -> Iterator[None]:
     Captured to a file, not dropped: anything else written there (a Python warning, a
     library's own message) still reaches the user, after the block.
     """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
+    captured: list[str] = []
+    try:
+        with captured_stderr() as captured:
             yield
-        finally:
+    finally:
+        rest = strip_native_lines("".join(captured))
+        if rest:
+            sys.stderr.write(rest)
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            rest = strip_native_lines(capture.read().decode("utf-8", errors="replace"))
-            if rest:
-                sys.stderr.write(rest)
-                sys.stderr.flush()
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ now (a few train steps each, cached for later runs).
 
 from absl import flags
 
+from catdog_tf import calibration
 from catdog_tf import machine as machine_lib
 from catdog_tf import plan as plan_lib
 from catdog_tf.cli import common
@@ -32,7 +33,7 @@ def describe_choices(config, machine: machine_lib.Machine, calibrate: bool) -> t
         )
         choice = f"{plan.precision}, XLA {'on' if plan.jit_compile else 'off'}"
         return choice, f"{plan.why['precision']}; XLA: {plan.why['jit_compile']}"
-    names = " or ".join(plan_lib.candidate_name(*c) for c in candidates)
+    names = " or ".join(calibration.candidate_name(*c) for c in candidates)
     return f"timed at first run: {names}", f"{why['precision']}; XLA: {why['jit_compile']}"
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> None:
     machine = machine_lib.probe()
     print(f"machine: {machine.describe()}")
     print(f"oneDNN: {common.ONEDNN_DECISION}")
-    print(f"calibration cache: {plan_lib.calibration_cache_path()}")
+    print(f"calibration cache: {calibration.calibration_cache_path()}")
     names = _MODELS.value or [
         n for n in models.available_models() if not models.get_spec(n).pretrained
     ]

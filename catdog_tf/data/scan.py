@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +20,7 @@ from absl import logging
 from catdog_tf.data import pipeline
 from catdog_tf.data.header import read_header
 from catdog_tf.data.sources import Examples, item_tensor_values
+from catdog_tf.utils import captured_stderr
 
 
 @dataclasses.dataclass
@@ -82,6 +84,25 @@ def _decodes_one(item: bytes, encoded: bool) -> bool:
     return True
 
 
+# What libjpeg prints, and TensorFlow's decoder otherwise ignores, when a JPEG's data ends
+# before its image does (an end-of-image marker follows too early): the rest decodes grey.
+_CUT_SHORT = "premature end of data segment"
+
+
+def _pass_on(text: str) -> None:
+    """Writes back what the decode printed, but libjpeg's anonymous JPEG complaints."""
+    kept = [line for line in text.splitlines(keepends=True) if "JPEG" not in line]
+    if kept:
+        os.write(2, "".join(kept).encode())
+
+
+def _cut_short(item: str | bytes, encoded: bool) -> bool:
+    """Whether decoding this one item makes libjpeg say its data ended early."""
+    with captured_stderr() as said:
+        _decodes_one(bytes(item) if encoded else os.fsencode(item), encoded)
+    return _CUT_SHORT in said[0]
+
+
 def scan(examples: Examples, num_parallel_calls: int = pipeline.PARALLELISM) -> ScanReport:
     """Checks every example and drops the ones that cannot be decoded.
 
@@ -102,9 +123,15 @@ def scan(examples: Examples, num_parallel_calls: int = pipeline.PARALLELISM) -> 
     examples = dataclasses.replace(examples, orientations=orientations)
     candidates = np.array([i for i in range(len(examples)) if i not in reasons], dtype=np.int64)
     if len(candidates):
-        mask = _decodes(examples.items[candidates], examples.encoded, num_parallel_calls)
+        with captured_stderr() as said:
+            mask = _decodes(examples.items[candidates], examples.encoded, num_parallel_calls)
         for i in candidates[~mask]:
             reasons[int(i)] = "corrupt or truncated image data"
+        _pass_on(said[0])
+        if _CUT_SHORT in said[0]:
+            for i in candidates[mask]:
+                if _cut_short(examples.items[i], examples.encoded):
+                    reasons[int(i)] = "truncated JPEG (its data ends early, the rest would be grey)"
     keep = np.array([i for i in range(len(examples)) if i not in reasons], dtype=np.int64)
     names = (
         examples.items

@@ -21,7 +21,7 @@ from absl import logging
 from catdog_tf.errors import DataSourceError, first_line
 
 DOG, CAT = 1, 0
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 # Folder names accepted as a class, compared case-insensitively (PetImages uses Cat/ and Dog/).
 CLASS_FOLDERS = {"cat": CAT, "cats": CAT, "dog": DOG, "dogs": DOG}
 # Folder names accepted as a predefined split of a parent folder.
@@ -80,22 +80,53 @@ class Examples:
     def fingerprint(self) -> str:
         """A hash of which images these are, in order, with their labels.
 
-        Files count by path and size (a stat each: milliseconds for 20,000 files), encoded
-        images by their bytes. A resumed run and a file cache compare it, so a folder whose
-        files were added, removed or replaced is never taken for the one a run started on.
+        Files count by path, size, modification time and inode (a stat each: milliseconds
+        for 20,000 files), encoded images by their bytes. A resumed run and a file cache
+        compare it, so a folder whose files were added, removed, replaced or rewritten in
+        place (even at the same size) is never taken for the one a run started on.
         """
         digest = hashlib.blake2b(digest_size=12)
         for item, label in zip(self.items, self.labels, strict=True):
             if self.encoded:
                 digest.update(len(item).to_bytes(8, "little") + bytes(item))
             else:
-                try:
-                    size = os.stat(item).st_size
-                except OSError:
-                    size = -1
-                digest.update(os.fsencode(item) + b"\0" + str(size).encode())
+                digest.update(os.fsencode(item) + b"\0" + _file_identity(item))
             digest.update(b"\1" if label else b"\0")
         return digest.hexdigest()
+
+
+def _file_identity(path: str) -> bytes:
+    """Size, modification time (ns), device and inode of ``path``: what changes with its bytes."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return b"missing"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_dev}:{st.st_ino}".encode()
+
+
+def _take_once(candidates: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Each file once: the first path of every image reached by several (links of any kind).
+
+    A file is its device and inode, so symlinks and hard links alike name it again; a path
+    that cannot be read keeps its own entry, for the scan to report.
+
+    Raises:
+      DataSourceError: One file is listed under both classes.
+    """
+    first: dict[object, tuple[str, int]] = {}
+    for full, label in candidates:
+        try:
+            stat = os.stat(full)
+            identity: object = (stat.st_dev, stat.st_ino)
+        except OSError:
+            identity = os.path.realpath(full)
+        seen = first.setdefault(identity, (full, label))
+        if seen[1] != label:
+            raise DataSourceError(
+                f"{display(full)} and {display(seen[0])} are the same file under both a cat "
+                "and a dog name; which is it?"
+            )
+    return list(first.values())
 
 
 def _examples(pairs: list[tuple[str, int]], origin: str) -> Examples:
@@ -105,9 +136,17 @@ def _examples(pairs: list[tuple[str, int]], origin: str) -> Examples:
     return Examples(items=items, labels=labels, origin=origin)
 
 
+# Control characters as \xNN: a name with a newline or tab cannot forge a line or column.
+_VISIBLE = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+
+
 def display(path: str) -> str:
-    """``path`` printable as UTF-8 (a name that is not valid UTF-8 shows U+FFFD)."""
-    return os.fsencode(path).decode("utf-8", "replace")
+    r"""``path`` printable as one UTF-8 field.
+
+    A name that is not valid UTF-8 shows U+FFFD; control characters (newline, tab, ...) show
+    as ``\xNN``, so a printed name is always one line and one tab-separated field.
+    """
+    return os.fsencode(path).decode("utf-8", "replace").translate(_VISIBLE)
 
 
 def item_tensor_values(items: np.ndarray, encoded: bool) -> np.ndarray:
@@ -143,7 +182,7 @@ def list_kaggle_folder(path: str) -> Examples:
       The examples, label from the file-name prefix.
     """
     pairs, ignored = [], []
-    for name in os.listdir(path):
+    for name in sorted(os.listdir(path)):
         label = _kaggle_label(name)
         if label is not None:
             pairs.append((os.path.join(path, name), label))
@@ -156,7 +195,7 @@ def list_kaggle_folder(path: str) -> Examples:
             len(ignored),
             display(sorted(ignored)[0]),
         )
-    return _examples(pairs, origin=f"kaggle folder {path}")
+    return _examples(_take_once(pairs), origin=f"kaggle folder {path}")
 
 
 def _class_subfolders(path: str) -> dict[int, list[str]]:
@@ -184,31 +223,21 @@ def list_class_folders(path: str) -> Examples:
     Raises:
       DataSourceError: One real image file is found under both classes.
     """
-    labels: dict[str, int] = {}
-    first_path: dict[str, str] = {}
+    candidates = []
     for label, folders in sorted(_class_subfolders(path).items()):
         seen_dirs: set[str] = set()  # Per class: a link from cats/ into dogs/ must conflict.
-        for folder in folders:
+        for folder in sorted(folders):
             for root, dirs, names in os.walk(folder, followlinks=True):
                 real_root = os.path.realpath(root)
                 if real_root in seen_dirs:
                     dirs[:] = []  # A loop or a second link to a folder already listed.
                     continue
                 seen_dirs.add(real_root)
-                for n in names:
-                    if not _is_image_name(n):
-                        continue
-                    full = os.path.join(root, n)
-                    real = os.path.realpath(full)
-                    if labels.get(real, label) != label:
-                        raise DataSourceError(
-                            f"{display(full)} and {display(first_path[real])} are the same "
-                            "file under both a cat and a dog folder; which is it?"
-                        )
-                    if real not in labels:
-                        labels[real] = label
-                        first_path[real] = full
-    pairs = [(first_path[real], label) for real, label in labels.items()]
+                dirs.sort()
+                candidates += [
+                    (os.path.join(root, n), label) for n in sorted(names) if _is_image_name(n)
+                ]
+    pairs = _take_once(candidates)
     return _examples(pairs, origin=f"class folders {path}")
 
 
@@ -390,7 +419,14 @@ def load(
     if spec == "synthetic":
         return {"all": synthetic(synthetic_size, seed=seed)}
     if spec.startswith("tfds:"):
-        return {"all": load_tfds(spec.removeprefix("tfds:"), data_dir=tfds_data_dir)}
+        name = spec.removeprefix("tfds:")
+        if name not in TFDS_DOWNLOAD_HOSTS:
+            # Another dataset's labels are not cats and dogs; and offline, TFDS would wait on
+            # its download for minutes before failing.
+            raise DataSourceError(
+                f"{spec}: the TFDS dataset of cats and dogs is tfds:cats_vs_dogs; {LAYOUTS_HELP}"
+            )
+        return {"all": load_tfds(name, data_dir=tfds_data_dir)}
     path = os.path.expanduser(spec)
     splits = find_split_folders(path)
     if splits:

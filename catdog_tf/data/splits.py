@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from absl import logging
 
 from catdog_tf.data.sources import DataSourceError, Examples
 
@@ -86,6 +87,11 @@ def make_splits(
     """
     if "all" in data:
         return split(data["all"], sizes, seed)
+    logging.info(
+        "the data has its own %s folders, used as they are: train_size, val_size and "
+        "test_size do not apply",
+        "/".join(name for name in ("train", "validation", "test") if name in data),
+    )
     result = dict(data)
     if "validation" not in result:
         raise DataSourceError("a train/ folder needs a val/ (or validation/) folder beside it")

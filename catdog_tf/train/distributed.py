@@ -21,14 +21,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import socket
 from collections.abc import Callable
 
 import keras
 import tensorflow as tf
+from absl import logging
 
+from catdog_tf import watchdog
 from catdog_tf.errors import ConfigError
+
+# Seconds a multi_worker process waits for every task of its cluster to start.
+WORKER_TIMEOUT_ENV = "CATDOG_TF_WORKER_TIMEOUT"
+DEFAULT_WORKER_TIMEOUT = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +63,12 @@ def role(strategy: str) -> Role:
         than chief or worker.
     """
     if strategy != "multi_worker" or not os.environ.get("TF_CONFIG"):
+        if os.environ.get("TF_CONFIG"):
+            logging.warning(
+                "TF_CONFIG is set, but strategy=%s trains in this process alone and ignores "
+                "it; set strategy=multi_worker to train with its cluster",
+                strategy,
+            )
         return Role(chief=True, task="")
     try:
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
@@ -101,18 +114,63 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
     ``multi_worker`` must be created before TensorFlow runs anything else in the process
     (its collective ops are configured at start-up): the training loop creates it first.
+    Creating it waits for every task of ``TF_CONFIG``'s cluster; TensorFlow's wait has no end
+    and cannot be interrupted, so after :func:`worker_timeout` seconds one error line names
+    the tasks that never answered and the process is ended (:mod:`catdog_tf.watchdog`).
+
+    Raises:
+      ConfigError: ``multi_worker`` could not start, or the timeout is not a number above 0.
     """
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
+        seconds = worker_timeout()
+        waiting = (
+            f"strategy=multi_worker: the cluster did not form within {seconds:g} s "
+            f"({WORKER_TIMEOUT_ENV}); start every task TF_CONFIG lists, with the same command"
+        )
         try:
-            return tf.distribute.MultiWorkerMirroredStrategy()
+            with watchdog.deadline(seconds, waiting, _peers()):
+                return tf.distribute.MultiWorkerMirroredStrategy()
         except (RuntimeError, ValueError) as e:
             raise ConfigError(
                 f"strategy=multi_worker could not start ({str(e).splitlines()[0]}); it must be "
                 "the first TensorFlow work of its process, one run per process"
             ) from e
     return tf.distribute.get_strategy()
+
+
+def worker_timeout(environ: dict[str, str] | None = None) -> float:
+    """Seconds a worker waits for its cluster: ``$CATDOG_TF_WORKER_TIMEOUT``, else 600.
+
+    Raises:
+      ConfigError: The variable is set to something other than a number above 0.
+    """
+    text = (os.environ if environ is None else environ).get(WORKER_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_WORKER_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(
+            f"{WORKER_TIMEOUT_ENV}={text!r}: give the seconds a worker waits for the others "
+            "to start, a number above 0"
+        )
+    return seconds
+
+
+def _peers() -> dict[str, str]:
+    """``{"worker:1": "host:port"}`` of the other tasks in ``TF_CONFIG``'s cluster."""
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    me = f"{resolver.task_type}:{resolver.task_id}"
+    peers = {}
+    for job, addresses in resolver.cluster_spec().as_dict().items():
+        listed = addresses.items() if isinstance(addresses, dict) else enumerate(addresses)
+        peers.update({f"{job}:{index}": address for index, address in listed})
+    peers.pop(me, None)
+    return peers
 
 
 # make_batches(batch_size, num_shards, shard_index) -> that input pipeline's batches.

@@ -1,10 +1,10 @@
 """Stage three of a run: everything a finished run writes, from one module.
 
 :func:`finish` exports the best model (``model.keras``, ``serving.keras``), evaluates it on
-validation and test (and with flip TTA), and writes ``predictions.npz``, the per-image CSVs,
-the mistake galleries and ``result.json``; :func:`add_tta_outputs` adds flip-TTA metrics
-to them after training. :func:`training_flops` is the run's compute, as
-the result and the comparison table report it.
+validation and test (and with flip TTA), and writes ``predictions.npz``, ``seen.npz``, the
+per-image CSVs, the mistake galleries and ``result.json``; :func:`add_tta_outputs` adds
+flip-TTA metrics to them after training. :func:`training_flops` is the run's compute, as the
+result and the comparison table report it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from catdog_tf import export, rundir
+from catdog_tf import data, export, rundir
 from catdog_tf.config import Config
+from catdog_tf.data import seen
 from catdog_tf.train import metrics, report
 from catdog_tf.train.prepare import Prepared
 from catdog_tf.train.trainee import Trainee
@@ -50,8 +51,16 @@ def finish(
         **_about(prepared, trainee, description, history),
         **_evaluations(prepared, trainee, workdir),
     }
+    write_seen(prepared.splits, workdir)
     atomic_write_json(rundir.path(workdir, rundir.RESULT), result)
     return result
+
+
+def write_seen(splits: dict[str, data.Examples], workdir: str) -> None:
+    """Writes ``seen.npz``: which images the run trained or chose its epoch and threshold on."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **seen.record(splits["train"], splits["validation"]))
+    atomic_write_bytes(rundir.path(workdir, rundir.SEEN), buffer.getvalue())
 
 
 def add_tta_outputs(

@@ -17,10 +17,11 @@ import numpy as np
 import tensorflow as tf
 
 from catdog_tf.build import build_configured_model, precision_policy
+from catdog_tf.calibration import time_interleaved
 from catdog_tf.config import Config
 from catdog_tf.data import normalize
 from catdog_tf.models import at_image_size
-from catdog_tf.plan import Plan, time_interleaved
+from catdog_tf.plan import Plan
 from catdog_tf.train import distributed
 
 
@@ -329,7 +330,7 @@ def measure_train_speeds(
     Random uint8 batches at the config's image size and batch; pretrained models get random
     weights (speed does not depend on them, and nothing is downloaded). A bottleneck model
     is timed with its frozen backbone, the cost of extracting its features. The candidates
-    are built first, then timed taking turns (:func:`catdog_tf.plan.time_interleaved`).
+    are built first, then timed taking turns (:func:`catdog_tf.calibration.time_interleaved`).
     """
     probe_config = config.replace(weights="none", init_from="")
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from catdog_tf import data, models, rundir
-from catdog_tf.build import build_configured_model, precision_policy
+from catdog_tf.build import build_configured_model, check_memory, precision_policy
 from catdog_tf.config import Config
 from catdog_tf.models import pretrained, whitening
 from catdog_tf.plan import Plan
@@ -99,6 +99,7 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
         for name, ex in splits.items()
     }
     steps = Steps(config, plan, strategy)
+    check_memory(steps.model, config, sum(len(ex) for ex in splits.values()))
     if models.whitening_layer(steps.model) is not None and not config.init_from:
         # Set before the first step; a resumed run's checkpoint restores the same kernel,
         # and a run that starts from another (init_from) keeps that run's.
