@@ -90,18 +90,7 @@ def compare(
     Returns:
       The ``result.json`` of every run (with its ``run_dir``), in table order.
     """
-    for kind, names in (("model", model_names), ("loss", losses), ("seed", seeds or [0])):
-        repeated = sorted({str(n) for n in names if list(names).count(n) > 1})
-        if repeated:
-            raise ConfigError(f"{kind} listed twice: {', '.join(repeated)}; list each once")
-        if not names:
-            raise ConfigError(f"no {kind} to compare")
-    rundir.check_run_folder(workdir)
-    if os.path.exists(rundir.path(workdir, rundir.CONFIG)):
-        raise ConfigError(
-            f"--workdir={workdir} holds a catdog-train run ({rundir.CONFIG}); a comparison "
-            "writes each of its runs into a subfolder: give it a folder of its own"
-        )
+    _check_request(model_names, losses, seeds, workdir)
     # Every config is built and checked before the first run trains: a bad name in
     # --models fails now, not after the runs before it.
     planned = [
@@ -130,6 +119,24 @@ def compare(
         results.append({**result, "run_dir": name})
         write_outputs(results, workdir)  # After every run: a partial table survives.
     return write_outputs(results, workdir)
+
+
+def _check_request(
+    model_names: Sequence[str], losses: Sequence[str], seeds: Sequence[int] | None, workdir: str
+) -> None:
+    """Refuses empty or repeated lists, and a ``workdir`` that is a single run's folder."""
+    for kind, names in (("model", model_names), ("loss", losses), ("seed", seeds or [0])):
+        repeated = sorted({str(n) for n in names if list(names).count(n) > 1})
+        if repeated:
+            raise ConfigError(f"{kind} listed twice: {', '.join(repeated)}; list each once")
+        if not names:
+            raise ConfigError(f"no {kind} to compare")
+    rundir.check_run_folder(workdir)
+    if os.path.exists(rundir.path(workdir, rundir.CONFIG)):
+        raise ConfigError(
+            f"--workdir={workdir} holds a catdog-train run ({rundir.CONFIG}); a comparison "
+            "writes each of its runs into a subfolder: give it a folder of its own"
+        )
 
 
 def _seeded(config: Config, seed: int | None) -> Config:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -219,9 +220,35 @@ def _report_files(
                 f"{sidecar} exists but the report it would belong to ({report}) does not: "
                 "it is not an earlier evaluation's; give another --output"
             )
+    _replace_only_own(report, "--output", "a catdog-eval report", _is_report)
     if os.path.exists(report):
         logging.warning("replacing the earlier report %s and its CSV and PNG", report)
     return report, *sidecars
+
+
+def _replace_only_own(path: str, flag: str, what: str, is_own: Callable[[str], bool]) -> None:
+    """Refuses to write over an existing file that is not an earlier output of this kind."""
+    if os.path.lexists(path) and not is_own(path):
+        raise OutputPathError(
+            f"{flag}={path} exists and is not {what}: it is never written over; give "
+            "another name, or delete it yourself"
+        )
+
+
+def _is_report(path: str) -> bool:
+    try:
+        report = read_json(path)
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and {"n", "best_threshold"} <= report.keys()
+
+
+def _is_submission(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip() == _SUBMISSION_HEADER
+    except (OSError, ValueError):
+        return False
 
 
 # File names a file system takes (255 bytes) with room for the suffixes added to them.
@@ -380,6 +407,7 @@ def predict_files(
     _warn_if_synthetic(workdir, config)
     if submission:
         submission = rundir.check_output(submission, "--submission")
+        _replace_only_own(submission, "--submission", "a submission CSV", _is_submission)
     paths = list_images(inputs)
     if not paths:
         raise data.DataSourceError(
@@ -418,6 +446,10 @@ def _image_logits(
     return _logits(model, dataset, tta)[0]
 
 
+# Kaggle's sample submission for dogs-vs-cats: an id and P(dog).
+_SUBMISSION_HEADER = "id,label"
+
+
 def _write_submission(path: str, results: list[tuple[str, float | None]]) -> None:
     rows, left_out = [], []
     for file, prob in results:
@@ -450,6 +482,6 @@ def _write_submission(path: str, results: list[tuple[str, float | None]]) -> Non
     rows.sort()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "label"])
+    writer.writerow(_SUBMISSION_HEADER.split(","))
     writer.writerows((i, f"{p:.6f}") for i, p in rows)
     atomic_write_text(path, buffer.getvalue())

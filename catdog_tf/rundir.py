@@ -239,6 +239,19 @@ def config_differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     }
 
 
+def _check_apart_from_data(workdir: str, data_spec: str) -> None:
+    """A run never writes into its data: the next listing would find the run's files."""
+    if not data_spec or not os.path.isdir(data_spec):  # tfds:NAME, synthetic: no folder.
+        return
+    data_folder, run = os.path.realpath(data_spec), os.path.realpath(workdir)
+    if run == data_folder or run.startswith(data_folder.rstrip(os.sep) + os.sep):
+        where = "the data folder" if run == data_folder else f"inside the data folder {data_spec}"
+        raise WorkdirConfigError(
+            f"--workdir={workdir} is {where}: the run's files would become part of the data; "
+            "train into another folder"
+        )
+
+
 def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict[str, Any] | None:
     """Checks that ``workdir`` is free or holds a run of ``config``; returns its saved plan.
 
@@ -336,17 +349,24 @@ def make_folder(workdir: str, flag: str = "--workdir") -> None:
 
 
 @contextlib.contextmanager
-def locked(workdir: str) -> Iterator[None]:
+def locked(workdir: str, data_spec: str = "") -> Iterator[None]:
     """Holds ``workdir``'s lock for the block: one process writes a run at a time.
 
     The lock is an advisory ``flock`` on ``workdir/.lock``, released by the kernel when the
-    process dies, so a killed run never leaves a stale lock behind. Creates ``workdir``.
+    process dies, so a killed run never leaves a stale lock behind. Creates ``workdir``,
+    after checking it is a place a run may be written.
+
+    Args:
+      workdir: The run directory.
+      data_spec: The run's ``--data``: ``workdir`` may not be that folder or inside it.
 
     Raises:
       WorkdirBusyError: Another process holds the lock.
-      WorkdirConfigError: ``workdir`` is a shipped model or a comparison's folder.
+      WorkdirConfigError: ``workdir`` is a shipped model, a comparison's folder, or inside
+        the run's data folder.
       OutputPathError: ``workdir`` is inside the installed package.
     """
+    _check_apart_from_data(workdir, data_spec)
     if is_shipped(workdir):
         raise WorkdirConfigError(
             f"{workdir} is a shipped trained model (it has {SHIPPED_MARK}), read-only: "

@@ -446,6 +446,11 @@ def test_training_into_the_package_or_a_comparison_is_refused(finished_run, tmp_
     with pytest.raises(WorkdirConfigError, match="holds a comparison"):
         train_and_evaluate(config, str(comparison), verbose=False)
     assert sorted(os.listdir(comparison)) == [rundir.COMPARISON_RESULTS, rundir.TABLE_MD]
+    listed = sorted(os.listdir(finished_run.root))
+    for inside in (finished_run.root, os.path.join(finished_run.root, "run")):
+        with pytest.raises(WorkdirConfigError, match="the data folder"):
+            train_and_evaluate(config, inside, verbose=False)
+    assert sorted(os.listdir(finished_run.root)) == listed
 
 
 def test_compare_checks_every_row_and_its_folder_before_training(finished_run, tmp_path):
@@ -470,6 +475,24 @@ def test_reports_are_never_replaced_silently(finished_run, tmp_path, caplog):
     with pytest.raises(OutputPathError, match="not an earlier evaluation's"):
         evaluate.evaluate_workdir(run, root, output=str(tmp_path / "s.json"))
     assert (tmp_path / "s-predictions.csv").read_text() == "the user's own file"
+    photo = make_image(str(tmp_path / "photo.jpg"), 1)
+    before = Path(photo).read_bytes()
+    with pytest.raises(OutputPathError, match="is not a catdog-eval report"):
+        evaluate.evaluate_workdir(run, root, output=photo)
+    assert Path(photo).read_bytes() == before
+
+
+def test_a_submission_replaces_only_an_earlier_submission(finished_run, tmp_path):
+    make_image(str(tmp_path / "p" / "1.jpg"), 1)
+    notes = tmp_path / "notes.csv"
+    notes.write_text("the user's own table\n")
+    with pytest.raises(OutputPathError, match="is not a submission CSV"):
+        evaluate.predict_files(finished_run.workdir, [str(tmp_path / "p")], submission=str(notes))
+    assert notes.read_text() == "the user's own table\n"
+    submission = str(tmp_path / "s.csv")
+    for _ in range(2):  # The second run replaces the first one's submission.
+        evaluate.predict_files(finished_run.workdir, [str(tmp_path / "p")], submission=submission)
+        assert Path(submission).read_text().splitlines()[0] == "id,label"
 
 
 def test_default_report_names_keep_folders_apart_and_fit(finished_run, finished_copy, tmp_path):

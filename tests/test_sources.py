@@ -1,3 +1,4 @@
+import logging
 import os
 
 import numpy as np
@@ -33,7 +34,8 @@ def test_class_folders_any_case(tmp_path, names):
         assert (names[1] in path) == (label == 1)
 
 
-def test_predefined_splits(tmp_path):
+def test_predefined_splits(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     root = tmp_path / "split"
     make_class_folders(str(root / "train"), n_per_class=6)
     make_class_folders(str(root / "val"), n_per_class=4)
@@ -43,6 +45,7 @@ def test_predefined_splits(tmp_path):
     assert [len(loaded[s]) for s in ("train", "validation", "test")] == [12, 8, 4]
     splits = data.make_splits(loaded, (0.8, 0.1, 0.1))
     assert len(splits["validation"]) == 8 and len(splits["test"]) == 4
+    assert "train_size, val_size and test_size do not apply" in caplog.text
 
 
 def test_predefined_splits_without_test_halve_validation(tmp_path):

@@ -235,7 +235,7 @@ def train_and_evaluate(
     hooks = (on_epoch_end, on_finished)
     me = distributed.role(config.strategy)
     if me.chief:
-        with rundir.locked(workdir):
+        with rundir.locked(workdir, config.data):
             return _train_and_evaluate(config, workdir, workdir, overwrite, verbose, bar, hooks)
     with tempfile.TemporaryDirectory(prefix=f"catdog-{me.task.replace(':', '')}-") as scratch:
         return _train_and_evaluate(config, scratch, workdir, False, verbose, bar, hooks)
