@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from catdog_tf import data, rundir
+from catdog_tf import data, rundir, shipped
 from catdog_tf.config import Config
 from catdog_tf.data import seen
 from catdog_tf.errors import ConfigError, OutputPathError, RunFilesError, first_line
@@ -30,7 +30,10 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
 
     Raises:
       FileNotFoundError: ``workdir`` has no finished run (no ``model.keras``/``result.json``).
+      RunFilesError: A file is damaged, or a shipped model's file is not the one shipped.
     """
+    if rundir.is_shipped(workdir):
+        shipped.verify(workdir)
     for name in (rundir.CONFIG, rundir.MODEL, rundir.RESULT):
         if not os.path.exists(rundir.path(workdir, name)):
             raise FileNotFoundError(

@@ -65,6 +65,10 @@ RUN_FILES = (CHECKPOINTS, BEST, MODEL, SERVING, HISTORY, RESULT, PREDICTIONS, SE
 # plan, the validation threshold in result.json, both exported models).
 SHIPPED_FILES = (CONFIG, RESULT, MODEL, SERVING, SEEN)
 SHIPPED_MARK = "shipped.json"
+# A shipped model's card, generated from its files (catdog_tf.card).
+MODEL_CARD = "MODEL_CARD.md"
+# A shipped model's sha256 of each of its files, in the format of coreutils' sha256sum.
+CHECKSUMS = "SHA256SUMS"
 
 SPLIT_OUTPUTS = ("predictions-{split}.csv", "mistakes-{split}.png")
 

@@ -2,21 +2,29 @@
 
 Each is a finished run directory reduced to what using it needs (:data:`catdog_tf.rundir.
 SHIPPED_FILES`: the config with its plan, the result with the validation threshold, the
-training and serving models) plus ``shipped.json``: the package version, the command and the CPU
-that made it. They live in ``catdog_tf/weights/NAME/`` so that every install of the
-package carries them; ``catdog-predict --weights=NAME`` and ``catdog-eval --weights=NAME``
-find them by name (:func:`path`), and ``catdog_tf/weights/README.md`` tables what each reached.
+training and serving models, the record of seen images) plus ``shipped.json`` (the package
+version, the command and the CPU that made it), ``MODEL_CARD.md`` (:mod:`catdog_tf.card`)
+and ``SHA256SUMS`` (the sha256 of each of
+those files, checked whenever the model is loaded by :func:`verify`; ``sha256sum -c
+SHA256SUMS`` checks it too). They live in ``catdog_tf/weights/NAME/`` so that every install
+of the package carries them; ``catdog-predict --weights=NAME`` and ``catdog-eval
+--weights=NAME`` find them by name (:func:`path`), and ``catdog_tf/weights/README.md`` tables
+what each reached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from typing import Any
 
-from catdog_tf import __version__, rundir
-from catdog_tf.errors import ConfigError
-from catdog_tf.utils import atomic_write_json
+from catdog_tf import __version__, card, rundir
+from catdog_tf.errors import ConfigError, RunFilesError
+from catdog_tf.utils import atomic_write_json, atomic_write_text
+
+# The files a checksum covers: everything of a shipped model but the checksums themselves.
+COVERED = (*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK, rundir.MODEL_CARD)
 
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
@@ -72,6 +80,55 @@ def ship(run_dir: str, name: str, about: dict[str, Any], folder: str = FOLDER) -
     atomic_write_json(
         rundir.path(staging, rundir.SHIPPED_MARK), {"catdog_tf_version": __version__, **about}
     )
+    write_card(staging, name)
+    write_checksums(staging)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     return target
+
+
+def write_card(model_dir: str, name: str) -> None:
+    """Writes ``MODEL_CARD.md`` of shipped model ``name`` from its own files."""
+    atomic_write_text(rundir.path(model_dir, rundir.MODEL_CARD), card.model_card(model_dir, name))
+
+
+def sha256(file: str) -> str:
+    """The sha256 of ``file``'s bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(model_dir: str) -> None:
+    """Writes ``SHA256SUMS`` for the :data:`COVERED` files of shipped model ``model_dir``."""
+    lines = [f"{sha256(rundir.path(model_dir, name))}  {name}\n" for name in COVERED]
+    atomic_write_text(rundir.path(model_dir, rundir.CHECKSUMS), "".join(lines))
+
+
+def verify(model_dir: str) -> None:
+    """Checks every file of shipped model ``model_dir`` against its ``SHA256SUMS``.
+
+    Raises:
+      RunFilesError: ``SHA256SUMS`` is missing or unreadable, or a file is missing or holds
+        other bytes (the message names it): the model would not be the one shipped.
+    """
+    sums = rundir.path(model_dir, rundir.CHECKSUMS)
+    try:
+        with open(sums, encoding="utf-8") as f:
+            expected = dict(reversed(line.split("  ", 1)) for line in f.read().splitlines())
+    except (OSError, ValueError) as e:
+        raise RunFilesError(
+            f"{sums} cannot be read ({type(e).__name__}): the shipped model cannot be checked; "
+            "reinstall catdog_tf"
+        ) from e
+    for name in COVERED:
+        file = rundir.path(model_dir, name)
+        if name not in expected:
+            raise RunFilesError(f"{sums} has no sha256 of {name}; reinstall catdog_tf")
+        if not os.path.exists(file) or sha256(file) != expected[name]:
+            raise RunFilesError(
+                f"{file} is not the file that shipped (missing, or its sha256 differs from "
+                f"{sums}): the model is damaged or edited; reinstall catdog_tf"
+            )

@@ -2,17 +2,19 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import make_image, make_kaggle_folder
 
 import catdog_tf
-from catdog_tf import rundir, shipped
+from catdog_tf import card, rundir, shipped
 from catdog_tf.config import get_preset
-from catdog_tf.errors import ConfigError, WorkdirConfigError
-from catdog_tf.evaluate import evaluate_workdir, predict_files
+from catdog_tf.errors import ConfigError, RunFilesError, WorkdirConfigError
+from catdog_tf.evaluate import evaluate_workdir, load_run, predict_files
 from catdog_tf.train import train_and_evaluate
 from catdog_tf.utils import read_json
 
@@ -32,6 +34,9 @@ def test_each_shipped_model_predicts_a_generated_image(tmp_path, name):
     run = shipped.path(name)
     for file in (*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK):
         assert os.path.exists(rundir.path(run, file)), file
+    shipped.verify(run)  # Every file is the one that shipped.
+    # The card is the one its files give today: it cannot drift from them.
+    assert Path(run, rundir.MODEL_CARD).read_text() == card.model_card(run, name)
     about = read_json(rundir.path(run, rundir.SHIPPED_MARK))
     assert about["command"] and about["cpu"] and about["result"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", about["catdog_tf_version"])
@@ -71,20 +76,20 @@ def test_ship_copies_what_use_needs_and_the_copy_is_read_only(finished_run, tmp_
     target = shipped.ship(finished_run.workdir, "tiny", {"command": "x", "cpu": "y"}, folder)
     assert shipped.available(folder) == ["tiny"]
     assert shipped.path("tiny", folder) == target
-    assert sorted(os.listdir(target)) == sorted([*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK])
+    assert sorted(os.listdir(target)) == sorted([*shipped.COVERED, rundir.CHECKSUMS])
     about = read_json(rundir.path(target, rundir.SHIPPED_MARK))
     assert about == {"catdog_tf_version": catdog_tf.__version__, "command": "x", "cpu": "y"}
     with pytest.raises(ConfigError, match="shipped: tiny"):
         shipped.path("nope", folder)
     with pytest.raises(WorkdirConfigError, match="read-only"):
         train_and_evaluate(finished_run.config, target, verbose=False)
-    assert sorted(os.listdir(target)) == sorted([*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK])
+    assert sorted(os.listdir(target)) == sorted([*shipped.COVERED, rundir.CHECKSUMS])
     monkeypatch.chdir(tmp_path)  # The eval report of a shipped model goes to ./NAME-outputs.
     unseen = make_kaggle_folder(str(tmp_path / "unseen"), first=500)
     report = evaluate_workdir(target, unseen)
     assert report["n"] == 12 and report["left_out_seen"] == 0
     assert len(list((tmp_path / "tiny-outputs").glob("eval-unseen-*.json"))) == 1
-    assert sorted(os.listdir(target)) == sorted([*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK])
+    assert sorted(os.listdir(target)) == sorted([*shipped.COVERED, rundir.CHECKSUMS])
 
 
 def test_ship_refuses_an_unfinished_run(tmp_path):
@@ -113,3 +118,22 @@ def test_unknown_shipped_name_is_one_line(tmp_path):
     )
     assert out.returncode == 2
     assert "no shipped model named 'nope'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_checksums_match_sha256sum_and_name_a_damaged_file(finished_run, tmp_path):
+    target = shipped.ship(finished_run.workdir, "tiny", {"command": "x"}, str(tmp_path / "w"))
+    lines = (Path(target) / rundir.CHECKSUMS).read_text().splitlines()
+    assert sorted(line.split("  ")[1] for line in lines) == sorted(shipped.COVERED)
+    if shutil.which("sha256sum"):  # The coreutils tool reads the same file.
+        out = subprocess.run(["sha256sum", "-c", rundir.CHECKSUMS], cwd=target, capture_output=True)
+        assert out.returncode == 0, out.stdout
+    for name in (rundir.RESULT, rundir.SHIPPED_MARK, rundir.SERVING):
+        copy = shutil.copytree(target, tmp_path / f"edited-{name}")
+        with open(copy / name, "ab") as f:
+            f.write(b" ")
+        with pytest.raises(RunFilesError, match=f"{name} is not the file that shipped"):
+            load_run(str(copy))
+    gone = shutil.copytree(target, tmp_path / "no-sums")
+    os.remove(gone / rundir.CHECKSUMS)
+    with pytest.raises(RunFilesError, match="cannot be checked"):
+        load_run(str(gone))
