@@ -216,6 +216,7 @@ def test_add_tta_after_training_matches_training_with_tta(tmp_path, kaggle_dir):
         add_tta(str(tmp_path / "plain"))
     shipped_dir = shipped.ship(str(tmp_path / "plain"), "copy", {}, folder=str(tmp_path / "w"))
     (tmp_path / "w" / "copy" / "result.json").write_text(json.dumps(before))
+    shipped.write_checksums(shipped_dir)  # As if a run without TTA had shipped.
     with pytest.raises(ConfigError, match="shipped model, never written to"):
         add_tta(shipped_dir)
 
