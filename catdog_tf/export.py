@@ -13,7 +13,8 @@ a user of ``keras.utils.load_img`` expects::
 
 Every layer is a built-in Keras layer (a pretrained model's preprocessing becomes an
 equivalent fixed ``Dense`` on the channels), so ``keras.saving.load_model`` reads it without
-importing catdog_tf, and ``model.export`` / the TFLite converter take it.
+importing catdog_tf, and Keras's ``model.export`` writes it as a SavedModel, ONNX or LiteRT
+file (call the model once first: the ONNX export needs a traced model).
 
 What it does not repeat: the pipeline decodes JPEGs with TensorFlow's fast integer DCT and
 rounds the resized image to uint8, so its probabilities differ from the serving model's by
@@ -31,7 +32,6 @@ import tensorflow as tf
 from catdog_tf.build import precision_policy
 from catdog_tf.config import Config
 from catdog_tf.models import build_model, get_spec, pretrained
-from catdog_tf.utils import atomic_write_bytes
 
 
 def affine_channels_layer(
@@ -92,17 +92,3 @@ def serving_model(model: keras.Model, config: Config) -> keras.Model:
         # it is called (Keras's training=None default reached the nested dropout).
         p_dog = keras.layers.Activation("sigmoid", name="p_dog")(plain(x, training=False))
         return keras.Model(inputs, p_dog, name=f"{config.model}_serving")
-
-
-def to_tflite(model: keras.Model, path: str) -> None:
-    """Writes ``model`` (e.g. a serving model) as a TFLite flatbuffer, via a SavedModel.
-
-    The TFLite model keeps the any-size input; give the interpreter a shape with
-    ``resize_tensor_input`` before ``allocate_tensors``.
-    """
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as saved:
-        model.export(saved, verbose=False)
-        flatbuffer = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
-    atomic_write_bytes(path, flatbuffer)

@@ -122,6 +122,52 @@ def test_serving_model_is_plain_keras_and_matches_predict(finished_run, tmp_path
     assert lite == pytest.approx(served[0], abs=1e-4)
 
 
+def test_onnx_and_litert_exports_run_without_tensorflow(finished_run, tmp_path):
+    for runtime in ("onnxruntime", "ai_edge_litert"):
+        extra = 'pip install -e ".[export]"'
+        pytest.importorskip(runtime, reason=f"{runtime} comes with the export extra: {extra}")
+    import keras
+
+    files = [
+        make_image(str(tmp_path / f"{i}.jpg"), i % 2, size=size, seed=i)
+        for i, size in enumerate([(45, 70), (120, 90), (33, 33)])
+    ]
+    expected = [p for _, p in predict_files(finished_run.workdir, files)]
+    model = keras.saving.load_model(rundir.path(finished_run.workdir, rundir.SERVING))
+    images = [np.asarray(Image.open(f).convert("RGB"), np.float32)[None] for f in files]
+    served = [float(model(image)[0, 0]) for image in images]  # The first call also traces it.
+    model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
+    model.export(str(tmp_path / "m.tflite"), format="litert", verbose=False)
+    np.savez(tmp_path / "images.npz", *images)
+    script = textwrap.dedent(
+        """
+        import sys, numpy as np, onnxruntime
+        from ai_edge_litert.interpreter import Interpreter
+        images = list(np.load("images.npz").values())
+        onnx = onnxruntime.InferenceSession("m.onnx", providers=["CPUExecutionProvider"])
+        name = onnx.get_inputs()[0].name
+        lite = Interpreter(model_path="m.tflite")
+        for image in images:
+            given = lite.get_input_details()[0]["index"]
+            lite.resize_tensor_input(given, image.shape)
+            lite.allocate_tensors()
+            lite.set_tensor(given, image)
+            lite.invoke()
+            p_lite = lite.get_tensor(lite.get_output_details()[0]["index"])[0, 0]
+            print(onnx.run(None, {name: image})[0][0, 0], p_lite)
+        assert not [m for m in sys.modules if m.startswith(("tensorflow", "keras", "catdog_tf"))]
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    onnx, lite = np.array([line.split() for line in out.stdout.split("\n") if line], float).T
+    np.testing.assert_allclose(onnx, served, atol=1e-4)
+    np.testing.assert_allclose(lite, served, atol=1e-4)
+    np.testing.assert_allclose(served, expected, atol=0.01)  # The pipeline's own decode.
+
+
 def test_build_model_takes_weights_none_as_keras_does():
     model = models.build_model("mobilenetv2_bottleneck", (32, 32, 3), weights=None)
     assert model.output_shape == (None, 1)
