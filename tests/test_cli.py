@@ -56,7 +56,9 @@ def json_after_lines(stdout: str, line_format):
     return json.loads("\n".join(lines[start:]))
 
 
-@pytest.mark.parametrize("module", ["train", "evaluate", "predict", "compare", "data", "machine"])
+@pytest.mark.parametrize(
+    "module", ["train", "evaluate", "predict", "compare", "data", "machine", "export"]
+)
 def test_help_and_version_answer_without_tensorflow(module):
     for flag in ("--helpfull", "--version"):
         out = subprocess.run(

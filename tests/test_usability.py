@@ -15,10 +15,11 @@ import tensorflow as tf
 from conftest import make_image, make_kaggle_folder, tiny_config
 from PIL import Image, ImageOps
 
-from catdog_tf import compare, models, rundir
+from catdog_tf import compare, deploy, models, rundir
 from catdog_tf.cli.common import config_help
 from catdog_tf.config import Config, field_docs
 from catdog_tf.data import pipeline
+from catdog_tf.errors import ConfigError
 from catdog_tf.evaluate import evaluate_workdir, predict_files
 from catdog_tf.train import metrics, train_and_evaluate
 from catdog_tf.utils import read_json
@@ -135,18 +136,22 @@ def test_onnx_and_litert_exports_run_without_tensorflow(finished_run, tmp_path):
     expected = [p for _, p in predict_files(finished_run.workdir, files)]
     model = keras.saving.load_model(rundir.path(finished_run.workdir, rundir.SERVING))
     images = [np.asarray(Image.open(f).convert("RGB"), np.float32)[None] for f in files]
-    served = [float(model(image)[0, 0]) for image in images]  # The first call also traces it.
-    model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
-    model.export(str(tmp_path / "m.tflite"), format="litert", verbose=False)
+    served = [float(model(image)[0, 0]) for image in images]
+    written = deploy.export_run(finished_run.workdir, ["onnx", "litert"], str(tmp_path))
+    assert written == {"onnx": f"{tmp_path}/model.onnx", "litert": f"{tmp_path}/model.tflite"}
+    with pytest.raises(ConfigError, match="never replaced"):
+        deploy.export_run(finished_run.workdir, ["onnx"], str(tmp_path))
+    with pytest.raises(ConfigError, match="known: saved_model, onnx, litert"):
+        deploy.export_run(finished_run.workdir, ["onnx", "tfjs"], str(tmp_path / "other"))
     np.savez(tmp_path / "images.npz", *images)
     script = textwrap.dedent(
         """
         import sys, numpy as np, onnxruntime
         from ai_edge_litert.interpreter import Interpreter
         images = list(np.load("images.npz").values())
-        onnx = onnxruntime.InferenceSession("m.onnx", providers=["CPUExecutionProvider"])
+        onnx = onnxruntime.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
         name = onnx.get_inputs()[0].name
-        lite = Interpreter(model_path="m.tflite")
+        lite = Interpreter(model_path="model.tflite")
         for image in images:
             given = lite.get_input_details()[0]["index"]
             lite.resize_tensor_input(given, image.shape)
