@@ -25,12 +25,14 @@ from catdog_tf.train.steps import inference, model_outputs
 from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
 
 
-def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
-    """(config, best model, result) of a finished run.
+def check_run(workdir: str) -> Config:
+    """The config of finished run ``workdir``, once its files are found.
+
+    A shipped model's files must also match its checksums (:func:`catdog_tf.shipped.verify`).
 
     Raises:
       FileNotFoundError: ``workdir`` has no finished run (no ``model.keras``/``result.json``).
-      RunFilesError: A file is damaged, or a shipped model's file is not the one shipped.
+      RunFilesError: A shipped model's file is not the one shipped.
     """
     if rundir.is_shipped(workdir):
         shipped.verify(workdir)
@@ -39,16 +41,35 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
             raise FileNotFoundError(
                 f"{workdir} has no {name}: is it a finished catdog-train run directory?"
             )
-    config, _ = rundir.read_config(workdir)
-    model_path = rundir.path(workdir, rundir.MODEL)
+    return rundir.read_config(workdir)[0]
+
+
+def load_model_file(model_path: str, workdir: str) -> keras.Model:
+    """Loads one of run ``workdir``'s Keras files.
+
+    Raises:
+      RunFilesError: The file cannot be loaded (truncated, damaged or missing).
+    """
     try:
-        model = keras.saving.load_model(model_path)
+        return keras.saving.load_model(model_path)
     except Exception as e:  # zipfile, h5py, JSON and Keras errors: the file is damaged.
         first = first_line(e)
         raise RunFilesError(
             f"{model_path} cannot be loaded ({type(e).__name__}: {first}); is it truncated? "
             f"Run catdog-train again on {workdir} to export it from the best checkpoint"
         ) from e
+
+
+def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
+    """(config, best model, result) of a finished run.
+
+    Raises:
+      FileNotFoundError: ``workdir`` has no finished run (no ``model.keras``/``result.json``).
+      RunFilesError: A file is damaged, or a shipped model's file is not the one shipped.
+    """
+    config = check_run(workdir)
+    model_path = rundir.path(workdir, rundir.MODEL)
+    model = load_model_file(model_path, workdir)
     if tuple(model.input_shape[1:3]) != tuple(config.image_size):
         raise RunFilesError(
             f"{model_path} takes {tuple(model.input_shape[1:3])} images but "

@@ -21,7 +21,7 @@ from conftest import make_class_folders, make_image, make_kaggle_folder
 from PIL import Image, ImageOps
 
 import catdog_tf
-from catdog_tf import data, evaluate, machine, models, rundir, utils
+from catdog_tf import data, deploy, evaluate, machine, models, rundir, utils
 from catdog_tf.cli.common import error_line
 from catdog_tf.compare import compare
 from catdog_tf.config import Config, parse_override, smoke
@@ -480,6 +480,14 @@ def test_reports_are_never_replaced_silently(finished_run, tmp_path, caplog):
     with pytest.raises(OutputPathError, match="is not a catdog-eval report"):
         evaluate.evaluate_workdir(run, root, output=photo)
     assert Path(photo).read_bytes() == before
+
+
+def test_export_names_a_damaged_serving_model(finished_copy, tmp_path):
+    serving = Path(rundir.path(finished_copy, rundir.SERVING))
+    serving.write_bytes(serving.read_bytes()[:100])
+    with pytest.raises(RunFilesError, match="serving.keras cannot be loaded"):
+        deploy.export_run(finished_copy, ["litert"], str(tmp_path / "exported"))
+    assert not list((tmp_path / "exported").glob("*.tflite"))
 
 
 def test_a_submission_replaces_only_an_earlier_submission(finished_run, tmp_path):
