@@ -1,11 +1,12 @@
 r"""Inference speed of a shipped model's serving form in Keras, ONNX Runtime and LiteRT.
 
-Exports ``serving.keras`` with Keras's own ``model.export`` (``onnx``, ``litert``) into a
-temporary folder, then times, on this CPU, the latency of one 200x260 image (median of
+Exports ``serving.keras`` with :func:`catdog_tf.deploy.export_run` (``onnx``, ``litert`` and,
+given ``--data``, ``litert_int8`` calibrated on that folder's images the model trained on)
+into a temporary folder, then times, on this CPU, the latency of one 200x260 image (median of
 ``--repeats`` calls after warm-up) and the throughput of batches of 64, for each runtime.
 Needs the ``export`` extra. Usage::
 
-    python benchmarks/inference.py --weights=conv5_bn-full_progressive
+    python benchmarks/inference.py --weights=conv5_bn-full_progressive --data=dogs-vs-cats/train
 
 Prints one Markdown table; the CPU line names the machine. Keras runs with oneDNN as the
 ``catdog-*`` commands set it.
@@ -27,6 +28,7 @@ from absl import app, flags
 from catdog_tf.cli import ONEDNN_DECISION
 
 _WEIGHTS = flags.DEFINE_string("weights", "conv5_bn-full_progressive", "A shipped model.")
+_DATA = flags.DEFINE_string("data", None, "The model's training folder: adds LiteRT int8.")
 _REPEATS = flags.DEFINE_integer("repeats", 30, "Timed calls per runtime and batch size.")
 
 SIZE = (200, 260)  # The 200x200-copy Kaggle images are about this size; any size works.
@@ -44,24 +46,37 @@ def timed(call: Callable[[np.ndarray], object], batch: np.ndarray, repeats: int)
     return statistics.median(times)
 
 
-def runtimes(model_path: str, folder: str) -> dict[str, Callable[[np.ndarray], object]]:
-    """Name -> predict function, for Keras and the two exports of its model."""
+def runtimes(run_dir: str, folder: str) -> dict[str, Callable[[np.ndarray], object]]:
+    """Name -> predict function, for Keras and the exports of its serving model."""
     import keras
     import onnxruntime
+
+    from catdog_tf import deploy, rundir
+
+    formats = ["onnx", "litert"] + (["litert_int8"] if _DATA.value else [])
+    written = deploy.export_run(run_dir, formats, folder, _DATA.value)
+    onnx = onnxruntime.InferenceSession(written["onnx"], providers=["CPUExecutionProvider"])
+    name = onnx.get_inputs()[0].name
+    calls = {
+        "Keras (`model.predict_on_batch`)": keras.saving.load_model(
+            rundir.path(run_dir, rundir.SERVING)
+        ).predict_on_batch,
+        "ONNX Runtime (CPU)": lambda batch: onnx.run(None, {name: batch}),
+        "LiteRT (float32, XNNPACK)": lite_runner(written["litert"]),
+    }
+    if "litert_int8" in written:
+        calls["LiteRT (int8, XNNPACK)"] = lite_runner(written["litert_int8"])
+    return calls
+
+
+def lite_runner(path: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A predict function of a LiteRT file that resizes its input only when the shape changes."""
     from ai_edge_litert.interpreter import Interpreter
 
-    model = keras.saving.load_model(model_path)
-    model(np.zeros((1, *SIZE, 3), np.float32))  # The ONNX export needs a traced model.
-    model.export(os.path.join(folder, "m.onnx"), format="onnx", verbose=False)
-    model.export(os.path.join(folder, "m.tflite"), format="litert", verbose=False)
-    onnx = onnxruntime.InferenceSession(
-        os.path.join(folder, "m.onnx"), providers=["CPUExecutionProvider"]
-    )
-    name = onnx.get_inputs()[0].name
-    lite = Interpreter(model_path=os.path.join(folder, "m.tflite"), num_threads=os.cpu_count())
+    lite = Interpreter(model_path=path, num_threads=os.cpu_count())
     given = lite.get_input_details()[0]["index"]
 
-    def run_lite(batch: np.ndarray) -> np.ndarray:
+    def run(batch: np.ndarray) -> np.ndarray:
         if tuple(lite.get_input_details()[0]["shape"]) != batch.shape:
             lite.resize_tensor_input(given, batch.shape)
             lite.allocate_tensors()
@@ -69,18 +84,14 @@ def runtimes(model_path: str, folder: str) -> dict[str, Callable[[np.ndarray], o
         lite.invoke()
         return lite.get_tensor(lite.get_output_details()[0]["index"])
 
-    return {
-        "Keras (`model.predict_on_batch`)": model.predict_on_batch,
-        "ONNX Runtime (CPU)": lambda batch: onnx.run(None, {name: batch}),
-        "LiteRT (float32, XNNPACK)": run_lite,
-    }
+    return run
 
 
 def main(argv):
     del argv
-    from catdog_tf import machine, rundir, shipped
+    from catdog_tf import machine, shipped
 
-    model_path = rundir.path(shipped.path(_WEIGHTS.value), rundir.SERVING)
+    run_dir = shipped.path(_WEIGHTS.value)
     rng = np.random.default_rng(0)
     one = rng.uniform(0, 255, (1, *SIZE, 3)).astype(np.float32)
     many = rng.uniform(0, 255, (64, *SIZE, 3)).astype(np.float32)
@@ -89,7 +100,7 @@ def main(argv):
     print("| runtime | batch 1 latency (ms, median) | batch 64 (img/s, median) |")
     print("|---|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:
-        for name, call in runtimes(model_path, folder).items():
+        for name, call in runtimes(run_dir, folder).items():
             latency = timed(call, one, _REPEATS.value)
             throughput = 64 / timed(call, many, max(3, _REPEATS.value // 5))
             print(f"| {name} | {latency * 1e3:.1f} | {throughput:.0f} |", flush=True)

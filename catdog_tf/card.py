@@ -9,19 +9,28 @@ versions, license and how to reproduce. :func:`catdog_tf.shipped.ship` writes it
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from catdog_tf import rundir
+from catdog_tf import rundir, stats
 from catdog_tf.utils import read_json
 
 LICENSE = "Apache-2.0"
 
 
-def model_card(model_dir: str, name: str) -> str:
-    """Markdown of the model card of shipped model ``name`` in ``model_dir``."""
+def model_card(model_dir: str, name: str | None = None) -> str:
+    """Markdown of the model card of the shipped model or finished run in ``model_dir``.
+
+    Args:
+      model_dir: A shipped model (its ``shipped.json`` adds what made it, the other seeds
+        of its recipe and its exports' accuracies) or a finished run.
+      name: The model's name (default: the folder's name).
+    """
+    name = name or os.path.basename(os.path.abspath(model_dir))
     config, _ = rundir.read_config(model_dir)
     result = read_json(rundir.path(model_dir, rundir.RESULT))
-    about = read_json(rundir.path(model_dir, rundir.SHIPPED_MARK))
+    mark = rundir.path(model_dir, rundir.SHIPPED_MARK)
+    about = read_json(mark) if os.path.exists(mark) else {}
     sections = [
         _front_matter(result),
         f"# {name}\n\nA cats-vs-dogs image classifier trained from scratch with catdog_tf: "
@@ -29,7 +38,8 @@ def model_card(model_dir: str, name: str) -> str:
         _details(config, result),
         _use(name),
         _training_data(result, config.seed),
-        _evaluation(result),
+        _evaluation(result, about.get("seeds", [])),
+        _formats(about.get("formats")),
         _limitations(),
         _compute(result, about),
         f"## Framework versions\n\n- catdog_tf {about.get('catdog_tf_version', '?')}\n"
@@ -111,7 +121,7 @@ def _training_data(result: dict[str, Any], seed: int) -> str:
     )
 
 
-def _evaluation(result: dict[str, Any]) -> str:
+def _evaluation(result: dict[str, Any], seeds: list[dict[str, Any]]) -> str:
     rows = []
     for key, label in (("test", "test"), ("test_tta", "test, flip TTA")):
         metrics = result.get(key)
@@ -127,7 +137,62 @@ def _evaluation(result: dict[str, Any]) -> str:
         "On the test split, which the run never trained on or chose anything with, at the "
         "threshold chosen on validation (flip TTA: on flip-averaged validation logits).\n\n"
         "| images | n | accuracy | AUC | cross-entropy | confusion: cat as cat / cat as dog "
-        "/ dog as cat / dog as dog |\n|---|---:|---:|---:|---:|---|\n" + "\n".join(rows)
+        "/ dog as cat / dog as dog |\n|---|---:|---:|---:|---:|---|\n"
+        + "\n".join(rows)
+        + _over_seeds(seeds)
+    )
+
+
+def _over_seeds(seeds: list[dict[str, Any]]) -> str:
+    """The recipe's test accuracy over every seed trained: mean, 95% t interval, each seed."""
+    if len(seeds) < 2:
+        return "\n\nOne seed of this recipe was trained: other seeds land a few tenths apart."
+    lines = []
+    for key, label in (("test", "test accuracy"), ("test_tta", "with flip TTA")):
+        values = [s[key] for s in seeds if s.get(key) is not None]
+        if len(values) >= 2:
+            interval = stats.t_interval(values)
+            each = ", ".join(f"{100 * v:.2f}" for v in values)
+            lines.append(
+                f"- {label}: {100 * interval.mean:.2f}% ± {100 * interval.half_width():.2f} "
+                f"(95% t interval over {len(values)} seeds; per seed {each})"
+            )
+    origin = seeds[0].get("source", "the same command with --seed=N")
+    return (
+        f"\n\nSeeds {', '.join(str(s['seed']) for s in seeds)} of this recipe ({origin}), "
+        "each on its own split's 2,000 test images:\n\n" + "\n".join(lines)
+    )
+
+
+def _formats(formats: dict[str, Any] | None) -> str:
+    """Each exported format's accuracy and distance from ``serving.keras`` on the test split."""
+    if not formats:
+        return (
+            "## Formats\n\n`catdog-export` writes SavedModel, ONNX, LiteRT (float and int8) and "
+            "a hub folder; `--data` checks each without TensorFlow."
+        )
+    rows = [
+        f"| `{name}` | `{f['file']}` | {f['runtime']} | {f['accuracy']:.4f} | "
+        f"{f['max_difference']:.2g} | {f['max_difference_from_predict']:.2g} / "
+        f"{f['p99_difference_from_predict']:.2g} |"
+        for name, f in formats["formats"].items()
+    ]
+    int8 = formats["formats"].get("litert_int8", {}).get("calibration")
+    return (
+        "## Formats\n\n"
+        "`catdog-export --format=... --data=FOLDER` writes each; every one takes RGB images of "
+        "any size, 0-255, and gives P(dog). Checked in a process without TensorFlow or "
+        f"catdog_tf on the {formats['n']:,} test images, at the validation threshold "
+        f"{formats['threshold']}, beside `catdog-predict` "
+        f"({formats['catdog_tf']['accuracy']:.4f}). On the same pixels a float export is "
+        "`serving.keras` to float rounding; `catdog-predict` decodes JPEGs with TensorFlow's "
+        "fast integer DCT and rounds the resized image to 8 bits, which moves a few images' "
+        "P(dog) further.\n\n"
+        "| format | file | runtime | accuracy | largest P(dog) difference from serving.keras "
+        "| from catdog-predict: largest / 99th percentile |\n"
+        "|---|---|---|---:|---:|---:|\n"
+        + "\n".join(rows)
+        + (f"\n\nint8: post-training quantization calibrated on {int8}." if int8 else "")
     )
 
 

@@ -135,8 +135,8 @@ def evaluate_workdir(
     threshold = _validation_threshold(workdir, result, tta)
     # Checked before the work: a refused --output costs no evaluation.
     report_file, predictions_file, mistakes_file = _report_files(workdir, data_spec, output, tta)
-    loaded, skipped = data.load_usable(data_spec, config.seed, config.synthetic_size)
-    examples, left_out = _unseen(workdir, config, _all_of(list(loaded.values())), data_spec)
+    examples, seen_part, skipped = images_unseen_and_seen(workdir, config, data_spec)
+    left_out = len(seen_part)
     dataset = data.eval_batches(
         data.decoded_dataset(examples, config.image_size, cache=""), batch_size
     )
@@ -160,27 +160,24 @@ def evaluate_workdir(
     return report
 
 
-def _unseen(
-    workdir: str, config: Config, examples: data.Examples, data_spec: str
-) -> tuple[data.Examples, int]:
-    """``examples`` without the images the run trained or chose on, and how many those were."""
+def images_unseen_and_seen(
+    workdir: str, config: Config, data_spec: str
+) -> tuple[data.Examples, data.Examples, list[Any]]:
+    """Every usable image of ``data_spec``, parted by whether run ``workdir`` saw it.
+
+    Returns:
+      The images it never trained or chose on (a test set for it), those it did
+      (:mod:`catdog_tf.data.seen`), and the files skipped as unusable.
+
+    Raises:
+      ConfigError: Every image was seen: nothing is left to test the run on.
+      RunFilesError: The run's ``seen.npz`` cannot be read.
+    """
+    loaded, skipped = data.load_usable(data_spec, config.seed, config.synthetic_size)
+    examples = _all_of(list(loaded.values()))
     if not examples.synthetic:
         _warn_if_synthetic(workdir, config)
-    record_path = rundir.path(workdir, rundir.SEEN)
-    if not os.path.exists(record_path):
-        logging.warning(
-            "%s does not record which images it trained on (no %s): if %s holds any of them, "
-            "this report counts them as test images",
-            workdir,
-            rundir.SEEN,
-            data_spec,
-        )
-        return examples, 0
-    try:
-        with np.load(record_path) as saved:
-            mask = seen.seen_mask(examples, dict(saved))
-    except (OSError, ValueError, KeyError) as e:
-        raise RunFilesError(f"{record_path} cannot be read ({first_line(e)})") from e
+    mask = _seen_mask(workdir, examples, data_spec)
     left_out = int(mask.sum())
     if left_out == len(examples):
         raise ConfigError(
@@ -196,7 +193,26 @@ def _unseen(
             data_spec,
             f"{len(examples) - left_out:,}",
         )
-    return examples.subset(np.flatnonzero(~mask)), left_out
+    return examples.subset(np.flatnonzero(~mask)), examples.subset(np.flatnonzero(mask)), skipped
+
+
+def _seen_mask(workdir: str, examples: data.Examples, data_spec: str) -> np.ndarray:
+    """Which of ``examples`` the run trained or chose on (none, with a warning, unrecorded)."""
+    record_path = rundir.path(workdir, rundir.SEEN)
+    if not os.path.exists(record_path):
+        logging.warning(
+            "%s does not record which images it trained on (no %s): if %s holds any of them, "
+            "this report counts them as test images",
+            workdir,
+            rundir.SEEN,
+            data_spec,
+        )
+        return np.zeros(len(examples), bool)
+    try:
+        with np.load(record_path) as saved:
+            return seen.seen_mask(examples, dict(saved))
+    except (OSError, ValueError, KeyError) as e:
+        raise RunFilesError(f"{record_path} cannot be read ({first_line(e)})") from e
 
 
 def _warn_if_synthetic(workdir: str, config: Config) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from catdog_tf import __version__, card, rundir
 from catdog_tf.errors import ConfigError, RunFilesError
-from catdog_tf.utils import atomic_write_json, atomic_write_text
+from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
 
 # The files a checksum covers: everything of a shipped model but the checksums themselves.
 COVERED = (*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK, rundir.MODEL_CARD)
@@ -85,6 +85,20 @@ def ship(run_dir: str, name: str, about: dict[str, Any], folder: str = FOLDER) -
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     return target
+
+
+def amend(model_dir: str, **facts: Any) -> None:
+    """Adds ``facts`` to shipped model ``model_dir``'s ``shipped.json``; rewrites card and sums.
+
+    For what is learnt of a model after it shipped: its recipe's other seeds (``seeds``: a
+    list of ``{"seed", "test", "test_tta"}``), its exports' check (``formats``: the report of
+    :func:`catdog_tf.deploy.check_exports`).
+    """
+    verify(model_dir)
+    mark = rundir.path(model_dir, rundir.SHIPPED_MARK)
+    atomic_write_json(mark, {**read_json(mark), **facts})
+    write_card(model_dir, os.path.basename(os.path.abspath(model_dir)))
+    write_checksums(model_dir)
 
 
 def write_card(model_dir: str, name: str) -> None:

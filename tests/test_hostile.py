@@ -490,6 +490,21 @@ def test_export_names_a_damaged_serving_model(finished_copy, tmp_path):
     assert not list((tmp_path / "exported").glob("*.tflite"))
 
 
+@pytest.mark.parametrize("name", ["model.onnx", "model.tflite"])
+def test_a_damaged_export_is_named_by_its_check(tmp_path, name):
+    pytest.importorskip(
+        "onnxruntime", reason='comes with the export extra: pip install -e ".[export]"'
+    )
+    pytest.importorskip(
+        "ai_edge_litert", reason='comes with the export extra: pip install -e ".[export]"'
+    )
+    damaged = tmp_path / name
+    damaged.write_bytes(b"not a model")
+    image = make_image(str(tmp_path / "cat.1.jpg"), 0)
+    with pytest.raises(RunFilesError, match=f"{name} does not run without TensorFlow: .+"):
+        deploy.run_portable(str(damaged), [image])
+
+
 def test_a_submission_replaces_only_an_earlier_submission(finished_run, tmp_path):
     make_image(str(tmp_path / "p" / "1.jpg"), 1)
     notes = tmp_path / "notes.csv"

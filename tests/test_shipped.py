@@ -11,7 +11,7 @@ import pytest
 from conftest import make_image, make_kaggle_folder
 
 import catdog_tf
-from catdog_tf import card, rundir, shipped
+from catdog_tf import card, rundir, shipped, stats
 from catdog_tf.config import get_preset
 from catdog_tf.errors import ConfigError, RunFilesError, WorkdirConfigError
 from catdog_tf.evaluate import evaluate_workdir, load_run, predict_files
@@ -137,3 +137,36 @@ def test_checksums_match_sha256sum_and_name_a_damaged_file(finished_run, tmp_pat
     os.remove(gone / rundir.CHECKSUMS)
     with pytest.raises(RunFilesError, match="cannot be checked"):
         load_run(str(gone))
+
+
+def test_amend_adds_seeds_and_export_checks_to_the_card(finished_run, tmp_path):
+    target = shipped.ship(finished_run.workdir, "tiny", {"command": "x"}, str(tmp_path / "w"))
+    assert "One seed of this recipe was trained" in card.model_card(target)
+    seeds = [{"seed": i, "test": a, "test_tta": b} for i, (a, b) in enumerate([(0.9, 0.91)] * 3)]
+    seeds[1].update(test=0.93, test_tta=0.935)
+    formats = {
+        "n": 4,
+        "threshold": 0.5,
+        "catdog_tf": {"accuracy": 0.75},
+        "formats": {
+            "litert_int8": {
+                "file": "model_int8.tflite",
+                "runtime": "ai-edge-litert 9",
+                "accuracy": 0.5,
+                "max_difference": 0.125,
+                "max_difference_from_predict": 0.25,
+                "p99_difference_from_predict": 0.0625,
+                "calibration": "200 images the run trained or chose on",
+            }
+        },
+    }
+    shipped.amend(target, seeds=seeds, formats=formats)
+    shipped.verify(target)  # The checksums cover the amended files.
+    text = Path(target, rundir.MODEL_CARD).read_text()
+    assert text == card.model_card(target, "tiny")
+    interval = stats.t_interval([0.9, 0.93, 0.9])
+    assert f"{100 * interval.mean:.2f}% ± {100 * interval.half_width():.2f}" in text
+    assert "over 3 seeds; per seed 90.00, 93.00, 90.00" in text
+    row = "| `litert_int8` | `model_int8.tflite` | ai-edge-litert 9 | 0.5000 | 0.12 | 0.25 / 0.062"
+    assert row in text
+    assert "calibrated on 200 images the run trained or chose on" in text

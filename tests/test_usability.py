@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import make_image, make_kaggle_folder, tiny_config
 from PIL import Image, ImageOps
 
-from catdog_tf import compare, deploy, models, rundir
+from catdog_tf import card, compare, deploy, models, rundir, shipped
 from catdog_tf.cli.common import config_help
 from catdog_tf.config import Config, field_docs
 from catdog_tf.data import pipeline
@@ -123,54 +123,70 @@ def test_serving_model_is_plain_keras_and_matches_predict(finished_run, tmp_path
     assert lite == pytest.approx(served[0], abs=1e-4)
 
 
-def test_onnx_and_litert_exports_run_without_tensorflow(finished_run, tmp_path):
-    for runtime in ("onnxruntime", "ai_edge_litert"):
+def _needs_export_extra():
+    for runtime in ("onnxruntime", "ai_edge_litert", "tf2onnx"):
         extra = 'pip install -e ".[export]"'
         pytest.importorskip(runtime, reason=f"{runtime} comes with the export extra: {extra}")
+
+
+def test_every_export_runs_without_tensorflow_and_is_checked(finished_run, tmp_path):
+    _needs_export_extra()
     import keras
 
+    output = str(tmp_path / "out")
+    formats = ["onnx", "litert", "litert_int8", "hf"]
+    written = deploy.export_run(finished_run.workdir, formats, output, finished_run.root)
+    assert written == {name: os.path.join(output, deploy.FORMATS[name]) for name in formats}
+    report = deploy.check_exports(finished_run.workdir, written, finished_run.root)
+    assert report == read_json(os.path.join(output, deploy.REPORT))
+    # The check ran on the images the run never saw, every one of them.
+    result = read_json(rundir.path(finished_run.workdir, rundir.RESULT))
+    assert report["n"] == result["test"]["n"] and report["left_out_seen"] > 0
+    assert report["catdog_tf"]["accuracy"] == pytest.approx(result["test"]["best_accuracy"])
+    assert sorted(report["formats"]) == ["litert", "litert_int8", "onnx"]
+    for name, checked in report["formats"].items():
+        assert checked["sha256"] == shipped.sha256(written[name])
+        assert 0 <= checked["accuracy"] <= 1
+    for name in ("onnx", "litert"):  # The float exports are serving.keras, to float noise.
+        assert report["formats"][name]["max_difference"] < 1e-4
+        assert report["formats"][name]["max_difference_from_predict"] < deploy.FLOAT_TOLERANCE
+    assert report["formats"]["litert_int8"]["max_difference"] < 0.2
+    # The hub folder is Keras's own layout: the loader hf:// downloads into reads it.
+    hub = written["hf"]
+    keras_files = {"config.json", "metadata.json", "model.weights.h5"}
+    assert {"README.md", *keras_files} <= set(os.listdir(hub))
+    with open(os.path.join(hub, "README.md")) as f:
+        assert f.read() == card.model_card(finished_run.workdir)
+    image = np.random.default_rng(0).uniform(0, 255, (1, 37, 51, 3)).astype(np.float32)
+    serving = keras.saving.load_model(rundir.path(finished_run.workdir, rundir.SERVING))
+    assert float(keras.saving.load_model(hub)(image)[0, 0]) == float(serving(image)[0, 0])
+    with pytest.raises(ConfigError, match="never replaced"):
+        deploy.export_run(finished_run.workdir, ["onnx"], output)
+    with pytest.raises(ConfigError, match="known: saved_model, onnx, litert, litert_int8, hf"):
+        deploy.export_run(finished_run.workdir, ["onnx", "tfjs"], str(tmp_path / "other"))
+
+
+def test_exports_match_predict_on_jpegs_of_several_sizes(finished_run, tmp_path):
+    _needs_export_extra()
     files = [
         make_image(str(tmp_path / f"{i}.jpg"), i % 2, size=size, seed=i)
         for i, size in enumerate([(45, 70), (120, 90), (33, 33)])
     ]
-    expected = [p for _, p in predict_files(finished_run.workdir, files)]
-    model = keras.saving.load_model(rundir.path(finished_run.workdir, rundir.SERVING))
-    images = [np.asarray(Image.open(f).convert("RGB"), np.float32)[None] for f in files]
-    served = [float(model(image)[0, 0]) for image in images]
-    written = deploy.export_run(finished_run.workdir, ["onnx", "litert"], str(tmp_path))
-    assert written == {"onnx": f"{tmp_path}/model.onnx", "litert": f"{tmp_path}/model.tflite"}
-    with pytest.raises(ConfigError, match="never replaced"):
-        deploy.export_run(finished_run.workdir, ["onnx"], str(tmp_path))
-    with pytest.raises(ConfigError, match="known: saved_model, onnx, litert"):
-        deploy.export_run(finished_run.workdir, ["onnx", "tfjs"], str(tmp_path / "other"))
-    np.savez(tmp_path / "images.npz", *images)
-    script = textwrap.dedent(
-        """
-        import sys, numpy as np, onnxruntime
-        from ai_edge_litert.interpreter import Interpreter
-        images = list(np.load("images.npz").values())
-        onnx = onnxruntime.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
-        name = onnx.get_inputs()[0].name
-        lite = Interpreter(model_path="model.tflite")
-        for image in images:
-            given = lite.get_input_details()[0]["index"]
-            lite.resize_tensor_input(given, image.shape)
-            lite.allocate_tensors()
-            lite.set_tensor(given, image)
-            lite.invoke()
-            p_lite = lite.get_tensor(lite.get_output_details()[0]["index"])[0, 0]
-            print(onnx.run(None, {name: image})[0][0, 0], p_lite)
-        assert not [m for m in sys.modules if m.startswith(("tensorflow", "keras", "catdog_tf"))]
-        """
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    onnx, lite = np.array([line.split() for line in out.stdout.split("\n") if line], float).T
-    np.testing.assert_allclose(onnx, served, atol=1e-4)
-    np.testing.assert_allclose(lite, served, atol=1e-4)
-    np.testing.assert_allclose(served, expected, atol=0.01)  # The pipeline's own decode.
+    predicted = [p for _, p in predict_files(finished_run.workdir, files)]
+    written = deploy.export_run(finished_run.workdir, ["onnx", "litert"], str(tmp_path / "out"))
+    for path in written.values():
+        p_dog, runtime = deploy.run_portable(path, files)
+        assert runtime.split()[0] in ("onnxruntime", "ai-edge-litert")
+        np.testing.assert_allclose(p_dog, predicted, atol=deploy.FLOAT_TOLERANCE)
+
+
+def test_int8_export_needs_images_the_run_trained_on(finished_run, tmp_path):
+    with pytest.raises(ConfigError, match="give --data=the folder it trained on"):
+        deploy.export_run(finished_run.workdir, ["litert_int8"], str(tmp_path / "a"))
+    unseen = make_kaggle_folder(str(tmp_path / "unseen"), first=500)
+    with pytest.raises(ConfigError, match="holds none as files"):
+        deploy.export_run(finished_run.workdir, ["litert_int8"], str(tmp_path / "b"), unseen)
+    assert not os.path.exists(tmp_path / "a") or not os.listdir(tmp_path / "a")
 
 
 def test_build_model_takes_weights_none_as_keras_does():
