@@ -1,0 +1,153 @@
+r"""How close each model's train and eval step comes to what this CPU can compute.
+
+First the ceiling, measured here: the sustained FLOP/s of a large float32 matmul and of a
+large 3x3 convolution in TensorFlow (bfloat16 too where the CPU computes it natively). Then,
+for each preset's model, its train step (full size, and shrunk where the preset trains some
+epochs at low resolution) and its eval step, as images per second, as achieved FLOP/s
+(a train step counted as 3 forward passes, as ``training_flops`` counts it) and as a
+fraction of the best ceiling of the step's precision. Batches are random uint8 images
+already in memory, so the input pipeline costs nothing; each figure is the median of
+``--repeats`` timings, the cells taking turns. Usage::
+
+    python benchmarks/roofline.py [--presets=fast_progressive_wh,full_progressive,full] \
+        [--steps=20] [--repeats=3]
+
+Prints two Markdown tables; the first line names the CPU.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+# What the catdog-* commands do before TensorFlow is imported (oneDNN on for AVX2 CPUs), so
+# this measures what a user of the commands gets.
+from catdog_tf.cli import ONEDNN_DECISION  # isort: skip
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from catdog_tf import machine, models  # noqa: E402
+from catdog_tf import plan as plan_lib  # noqa: E402
+from catdog_tf.config import get_preset  # noqa: E402
+from catdog_tf.train.steps import Steps  # noqa: E402
+
+_PRESETS = flags.DEFINE_list(
+    "presets", ["fast_progressive_wh", "full_progressive", "full"], "Presets (their models)."
+)
+_STEPS = flags.DEFINE_integer("steps", 20, "Steps per timing.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timings per cell, taking turns; the median counts.")
+_MATMUL = flags.DEFINE_integer("matmul", 4096, "Side of the square matmul.")
+
+
+def seconds(run: Callable[[], object]) -> float:
+    """Wall seconds of one call of ``run``."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``run`` after one warm-up call."""
+    run()
+    return statistics.median(seconds(run) for _ in range(repeats))
+
+
+def ceilings(dtypes: list[tf.DType]) -> dict[str, float]:
+    """Sustained FLOP/s of a square matmul and a 3x3 convolution per dtype, medians."""
+    found = {}
+    n = _MATMUL.value
+    # 3x3, 128 -> 128 channels, 64x64, batch 32: the shape of a mid conv5 block, large.
+    batch, side, channels = 32, 64, 128
+    conv_flops = 2 * batch * side * side * channels * channels * 9
+    for dtype in dtypes:
+        a = tf.random.uniform((n, n), dtype=tf.float32)
+        a = tf.cast(a, dtype)
+        images = tf.cast(tf.random.uniform((batch, side, side, channels)), dtype)
+        kernel = tf.cast(tf.random.uniform((3, 3, channels, channels)), dtype)
+        # Each returns a float: waiting for it waits for the work.
+        matmul = _reduced(tf.function(lambda a=a: tf.matmul(a, a)))
+        conv = _reduced(tf.function(lambda x=images, k=kernel: tf.nn.conv2d(x, k, 1, "SAME")))
+        repeats = 2 * _REPEATS.value
+        found[f"matmul {n}x{n}, {dtype.name}"] = 2 * n**3 / median_seconds(matmul, repeats)
+        found[f"conv 3x3 {channels}->{channels}, {batch}x{side}x{side}, {dtype.name}"] = (
+            conv_flops / median_seconds(conv, repeats)
+        )
+    return found
+
+
+def _reduced(fn: Callable[[], tf.Tensor]) -> Callable[[], float]:
+    return lambda: float(tf.reduce_sum(tf.cast(fn(), tf.float32)))
+
+
+def step_cells(preset: str) -> dict[str, tuple[Callable[[], object], int, float, str]]:
+    """Name -> (run ``--steps`` steps, images they see, FLOPs per image, precision)."""
+    config = get_preset(preset)
+    plan = plan_lib.resolve(config, train_images=config.batch_size * _STEPS.value)
+    steps = Steps(config, plan)
+    rng = np.random.default_rng(0)
+    labels = tf.constant(rng.integers(0, 2, config.batch_size), tf.int32)
+    cells = {}
+    for size, model in steps.train_models.items():
+        images = tf.constant(rng.integers(0, 256, (config.batch_size, *size, 3), np.uint8))
+        cells[f"train {size[0]}x{size[1]}"] = (
+            _loop(lambda i=images, s=size: steps.train_step(i, labels, s)[0]),
+            3.0 * models.count_flops(model),
+        )
+    full = tf.constant(rng.integers(0, 256, (config.batch_size, *config.image_size, 3), np.uint8))
+    cells[f"eval {config.image_height}x{config.image_width}"] = (
+        _loop(lambda: steps.eval_step(full, labels)[0]),
+        float(models.count_flops(steps.model)),
+    )
+    return {
+        name: (run, config.batch_size * _STEPS.value, flops, plan.precision)
+        for name, (run, flops) in cells.items()
+    }
+
+
+def _loop(step: Callable[[], tf.Tensor]) -> Callable[[], object]:
+    def run() -> float:
+        for _ in range(_STEPS.value):
+            out = step()
+        return float(tf.reduce_sum(out))  # Wait for the last step.
+
+    return run
+
+
+def main(argv):
+    del argv
+    probe = machine.probe()
+    print(f"{probe.describe()}; oneDNN: {ONEDNN_DECISION}\n")
+    dtypes = [tf.float32] + ([tf.bfloat16] if probe.native_bf16 else [])
+    found = ceilings(dtypes)
+    print("| ceiling | GFLOP/s (median) |\n|---|---:|")
+    for name, rate in found.items():
+        print(f"| {name} | {rate / 1e9:,.0f} |", flush=True)
+    best = {d.name: max(r for n, r in found.items() if n.endswith(d.name)) for d in dtypes}
+    print(
+        "\n| preset (model) | step | precision | img/s (median) | achieved GFLOP/s "
+        "| of the ceiling |\n|---|---|---|---:|---:|---:|"
+    )
+    for preset in _PRESETS.value:
+        cells = step_cells(preset)
+        times = {name: [] for name in cells}
+        for run, *_ in cells.values():
+            run()  # Trace and warm up every cell before any is timed.
+        for _ in range(_REPEATS.value):
+            for name, (run, *_) in cells.items():
+                times[name].append(seconds(run))
+        model = get_preset(preset).model
+        for name, (_, images, flops, precision) in cells.items():
+            rate = images / statistics.median(times[name])
+            ceiling = best["bfloat16" if "bfloat16" in precision else "float32"]
+            print(
+                f"| `{preset}` ({model}) | {name} | {precision} | {rate:,.0f} | "
+                f"{rate * flops / 1e9:,.1f} | {rate * flops / ceiling:.0%} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    app.run(main)
