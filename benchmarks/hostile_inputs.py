@@ -168,7 +168,8 @@ class Case:
     Attributes:
       name: Short name (the table's first column).
       kind: ``data``, ``flags``, ``workdir``, ``fault``, ``use`` (eval/predict/inspect),
-        ``outputs``, ``identity``, ``meaning``, ``ignored``, ``waits`` or ``valid``.
+        ``outputs``, ``identity``, ``meaning``, ``ignored``, ``waits``, ``valid`` or
+        ``export``.
       expect: ``ok`` or ``error``.
       act: ``act(tmp) -> Outcome``: builds the case in ``tmp`` and runs the command(s).
       check: ``check(tmp, outcome) -> problem or None``, for outputs that could be wrong
@@ -1514,6 +1515,84 @@ def valid_cases(timeout: int) -> list[Case]:
     ]
 
 
+def export_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """Exports: formats, calibration data and outputs that must be refused, and one that works."""
+    model = os.path.join(package_folder(), "weights", SHIPPED)
+
+    def export(*args: str) -> Callable[[str], Outcome]:
+        return lambda t: run("export", *[a.replace("TMP", t) for a in args], timeout=timeout)
+
+    def over(path: str, *args: str) -> Callable[[str], Outcome]:
+        def act(t):
+            os.makedirs(os.path.dirname(path.replace("TMP", t)), exist_ok=True)
+            write(path.replace("TMP", t), "the user's own file\n")
+            plant(t, path.replace("TMP", t))
+            return export(*args)(t)
+
+        return act
+
+    def unseen(t):
+        kaggle(f"{t}/d", n=3, first=UNSEEN)
+        return export(
+            f"--weights={SHIPPED}", "--format=litert_int8", f"--data={t}/d", "--output=TMP/o"
+        )(t)
+
+    def checked(t, _):
+        report = read_json_file(f"{t}/o/export.json")
+        problems = [n for n in ("onnx", "litert") if report["formats"][n]["max_difference"] > 1e-4]
+        return f"{problems} far from serving.keras" if problems else None
+
+    run_flags = (f"--workdir={shared['run']}", f"--data={shared['data']}")
+    return [
+        Case(
+            "export --format=litert_int8 without --data",
+            "export",
+            "error",
+            export(f"--weights={SHIPPED}", "--format=litert_int8", "--output=TMP/o"),
+        ),
+        Case(
+            "export --format=an unknown format",
+            "export",
+            "error",
+            export(f"--weights={SHIPPED}", "--format=tfjs", "--output=TMP/o"),
+        ),
+        Case(
+            "export --output=a user's file",
+            "export",
+            "error",
+            over(
+                "TMP/notes.txt", f"--weights={SHIPPED}", "--format=onnx", "--output=TMP/notes.txt"
+            ),
+        ),
+        Case(
+            "export into a folder holding a model.onnx",
+            "export",
+            "error",
+            over("TMP/o/model.onnx", f"--weights={SHIPPED}", "--format=onnx", "--output=TMP/o"),
+        ),
+        Case(
+            "export --output=the shipped model's folder",
+            "export",
+            "error",
+            export(f"--weights={SHIPPED}", "--format=onnx", f"--output={model}"),
+        ),
+        Case("export int8 with --data of images it never saw", "export", "error", unseen),
+        Case(
+            "export --data=a missing folder",
+            "export",
+            "error",
+            export(*run_flags[:1], "--format=litert_int8", "--data=TMP/nope", "--output=TMP/o"),
+        ),
+        Case(
+            "export ONNX and LiteRT of a run, checked",
+            "export",
+            "ok",
+            export(*run_flags, "--format=onnx,litert,litert_int8", "--output=TMP/o"),
+            checked,
+        ),
+    ]
+
+
 def round_two(timeout: int, shared: dict[str, str]) -> list[Case]:
     """The cases around outputs, identity, meaning, ignored input, waits and valid input."""
     return [
@@ -1523,6 +1602,7 @@ def round_two(timeout: int, shared: dict[str, str]) -> list[Case]:
         *ignored_cases(timeout, shared),
         *wait_cases(timeout),
         *valid_cases(timeout),
+        *export_cases(timeout, shared),
     ]
 
 

@@ -32,7 +32,7 @@ from absl import app, flags  # noqa: E402
 from catdog_tf import machine, models  # noqa: E402
 from catdog_tf import plan as plan_lib  # noqa: E402
 from catdog_tf.config import get_preset  # noqa: E402
-from catdog_tf.train.steps import Steps  # noqa: E402
+from catdog_tf.train.steps import Steps, measure_train_speeds  # noqa: E402
 
 _PRESETS = flags.DEFINE_list(
     "presets", ["fast_progressive_wh", "full_progressive", "full"], "Presets (their models)."
@@ -85,7 +85,10 @@ def _reduced(fn: Callable[[], tf.Tensor]) -> Callable[[], float]:
 def step_cells(preset: str) -> dict[str, tuple[Callable[[], object], int, float, str]]:
     """Name -> (run ``--steps`` steps, images they see, FLOPs per image, precision)."""
     config = get_preset(preset)
-    plan = plan_lib.resolve(config, train_images=config.batch_size * _STEPS.value)
+    # ``auto`` resolved as a training run resolves it, calibrating where the flags do not decide.
+    plan = plan_lib.resolve(
+        config, train_images=config.batch_size * _STEPS.value, measure=measure_train_speeds
+    )
     steps = Steps(config, plan)
     rng = np.random.default_rng(0)
     labels = tf.constant(rng.integers(0, 2, config.batch_size), tf.int32)

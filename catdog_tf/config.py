@@ -160,6 +160,15 @@ class Config:
     low_res_scale: float = _field(
         0.5, "Side-length factor of the low-resolution epochs, in (0, 1)."
     )
+    mid_res_epochs: int = _field(
+        0,
+        "Progressive resizing in three sizes: after the low-resolution epochs, this many "
+        "train on images shrunk by ``mid_res_scale``, the rest at the full size; ``0`` for "
+        "none.",
+    )
+    mid_res_scale: float = _field(
+        0.75, "Side-length factor of the middle-resolution epochs, in (0, 1)."
+    )
     batch_size: int = _field(32, "Global batch size.")
     epochs: int = _field(10, "Maximum epochs.")
     early_stopping_patience: int = _field(
@@ -250,6 +259,7 @@ class Config:
             "steps_per_epoch",
             "warmup_epochs",
             "low_res_epochs",
+            "mid_res_epochs",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -266,19 +276,23 @@ class Config:
                 f"warmup_epochs={self.warmup_epochs} leaves no epoch after the warm-up of the "
                 f"{self.epochs} epochs"
             )
-        if self.low_res_epochs >= self.epochs:
+        shrunk = self.low_res_epochs + self.mid_res_epochs
+        if shrunk >= self.epochs:
             raise ConfigError(
-                f"low_res_epochs={self.low_res_epochs} leaves no full-size epoch of the "
-                f"{self.epochs} epochs"
+                f"low_res_epochs={self.low_res_epochs} and mid_res_epochs={self.mid_res_epochs} "
+                f"leave no full-size epoch of the {self.epochs} epochs"
             )
-        if not 0 < self.low_res_scale < 1:
-            raise ConfigError(f"low_res_scale must be in (0, 1), got {self.low_res_scale}")
-        if self.low_res_epochs and min(self.low_res_size) < MIN_LOW_RES_SIDE:
-            raise ConfigError(
-                f"low_res_scale={self.low_res_scale} shrinks {self.image_height}x"
-                f"{self.image_width} images to {self.low_res_size[0]}x{self.low_res_size[1]}; "
-                f"a side must stay at least {MIN_LOW_RES_SIDE} pixels"
-            )
+        for name, epochs in (("low_res", self.low_res_epochs), ("mid_res", self.mid_res_epochs)):
+            scale = getattr(self, f"{name}_scale")
+            if not 0 < scale < 1:
+                raise ConfigError(f"{name}_scale must be in (0, 1), got {scale}")
+            size = self.shrunk_size(scale)
+            if epochs and min(size) < MIN_LOW_RES_SIDE:
+                raise ConfigError(
+                    f"{name}_scale={scale} shrinks {self.image_height}x{self.image_width} "
+                    f"images to {size[0]}x{size[1]}; a side must stay at least "
+                    f"{MIN_LOW_RES_SIDE} pixels"
+                )
 
     def _check_splits(self) -> None:
         """Split sizes are counts or fractions that fit, and there is data to split."""
@@ -325,13 +339,46 @@ class Config:
         """(height, width) the pipeline resizes to."""
         return (self.image_height, self.image_width)
 
+    def shrunk_size(self, scale: float) -> tuple[int, int]:
+        """(height, width) of the images shrunk by side-length factor ``scale``."""
+        return (
+            max(1, round(self.image_height * scale)),
+            max(1, round(self.image_width * scale)),
+        )
+
     @property
     def low_res_size(self) -> tuple[int, int]:
-        """(height, width) of the progressive-resizing epochs: image size x ``low_res_scale``."""
-        return (
-            max(1, round(self.image_height * self.low_res_scale)),
-            max(1, round(self.image_width * self.low_res_scale)),
-        )
+        """(height, width) of the low-resolution epochs: image size x ``low_res_scale``."""
+        return self.shrunk_size(self.low_res_scale)
+
+    @property
+    def mid_res_size(self) -> tuple[int, int]:
+        """(height, width) of the middle-resolution epochs: image size x ``mid_res_scale``."""
+        return self.shrunk_size(self.mid_res_scale)
+
+    @property
+    def shrunk_sizes(self) -> list[tuple[int, int]]:
+        """The sizes of the progressive-resizing epochs this config trains, low first."""
+        return [
+            size
+            for size, epochs in (
+                (self.low_res_size, self.low_res_epochs),
+                (self.mid_res_size, self.mid_res_epochs),
+            )
+            if epochs
+        ]
+
+    def epoch_image_size(self, epoch: int) -> tuple[int, int] | None:
+        """(height, width) of epoch ``epoch``'s (0-based) shrunk training images; None if full.
+
+        Progressive resizing: the first ``low_res_epochs`` epochs at ``low_res_size``, the
+        next ``mid_res_epochs`` at ``mid_res_size``, the rest at the full size.
+        """
+        if epoch < self.low_res_epochs:
+            return self.low_res_size
+        if epoch < self.low_res_epochs + self.mid_res_epochs:
+            return self.mid_res_size
+        return None
 
     def replace(self, **changes: Any) -> Config:
         """Returns a copy with ``changes`` applied (like ``dataclasses.replace``)."""

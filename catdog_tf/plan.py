@@ -137,10 +137,11 @@ def resolve(
 
     machine = machine or machine_lib.probe()
     spec = models.get_spec(config.model)
-    if config.low_res_epochs and spec.mode == "bottleneck":
+    if config.shrunk_sizes and spec.mode == "bottleneck":
         raise ConfigError(
-            f"low_res_epochs={config.low_res_epochs}: {config.model} trains a head on features "
-            "extracted once at the full size; progressive resizing does not apply"
+            f"low_res_epochs={config.low_res_epochs}, mid_res_epochs={config.mid_res_epochs}: "
+            f"{config.model} trains a head on features extracted once at the full size; "
+            "progressive resizing does not apply"
         )
     schedule, why = _schedule(config, spec, train_images)
     why["data_fingerprint"] = (

@@ -86,6 +86,10 @@ def test_warmup_then_constant_schedule():
         {"low_res_epochs": 1, "low_res_scale": 1.0},
         {"low_res_epochs": 1, "low_res_scale": 0.0},
         {"low_res_epochs": 1, "low_res_scale": 0.2},  # 24x32 -> 5x6: too small.
+        {"low_res_epochs": 1, "mid_res_epochs": 1, "epochs": 2},
+        {"mid_res_epochs": -1},
+        {"mid_res_epochs": 1, "mid_res_scale": 1.0},
+        {"mid_res_epochs": 1, "mid_res_scale": 0.2},
     ],
 )
 def test_bad_recipe_values_are_refused(changes):
@@ -258,18 +262,21 @@ def test_progressive_presets_fit_their_share_of_full(preset, share):
 
 
 def test_progressive_resizing_trains_the_shared_layers_and_counts_its_compute(tmp_path):
-    config = tiny_config(epochs=3, low_res_epochs=2, low_res_scale=0.5, augment=True)
-    assert config.low_res_size == (12, 16)
+    config = tiny_config(
+        epochs=4, low_res_epochs=2, low_res_scale=0.5, mid_res_epochs=1, augment=True
+    )
+    assert (config.low_res_size, config.mid_res_size) == ((12, 16), (18, 24))
     result = train_and_evaluate(config, str(tmp_path / "run"), verbose=False)
     history = read_json(tmp_path / "run" / "history.json")
-    assert [h.get("image_size") for h in history] == [[12, 16], [12, 16], None]
-    low, full_size = history[0]["flops_per_image"], result["model"]["flops"]
-    assert 0 < low < full_size / 2  # A quarter of the pixels.
+    assert [h.get("image_size") for h in history] == [[12, 16], [12, 16], [18, 24], None]
+    low, mid = history[0]["flops_per_image"], history[2]["flops_per_image"]
+    full_size = result["model"]["flops"]
+    assert 0 < low < full_size / 2 < mid < full_size  # A quarter, then 9/16 of the pixels.
     per_epoch = (64 // 16) * 16
-    assert result["training_flops"] == pytest.approx(3 * per_epoch * (2 * low + full_size))
-    assert "flops_per_image" not in history[2]
+    assert result["training_flops"] == pytest.approx(3 * per_epoch * (2 * low + mid + full_size))
+    assert "flops_per_image" not in history[3]
     # Speed is that of the full-size epochs only: the shrunk ones are cheaper.
-    assert result["seconds_per_epoch"] == history[2]["seconds"]
+    assert result["seconds_per_epoch"] == history[3]["seconds"]
 
 
 def test_a_low_res_step_moves_the_full_size_model():

@@ -42,7 +42,7 @@ from catdog_tf.train import distributed, metrics
 from catdog_tf.train.finish import finish
 from catdog_tf.train.prepare import Prepared, prepare
 from catdog_tf.train.steps import Steps
-from catdog_tf.train.trainee import TRAINEES, Trainee, low_res_size
+from catdog_tf.train.trainee import TRAINEES, Trainee
 from catdog_tf.utils import atomic_write_json
 
 __all__ = ["NonFiniteLossError", "WorkdirConfigError", "check_workdir", "train_and_evaluate"]
@@ -302,15 +302,13 @@ def fit(
         for split in ("train", "validation")
     }
     patience = config.early_stopping_patience
-    low_res_flops = (
-        models.count_flops(steps.train_models[config.low_res_size])
-        if config.low_res_epochs
-        else None
-    )
+    shrunk_flops = {
+        size: models.count_flops(steps.train_models[size]) for size in config.shrunk_sizes
+    }
     for epoch in range(first_epoch, config.epochs):
         if patience and int(state.bad_epochs) >= patience:
             break  # A resumed run that had already stopped early.
-        entry = _run_epoch(prepared, trainee, epoch, state, progress, low_res_flops)
+        entry = _run_epoch(prepared, trainee, epoch, state, progress, shrunk_flops)
         history.append(entry)
         state.epoch.assign(epoch + 1)
         state.history.assign(json.dumps(history))
@@ -339,7 +337,7 @@ def _run_epoch(
     epoch: int,
     state: _State,
     progress: _Progress,
-    low_res_flops: float | None,
+    shrunk_flops: dict[tuple[int, int], float | None],
 ) -> dict[str, Any]:
     """Trains and validates epoch ``epoch`` (0-based); saves the best weights; its entry."""
     config, steps = prepared.config, trainee.steps
@@ -347,11 +345,11 @@ def _run_epoch(
         print(f"epoch {epoch + 1}/{config.epochs} ({config.model}, {config.loss})")
     train_ds = steps.train_input(functools.partial(trainee.train_batches, epoch))
     entry: dict[str, Any] = {"epoch": epoch + 1}
-    size = low_res_size(config, epoch)
+    size = config.epoch_image_size(epoch)
     entry.update(_train_epoch(steps, train_ds, prepared.plan.steps_per_epoch, progress.bar, size))
     if size:
         entry["image_size"] = list(size)
-        entry["flops_per_image"] = low_res_flops
+        entry["flops_per_image"] = shrunk_flops[size]
     # convert_to_numpy reads a plain or a distributed (mirrored) variable alike.
     entry["learning_rate"] = float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate))
     # With ema_decay the moving average is what is validated, kept as best and exported.

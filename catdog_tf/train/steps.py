@@ -157,7 +157,7 @@ class Steps:
       strategy: The ``tf.distribute`` strategy.
       plan: The run's resolved plan (precision, XLA, optimizer, schedule).
       train_models: ``{(height, width): model}`` of each size the run trains at: the model,
-        and with ``low_res_epochs`` the same layers at ``config.low_res_size``
+        and with progressive resizing the same layers at each of ``config.shrunk_sizes``
         (:func:`catdog_tf.models.at_image_size`).
     """
 
@@ -189,11 +189,9 @@ class Steps:
             # The size a batch has unless a train step is told otherwise: read once, not per step.
             self._model_size = tuple(self.model.input_shape[1:3])
             self.train_models = {self._model_size: self.model}
-            if config.low_res_epochs:
+            for size in config.shrunk_sizes:
                 # Built now: a model that cannot shrink fails before the first epoch.
-                self.train_models[config.low_res_size] = at_image_size(
-                    self.model, config.low_res_size
-                )
+                self.train_models[size] = at_image_size(self.model, size)
         self._train = {size: self._make_train_step(m) for size, m in self.train_models.items()}
         self._eval = {tta: self._make_eval_step(tta) for tta in (False, True)}
 

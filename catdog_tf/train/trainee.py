@@ -79,18 +79,11 @@ class Trainee:
     features_info: dict[str, Any] | None = None
 
 
-def low_res_size(config: Config, epoch: int) -> tuple[int, int] | None:
-    """(height, width) of epoch ``epoch``'s (0-based) shrunk training images; None if full size.
-
-    Progressive resizing: the first ``config.low_res_epochs`` epochs are the shrunk ones.
-    """
-    return config.low_res_size if epoch < config.low_res_epochs else None
-
-
 def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) -> Trainee:
     """The model trains on decoded (cached, optionally augmented) image batches.
 
-    In the epochs of :func:`low_res_size` the pipeline shrinks its batches.
+    In the epochs of :meth:`catdog_tf.config.Config.epoch_image_size` the pipeline shrinks
+    its batches.
     """
     decoded = {
         name: data.decoded_dataset(
@@ -118,7 +111,7 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
             augment,
             num_shards=shards,
             shard_index=index,
-            image_size=low_res_size(config, epoch),
+            image_size=config.epoch_image_size(epoch),
         ),
         eval_ds={
             name: data.eval_batches(decoded[name], config.batch_size)
