@@ -49,42 +49,21 @@ def timed(call: Callable[[np.ndarray], object], batch: np.ndarray, repeats: int)
 def runtimes(run_dir: str, folder: str) -> dict[str, Callable[[np.ndarray], object]]:
     """Name -> predict function, for Keras and the exports of its serving model."""
     import keras
-    import onnxruntime
 
     from catdog_tf import deploy, rundir
+    from catdog_tf.portable import open_model
 
     formats = ["onnx", "litert"] + (["litert_int8"] if _DATA.value else [])
     written = deploy.export_run(run_dir, formats, folder, _DATA.value)
-    onnx = onnxruntime.InferenceSession(written["onnx"], providers=["CPUExecutionProvider"])
-    name = onnx.get_inputs()[0].name
+    serving = keras.saving.load_model(rundir.path(run_dir, rundir.SERVING))
     calls = {
-        "Keras (`model.predict_on_batch`)": keras.saving.load_model(
-            rundir.path(run_dir, rundir.SERVING)
-        ).predict_on_batch,
-        "ONNX Runtime (CPU)": lambda batch: onnx.run(None, {name: batch}),
-        "LiteRT (float32, XNNPACK)": lite_runner(written["litert"]),
+        "Keras (`model.predict_on_batch`)": serving.predict_on_batch,
+        "ONNX Runtime (CPU)": open_model(written["onnx"])[0],
+        "LiteRT (float32, XNNPACK)": open_model(written["litert"], os.cpu_count())[0],
     }
     if "litert_int8" in written:
-        calls["LiteRT (int8, XNNPACK)"] = lite_runner(written["litert_int8"])
+        calls["LiteRT (int8, XNNPACK)"] = open_model(written["litert_int8"], os.cpu_count())[0]
     return calls
-
-
-def lite_runner(path: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A predict function of a LiteRT file that resizes its input only when the shape changes."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    lite = Interpreter(model_path=path, num_threads=os.cpu_count())
-    given = lite.get_input_details()[0]["index"]
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        if tuple(lite.get_input_details()[0]["shape"]) != batch.shape:
-            lite.resize_tensor_input(given, batch.shape)
-            lite.allocate_tensors()
-        lite.set_tensor(given, batch)
-        lite.invoke()
-        return lite.get_tensor(lite.get_output_details()[0]["index"])
-
-    return run
 
 
 def main(argv):

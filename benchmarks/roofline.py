@@ -85,29 +85,29 @@ def _reduced(fn: Callable[[], tf.Tensor]) -> Callable[[], float]:
 def step_cells(preset: str) -> dict[str, tuple[Callable[[], object], int, float, str]]:
     """Name -> (run ``--steps`` steps, images they see, FLOPs per image, precision)."""
     config = get_preset(preset)
+    images = config.batch_size * _STEPS.value
     # ``auto`` resolved as a training run resolves it, calibrating where the flags do not decide.
-    plan = plan_lib.resolve(
-        config, train_images=config.batch_size * _STEPS.value, measure=measure_train_speeds
-    )
+    plan = plan_lib.resolve(config, train_images=images, measure=measure_train_speeds)
     steps = Steps(config, plan)
     rng = np.random.default_rng(0)
     labels = tf.constant(rng.integers(0, 2, config.batch_size), tf.int32)
     cells = {}
     for size, model in steps.train_models.items():
-        images = tf.constant(rng.integers(0, 256, (config.batch_size, *size, 3), np.uint8))
+        batch = tf.constant(rng.integers(0, 256, (config.batch_size, *size, 3), np.uint8))
         cells[f"train {size[0]}x{size[1]}"] = (
-            _loop(lambda i=images, s=size: steps.train_step(i, labels, s)[0]),
+            _loop(lambda b=batch, s=size: steps.train_step(b, labels, s)[0]),
+            images,
             3.0 * models.count_flops(model),
+            plan.precision,
         )
     full = tf.constant(rng.integers(0, 256, (config.batch_size, *config.image_size, 3), np.uint8))
     cells[f"eval {config.image_height}x{config.image_width}"] = (
         _loop(lambda: steps.eval_step(full, labels)[0]),
+        images,
         float(models.count_flops(steps.model)),
+        plan.precision,
     )
-    return {
-        name: (run, config.batch_size * _STEPS.value, flops, plan.precision)
-        for name, (run, flops) in cells.items()
-    }
+    return cells
 
 
 def _loop(step: Callable[[], tf.Tensor]) -> Callable[[], object]:

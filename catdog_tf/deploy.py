@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from catdog_tf import card, rundir, shipped
+from catdog_tf.config import Config
 from catdog_tf.errors import ConfigError, RunFilesError
 from catdog_tf.evaluate import check_run, images_unseen_and_seen, load_model_file, predict_files
 from catdog_tf.portable import load_image
@@ -99,7 +100,7 @@ def export_run(
         raise ConfigError(f"{taken[0]} exists and is never replaced; give another --output")
     calibration = None
     if "litert_int8" in formats:
-        calibration = calibration_images(run_dir, data_spec)
+        calibration = calibration_images(run_dir, config, data_spec)
     model = load_model_file(rundir.path(run_dir, rundir.SERVING), run_dir)
     model(np.zeros((1, *config.image_size, 3), np.float32))  # ONNX exports a traced model.
     for name, path in targets.items():
@@ -144,11 +145,16 @@ def _write(
         ) from e
 
 
-def calibration_images(run_dir: str, data_spec: str | None) -> list[str]:
+def calibration_images(run_dir: str, config: Config, data_spec: str | None) -> list[str]:
     """Up to :data:`CALIBRATION_IMAGES` files of ``data_spec`` that the run trained or chose on.
 
     Never a test image: int8 ranges fitted on the images the accuracy is measured on would
     flatter the int8 model.
+
+    Args:
+      run_dir: A finished run or a shipped model.
+      config: Its config (:func:`catdog_tf.evaluate.check_run`); its seed picks the images.
+      data_spec: A labelled folder holding images the run trained on.
 
     Raises:
       ConfigError: No ``data_spec``, or it holds no image the run saw.
@@ -156,7 +162,6 @@ def calibration_images(run_dir: str, data_spec: str | None) -> list[str]:
     hint = "give --data=the folder it trained on"
     if not data_spec:
         raise ConfigError(f"--format=litert_int8 calibrates on images the run trained on: {hint}")
-    config = check_run(run_dir)
     _, seen_images, _ = images_unseen_and_seen(run_dir, config, data_spec)
     if not len(seen_images) or seen_images.encoded:
         raise ConfigError(
@@ -249,17 +254,30 @@ def _check_one(
 
 
 def served_probabilities(serving: str, run_dir: str, files: list[str]) -> np.ndarray:
-    """P(dog) of ``serving.keras`` on ``files`` decoded as :mod:`catdog_tf.portable` does."""
+    """P(dog) of ``serving.keras`` on ``files`` decoded as :mod:`catdog_tf.portable` does.
+
+    Images of one shape go through the model together, up to :data:`_BATCH` at a time;
+    each file is decoded once.
+    """
     model = load_model_file(serving, run_dir)
     probabilities = np.zeros(len(files))
-    by_shape: dict[tuple[int, ...], list[int]] = {}
+    pending: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+
+    def run(batch: list[tuple[int, np.ndarray]]) -> None:
+        indices = [i for i, _ in batch]
+        images = np.concatenate([image for _, image in batch])
+        probabilities[indices] = np.asarray(model(images, training=False)).reshape(-1)
+        batch.clear()
+
     for i, file in enumerate(files):
-        by_shape.setdefault(load_image(file).shape, []).append(i)
-    for indices in by_shape.values():
-        for start in range(0, len(indices), _BATCH):
-            chunk = indices[start : start + _BATCH]
-            images = np.concatenate([load_image(files[i]) for i in chunk])
-            probabilities[chunk] = np.asarray(model(images, training=False)).reshape(-1)
+        image = load_image(file)
+        batch = pending.setdefault(image.shape, [])
+        batch.append((i, image))
+        if len(batch) == _BATCH:
+            run(batch)
+    for batch in pending.values():
+        if batch:
+            run(batch)
     return probabilities
 
 
