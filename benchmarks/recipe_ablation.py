@@ -139,12 +139,29 @@ ROWS: dict[str, Row] = {
     ),
     # conv5_bn's quarter-compute preset with the same decay: fast_progressive as it runs.
     "progressive_wd03": Row("fast_progressive", ["weight_decay=0.3"], model="conv5_bn"),
+    # The accuracy frontier at a quarter of the compute: fast_progressive_wh as it runs, the
+    # baseline of the rows after it (--baseline=wh), each of which changes one thing.
+    "wh": Row("fast_progressive_wh", [], model="conv5_wh"),
+    # Each image mirrored on alternate epochs instead of by a coin flip each epoch.
+    "wh_alternating_flip": Row("fast_progressive_wh", ["alternating_flip=true"], model="conv5_wh"),
+    # An average of every weight and batch-norm statistic over about four epochs, started
+    # with the last seven.
+    "wh_ema_late": Row(
+        "fast_progressive_wh", ["ema_decay=0.999", "ema_start=22"], model="conv5_wh"
+    ),
+    # The blocks' convolutions start as identities where they can.
+    "wh_dirac": Row("fast_progressive_wh", ['model_kwargs={"dirac": true}'], model="conv5_wh"),
+    # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
+    # the same compute: 12 shrunk and 10 full-size.
+    "wh_wide": Row(
+        "fast_progressive_wh",
+        ["epochs=22", "low_res_epochs=12", 'model_kwargs={"filters": [32, 64, 192, 384]}'],
+        model="conv5_wh",
+    ),
     # full's own default model is conv3; these rows are the conv5_bn baselines.
     "full_15_epochs": Row("full", ["epochs=15"], model="conv5_bn"),
     "full_60_epochs": Row("full", [], model="conv5_bn"),
 }
-# The compute the goals are measured against: conv5_bn, 60 epochs of the full split.
-REFERENCE_MODEL, REFERENCE_EPOCHS, REFERENCE_IMAGES = "conv5_bn", 60, 16_000
 
 _DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Image folder.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/ablation", "Where the runs go.")
@@ -256,12 +273,7 @@ def main(argv: list[str]) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     # Against conv5_bn's own FLOPs whatever a row's model: a cheaper model's run is cheaper.
-    reference = (
-        3
-        * models.count_flops(models.build_model(REFERENCE_MODEL))
-        * REFERENCE_EPOCHS
-        * REFERENCE_IMAGES
-    )
+    reference = models.reference_training_flops()
     for row in _ROWS.value:
         results = [r for r in (run_row(row, s) for s in seeds) if r is not None]
         if not results:

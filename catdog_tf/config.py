@@ -143,7 +143,12 @@ class Config:
     ema_decay: float = _field(
         0.0,
         "If > 0, evaluate, choose the best epoch with, and export an exponential moving "
-        "average of the weights with this decay per step (Keras's optimizer EMA).",
+        "average of every weight, batch-norm statistics included, with this decay per step.",
+    )
+    ema_start: float = _field(
+        0.0,
+        "Epoch (may be fractional) after which the ``ema_decay`` average starts; until then "
+        "it equals the weights, so the early epochs never enter it.",
     )
     tta: bool = _field(
         False,
@@ -183,6 +188,12 @@ class Config:
         "affine",
         "``affine`` (flip, rotation, zoom, shift and shear in one bilinear warp) or "
         "``flip_shift`` (flip and whole-pixel shift only: no interpolation, cheaper).",
+    )
+    alternating_flip: bool = _field(
+        False,
+        "With ``augment``: each training image is mirrored on alternate epochs (which ones "
+        "by a fixed random bit per image) instead of by a fresh coin flip each epoch, so "
+        "any two consecutive epochs show it both ways.",
     )
     cache: str = _field(
         "memory", '``memory``, ``""`` (no cache) or a file path prefix for ``tf.data`` caching.'
@@ -266,6 +277,14 @@ class Config:
         for name in ("label_smoothing", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.ema_start < self.epochs:
+            raise ConfigError(
+                f"ema_start={self.ema_start} must be in [0, {self.epochs}): an epoch of the run"
+            )
+        if self.alternating_flip and not self.augment:
+            raise ConfigError("alternating_flip needs augment=true: it replaces its random flip")
+        if self.ema_start and not self.ema_decay:
+            raise ConfigError("ema_start needs ema_decay > 0: there is no average to start")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
 

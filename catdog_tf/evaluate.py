@@ -328,6 +328,17 @@ def _all_of(parts: list[data.Examples]) -> data.Examples:
 _REPRODUCE_RTOL = 1e-3
 
 
+def run_splits(config: Config, data_spec: str) -> dict[str, data.Examples]:
+    """The splits a run made, rebuilt from its config (seed, sizes) and ``data_spec``."""
+    return data.prepare_splits(
+        data_spec,
+        (config.train_size, config.val_size, config.test_size),
+        config.seed,
+        config.synthetic_size,
+        config.skip_bad_files,
+    ).splits
+
+
 def add_tta(workdir: str, data_spec: str | None = None, batch_size: int = 64) -> dict[str, Any]:
     """Adds flip-TTA metrics to a run trained without them, as training with ``tta`` would.
 
@@ -363,13 +374,7 @@ def add_tta(workdir: str, data_spec: str | None = None, batch_size: int = 64) ->
             f"train your own with the command in {rundir.path(workdir, rundir.SHIPPED_MARK)}"
         )
     spec = data_spec or config.data
-    splits = data.prepare_splits(
-        spec,
-        (config.train_size, config.val_size, config.test_size),
-        config.seed,
-        config.synthetic_size,
-        config.skip_bad_files,
-    ).splits
+    splits = run_splits(config, spec)
 
     def batches(name: str) -> tf.data.Dataset:
         decoded = data.decoded_dataset(splits[name], config.image_size, cache="")

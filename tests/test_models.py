@@ -146,3 +146,16 @@ def test_whitening_stem_model_is_frozen_and_set_from_images():
     )
     with pytest.raises(ValueError, match="no 'whiten' layer"):
         models.init_whitening(models.build_model("conv5_bn"), images)
+
+
+def test_dirac_blocks_pass_their_input_channels_through_and_bn_scale_can_go():
+    model = models.build_model("conv4_bn", input_shape=(16, 16, 3), dirac=True, bn_scale=False)
+    conv = model.get_layer("block2_1_conv")  # 32 -> 64 channels
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 32)).astype(np.float32)
+    out = conv(x).numpy()
+    np.testing.assert_allclose(out[..., :32], x, atol=1e-6)
+    assert np.abs(out[..., 32:]).max() > 0.1  # The others keep their random start.
+    batch_norms = [
+        layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert batch_norms and all(layer.gamma is None for layer in batch_norms)

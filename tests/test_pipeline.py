@@ -240,3 +240,35 @@ def test_file_cache(kaggle_dir, tmp_path):
     assert any(name.startswith("train") for name in os.listdir(tmp_path / "cache"))
     second = [y.numpy() for _, y in data.decoded_dataset(examples, (16, 20), cache=prefix)]
     assert first == second
+
+
+def test_alternating_flip_shows_each_image_both_ways_in_two_epochs():
+    # Image k is a 2x4 ramp 4k..4k+3 left to right: mirrored, it descends.
+    n, seed = 48, 3
+    ramp = 4 * np.arange(n)[:, None, None, None] + np.arange(4)[None, None, :, None]
+    images = np.broadcast_to(ramp, (n, 2, 4, 3)).astype(np.uint8)
+    decoded = tf.data.Dataset.from_tensor_slices((images, np.zeros(n, np.int32)))
+
+    def mirrored(epoch, shards=1):
+        seen = {}
+        for index in range(shards):
+            for x, _ in data.train_batches(
+                decoded,
+                n,
+                8 // shards,
+                epoch,
+                seed,
+                num_shards=shards,
+                shard_index=index,
+                alternate_flip=True,
+            ):
+                for image in x.numpy():
+                    seen[int(image[0, :, 0].min()) // 4] = bool(image[0, 0, 0] > image[0, 3, 0])
+        return seen
+
+    first, second, third = mirrored(0), mirrored(1), mirrored(2)
+    assert sorted(first) == list(range(n))
+    assert all(first[k] != second[k] for k in range(n))
+    assert first == third
+    assert 12 <= sum(first.values()) <= 36  # About half, never all or none.
+    assert mirrored(0, shards=2) == first  # The bit is the image's, not its shard's.

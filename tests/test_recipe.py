@@ -79,6 +79,9 @@ def test_warmup_then_constant_schedule():
         {"label_smoothing": 1.0},
         {"label_smoothing": -0.1},
         {"ema_decay": 1.0},
+        {"ema_start": 1.0},  # No ema_decay.
+        {"ema_decay": 0.9, "ema_start": 2.0, "epochs": 2},
+        {"alternating_flip": True},  # No augment.
         {"warmup_epochs": 2.0, "epochs": 2},
         {"warmup_epochs": -1.0},
         {"low_res_epochs": 2, "epochs": 2},
@@ -97,29 +100,34 @@ def test_bad_recipe_values_are_refused(changes):
         tiny_config(**changes).validate()
 
 
-def test_moving_average_is_kerass_and_training_weights_come_back():
+@pytest.mark.parametrize("start", [0.0, 2.0])
+def test_moving_average_covers_every_weight_from_its_start(start):
     decay = 0.9
-    config = tiny_config(ema_decay=decay)
-    steps = Steps(config, resolve(config, train_images=64))
+    # conv4_bn: batch norm, so the moving means and variances are averaged too.
+    config = tiny_config(model="conv4_bn", ema_decay=decay, ema_start=start / 4)
+    steps = Steps(config, resolve(config, train_images=64))  # 4 steps per epoch
+    floats = [w for w in steps.model.weights if "float" in str(w.dtype)]
+    assert any("moving_variance" in w.path for w in floats)
     rng = np.random.default_rng(0)
     average = None
-    for _ in range(4):
+    for step in range(1, 5):
         images = tf.constant(rng.integers(0, 256, (16, 24, 32, 3)), tf.uint8)
         labels = tf.constant(rng.integers(0, 2, 16), tf.int32)
         steps.train_step(images, labels)
-        now = [v.numpy() for v in steps.model.trainable_variables]
-        # Keras starts the average at the first step's weights, then decays it every step.
-        if average is None:
+        now = [w.numpy() for w in floats]
+        # The average follows the weights through the start step (at least the first).
+        if step <= max(1, start):
             average = now
         else:
             average = [decay * a + (1 - decay) * w for a, w in zip(average, now, strict=True)]
-    training = [v.numpy() for v in steps.model.trainable_variables]
+    training = [w.numpy() for w in floats]
     with steps.averaged():
-        inside = [v.numpy() for v in steps.model.trainable_variables]
+        inside = [w.numpy() for w in floats]
     for got, want in zip(inside, average, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert not all(np.array_equal(a, b) for a, b in zip(inside, training, strict=True))
-    for got, want in zip(steps.model.trainable_variables, training, strict=True):
+    changed = [not np.array_equal(a, b) for a, b in zip(inside, training, strict=True)]
+    assert all(changed[i] for i, w in enumerate(floats) if "moving_mean" in w.path)
+    for got, want in zip(floats, training, strict=True):
         np.testing.assert_array_equal(got.numpy(), want)
 
 
@@ -162,7 +170,14 @@ def test_flip_tta_is_the_mean_of_the_image_and_its_mirror():
 
 def test_recipe_run_reports_tta_and_compute_and_resumes_exactly(tmp_path):
     config = tiny_config(
-        epochs=3, warmup_epochs=1.0, label_smoothing=0.1, ema_decay=0.9, tta=True, augment=True
+        epochs=3,
+        warmup_epochs=1.0,
+        label_smoothing=0.1,
+        ema_decay=0.9,
+        ema_start=1.5,
+        tta=True,
+        augment=True,
+        alternating_flip=True,
     )
     whole = train_and_evaluate(config, str(tmp_path / "whole"), verbose=False)
     for key in ("validation_tta", "test_tta"):
@@ -322,3 +337,29 @@ def test_whitening_stem_is_set_from_the_training_split_and_stays_frozen(tmp_path
     train_and_evaluate(later, str(tmp_path / "later"), verbose=False)
     again = keras.saving.load_model(tmp_path / "later" / "model.keras")
     np.testing.assert_array_equal(models.whitening_layer(again).kernel.numpy(), kernel)
+
+
+def test_six_view_tta_is_the_mean_over_shifted_and_mirrored_images():
+    config = tiny_config()
+    model = Steps(config, resolve(config, train_images=64)).model
+    images = data.normalize(
+        tf.constant(np.random.default_rng(2).integers(0, 256, (3, 24, 32, 3)), tf.uint8)
+    )
+    x = images.numpy()
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+    views = [x, padded[:, :-2, :-2], padded[:, 2:, 2:]]  # (0, 0), (+1, +1), (-1, -1)
+    assert np.array_equal(views[1][:, 1:, 1:], x[:, :-1, :-1])  # Moved down and right.
+    expected = (
+        np.mean(
+            [
+                model(v, training=False).numpy() + model(v[:, :, ::-1], training=False).numpy()
+                for v in views
+            ],
+            axis=0,
+        )
+        / 2
+    )
+    got = steps_module.views_averaged(model)(images).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    flip = steps_module.views_averaged(model, ((0, 0),))(images).numpy()
+    np.testing.assert_allclose(flip, steps_module.flip_averaged(model)(images).numpy(), atol=1e-6)

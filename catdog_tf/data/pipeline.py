@@ -259,6 +259,28 @@ def flip_shift(
     return tf.gather(shifted, cols, axis=2, batch_dims=1)
 
 
+def alternating_flip(images: tf.Tensor, positions: tf.Tensor, seed: int, epoch: int) -> tf.Tensor:
+    """Mirrors each image of a batch on alternate epochs: half of them in even epochs.
+
+    Whether image ``k`` of the split (its position before shuffling) is mirrored in epoch 0
+    is a fixed pseudo-random bit of (``seed``, ``k``); every later epoch flips that choice.
+    Every image is then seen both ways in any two consecutive epochs, where independent
+    coin flips show one in four the same way twice (the fast small-CNN recipes' alternating
+    flip).
+
+    Args:
+      images: Batch (N, H, W, C) of any dtype.
+      positions: int64 (N,): each image's position in the split.
+      seed: Run seed.
+      epoch: Epoch number.
+    """
+    # Knuth's multiplicative hash; bit 16 of the product is well mixed for consecutive k.
+    mixed = ((positions + seed * 7919) * 2654435761) % (2**32)
+    first = tf.bitwise.bitwise_and(tf.bitwise.right_shift(mixed, 16), 1)
+    mirror = tf.not_equal(first, epoch % 2)
+    return tf.where(mirror[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
 def downscale(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     """Stage 7b, progressive resizing: a uint8 batch shrunk to ``size``, uint8 again.
 
@@ -402,6 +424,7 @@ def train_batches(
     num_shards: int = 1,
     shard_index: int = 0,
     image_size: tuple[int, int] | None = None,
+    alternate_flip: bool = False,
 ) -> tf.data.Dataset:
     """Stages 5-8 for one training epoch: shuffled, batched, augmented uint8 batches.
 
@@ -423,20 +446,30 @@ def train_batches(
       shard_index: This pipeline's shard, in ``[0, num_shards)``.
       image_size: If given, every batch is shrunk to this (height, width) after augmentation
         (:func:`downscale`): a progressive-resizing epoch.
+      alternate_flip: Mirror images by :func:`alternating_flip` before ``augment_config``
+        (which should then not flip).
     """
     s = epoch_seed(seed, epoch)
-    ds = decoded.shuffle(num_examples, seed=s, reshuffle_each_iteration=False)
+    # Each image's position in the split travels with it through the shuffle.
+    ds = decoded.enumerate() if alternate_flip else decoded
+    ds = ds.shuffle(num_examples, seed=s, reshuffle_each_iteration=False)
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
     ds = ds.batch(batch_size, drop_remainder=True)
 
     def per_batch(index, batch):
-        images, labels = batch
-        # One augmentation seed per (epoch, global batch, shard): shards never share warps.
-        stream = index * num_shards + shard_index
-        return augment_config(images, tf.stack([tf.constant(s, tf.int64), stream])), labels
+        if alternate_flip:
+            positions, (images, labels) = batch
+            images = alternating_flip(images, positions, seed, epoch)
+        else:
+            images, labels = batch
+        if augment_config is not None:
+            # One augmentation seed per (epoch, global batch, shard): shards never share warps.
+            stream = index * num_shards + shard_index
+            images = augment_config(images, tf.stack([tf.constant(s, tf.int64), stream]))
+        return images, labels
 
-    if augment_config is not None:
+    if augment_config is not None or alternate_flip:
         ds = ds.enumerate().map(per_batch, num_parallel_calls=num_parallel_calls)
     if image_size is not None:
         ds = ds.map(

@@ -18,6 +18,7 @@ from catdog_tf.models.registry import (
     count_flops,
     describe,
     get_spec,
+    reference_training_flops,
     register,
 )
 from catdog_tf.models.whitening import init_whitening, whitening_layer
@@ -32,6 +33,7 @@ __all__ = [
     "describe",
     "get_spec",
     "init_whitening",
+    "reference_training_flops",
     "register",
     "whitening_layer",
 ]

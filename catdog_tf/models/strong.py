@@ -24,12 +24,28 @@ from catdog_tf.models.reference import _logit
 from catdog_tf.models.registry import INPUT_SHAPE, register
 
 
-def _conv_bn_relu(x, filters: int, name: str, strides: int = 1):
+def _conv_bn_relu(x, filters: int, name: str, strides: int = 1, bn_scale: bool = True):
     x = layers.Conv2D(
         filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
     )(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(scale=bn_scale, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def dirac_init(conv: layers.Conv2D) -> None:
+    """Makes the first min(in, out) kernels of a built 3x3 ``conv`` pass their channel through.
+
+    Output channel i < min(in, out) starts as input channel i (a 1 at the kernel's centre,
+    0 elsewhere); the other kernels keep their random initialization. The identity
+    ("Dirac") initialization of the fast small-CNN recipes: each block starts close to
+    passing its input on.
+    """
+    kernel = keras.ops.convert_to_numpy(conv.kernel).copy()
+    height, width, channels_in, channels_out = kernel.shape
+    n = min(channels_in, channels_out)
+    kernel[..., :n] = 0.0
+    kernel[height // 2, width // 2, range(n), range(n)] = 1.0
+    conv.kernel.assign(kernel)
 
 
 @register(
@@ -44,6 +60,8 @@ def conv4_bn(
     stem_filters: int = 0,
     whiten_stem: bool = False,
     dropout: float = 0.3,
+    bn_scale: bool = True,
+    dirac: bool = False,
     name: str = "conv4_bn",
 ) -> keras.Model:
     """Conv-BN-ReLU blocks with 2x2 max pooling, global average pooling, dropout, logit.
@@ -58,6 +76,10 @@ def conv4_bn(
         (:func:`~catdog_tf.models.whitening.whitening_stem`), set from training images by
         :func:`~catdog_tf.models.whitening.init_whitening` before training.
       dropout: Dropout before the logit.
+      bn_scale: Batch norm of the blocks learns a scale; False keeps only its shift (a
+        ReLU after it makes the scale redundant with the next layer's kernel).
+      dirac: The blocks' convolutions start as identities where they can
+        (:func:`dirac_init`).
       name: Model name.
     """
     inputs = keras.Input(input_shape, name="image")
@@ -70,11 +92,16 @@ def conv4_bn(
         x = whitening.whitening_stem(x)
     for b, f in enumerate(filters):
         for c in range(convs_per_block):
-            x = _conv_bn_relu(x, f, name=f"block{b + 1}_{c + 1}")
+            x = _conv_bn_relu(x, f, name=f"block{b + 1}_{c + 1}", bn_scale=bn_scale)
         x = layers.MaxPooling2D(2, name=f"block{b + 1}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    return keras.Model(inputs, _logit(x), name=name)
+    model = keras.Model(inputs, _logit(x), name=name)
+    if dirac:
+        for layer in model.layers:
+            if layer.name.startswith("block") and isinstance(layer, layers.Conv2D):
+                dirac_init(layer)
+    return model
 
 
 conv5_bn = register(
@@ -110,6 +137,10 @@ def sepnet(
       stem_filters: Kernels of the stride-2 stem convolution.
       block_filters: Kernels of each residual block; each halves the resolution.
       dropout: Dropout before the logit.
+      bn_scale: Batch norm of the blocks learns a scale; False keeps only its shift (a
+        ReLU after it makes the scale redundant with the next layer's kernel).
+      dirac: The blocks' convolutions start as identities where they can
+        (:func:`dirac_init`).
       name: Model name.
     """
     inputs = keras.Input(input_shape, name="image")

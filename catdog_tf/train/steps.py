@@ -23,6 +23,7 @@ from catdog_tf.data import normalize
 from catdog_tf.models import at_image_size
 from catdog_tf.plan import Plan
 from catdog_tf.train import distributed
+from catdog_tf.train.averaging import WeightAverage
 
 
 def learning_rate_schedule(plan: Plan) -> float | keras.optimizers.schedules.LearningRateSchedule:
@@ -46,25 +47,23 @@ def learning_rate_schedule(plan: Plan) -> float | keras.optimizers.schedules.Lea
 def make_optimizer(config: Config, plan: Plan) -> keras.optimizers.Optimizer:
     """The plan's Adam (AdamW with weight decay), RMSprop or SGD with momentum.
 
-    The learning rate follows :func:`learning_rate_schedule`. With ``config.ema_decay`` the
-    optimizer also keeps Keras's moving average of the weights (:meth:`Steps.averaged`);
-    ``mixed_float16`` wraps the optimizer in a ``LossScaleOptimizer``, the TensorFlow
-    mixed-precision guide's custom-loop recipe.
+    The learning rate follows :func:`learning_rate_schedule`. ``mixed_float16`` wraps the
+    optimizer in a ``LossScaleOptimizer``, the TensorFlow mixed-precision guide's custom-loop
+    recipe.
     """
     lr = learning_rate_schedule(plan)
     name = plan.optimizer
-    ema = {"use_ema": True, "ema_momentum": config.ema_decay} if config.ema_decay else {}
     if name == "adam":
         optimizer = (
-            keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
+            keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
             if config.weight_decay
-            else keras.optimizers.Adam(lr, **ema)
+            else keras.optimizers.Adam(lr)
         )
     elif name == "rmsprop":
-        optimizer = keras.optimizers.RMSprop(lr, weight_decay=config.weight_decay or None, **ema)
+        optimizer = keras.optimizers.RMSprop(lr, weight_decay=config.weight_decay or None)
     else:
         optimizer = keras.optimizers.SGD(
-            lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None, **ema
+            lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None
         )
     if plan.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -121,6 +120,41 @@ def flip_averaged(model: Callable[..., tf.Tensor]) -> Callable[[tf.Tensor], tf.T
     return forward
 
 
+def translated(images: tf.Tensor, dy: int, dx: int) -> tf.Tensor:
+    """``images`` moved down ``dy`` and right ``dx`` pixels, the border filled by reflection.
+
+    Output pixel (i, j) is input pixel (i - dy, j - dx), reflected back inside the image.
+    """
+    if not (dy or dx):
+        return images
+    pad_y, pad_x = abs(dy), abs(dx)
+    padded = tf.pad(images, [[0, 0], [pad_y, pad_y], [pad_x, pad_x], [0, 0]], mode="REFLECT")
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    return padded[:, pad_y - dy : pad_y - dy + height, pad_x - dx : pad_x - dx + width]
+
+
+# Multi-view test-time augmentation: the image and two one-pixel diagonal translations, each
+# also mirrored (six views, as the fast small-CNN recipes evaluate).
+SIX_VIEW_SHIFTS = ((0, 0), (1, 1), (-1, -1))
+
+
+def views_averaged(
+    model: Callable[..., tf.Tensor], shifts: tuple[tuple[int, int], ...] = SIX_VIEW_SHIFTS
+) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Multi-view test-time augmentation: ``images -> mean of model(view)`` over the views.
+
+    The views are each of ``shifts`` (:func:`translated`) and its mirror image; with
+    ``((0, 0),)`` this is :func:`flip_averaged`. One forward pass per view: the evaluation
+    costs ``2 * len(shifts)`` times a plain one.
+    """
+    flip = flip_averaged(model)
+
+    def forward(images: tf.Tensor) -> tf.Tensor:
+        return tf.add_n([flip(translated(images, dy, dx)) for dy, dx in shifts]) / len(shifts)
+
+    return forward
+
+
 def inference(model: Callable[..., tf.Tensor], tta: bool) -> Callable[[tf.Tensor], tf.Tensor]:
     """``images -> float32 outputs`` of ``model`` in inference mode, flip-averaged if ``tta``."""
     if tta:
@@ -159,6 +193,9 @@ class Steps:
       train_models: ``{(height, width): model}`` of each size the run trains at: the model,
         and with progressive resizing the same layers at each of ``config.shrunk_sizes``
         (:func:`catdog_tf.models.at_image_size`).
+      average: With ``config.ema_decay``, the moving average of every weight
+        (:class:`~catdog_tf.train.averaging.WeightAverage`), updated after each step; else
+        None.
     """
 
     def __init__(
@@ -186,6 +223,13 @@ class Steps:
                 distributed.synchronize_batch_norm(self.model)
             self.optimizer = make_optimizer(config, plan)
             self.optimizer.build(self.model.trainable_variables)
+            self.average = (
+                WeightAverage(
+                    self.model, config.ema_decay, round(config.ema_start * plan.steps_per_epoch)
+                )
+                if config.ema_decay
+                else None
+            )
             # The size a batch has unless a train step is told otherwise: read once, not per step.
             self._model_size = tuple(self.model.input_shape[1:3])
             self.train_models = {self._model_size: self.model}
@@ -224,6 +268,8 @@ class Steps:
         @tf.function(reduce_retracing=True)
         def train_step(images, labels):
             loss_sum, correct = self.strategy.run(replica_step, args=(images, labels))
+            if self.average:
+                self.average.update(optimizer.iterations.value)
             reduce = tf.distribute.ReduceOp.SUM
             return (
                 self.strategy.reduce(reduce, loss_sum, axis=None),
@@ -302,22 +348,12 @@ class Steps:
 
     @contextlib.contextmanager
     def averaged(self):
-        """Inside the block the model holds the optimizer's moving average of its weights.
+        """Inside the block the model holds the moving average of its weights, if it has one.
 
-        Without ``ema_decay`` this does nothing. The training weights are put back on leaving
-        (the average is Keras's own, :meth:`keras.optimizers.Optimizer.finalize_variable_values`).
+        Without ``ema_decay`` this does nothing. The training weights are put back on leaving.
         """
-        if not self.config.ema_decay:
+        with self.average.swapped() if self.average else contextlib.nullcontext():
             yield
-            return
-        variables = self.model.trainable_variables
-        saved = [keras.ops.convert_to_numpy(v) for v in variables]
-        self.optimizer.finalize_variable_values(variables)
-        try:
-            yield
-        finally:
-            for variable, value in zip(variables, saved, strict=True):
-                variable.assign(value)
 
 
 def measure_train_speeds(

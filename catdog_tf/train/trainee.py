@@ -98,7 +98,11 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
         # and a run that starts from another (init_from) keeps that run's.
         sample = data.first_images(splits["train"], config.image_size, whitening.SAMPLE_IMAGES)
         models.init_whitening(steps.model, sample)
-    augment = data.AUGMENTATIONS[config.augment_ops]() if config.augment else None
+    augment = (
+        data.AUGMENTATIONS[config.augment_ops](flip=not config.alternating_flip)
+        if config.augment
+        else None
+    )
     return Trainee(
         steps=steps,
         model=steps.model,
@@ -112,6 +116,7 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
             num_shards=shards,
             shard_index=index,
             image_size=config.epoch_image_size(epoch),
+            alternate_flip=config.alternating_flip,
         ),
         eval_ds={
             name: data.eval_batches(decoded[name], config.batch_size)
