@@ -13,6 +13,7 @@ intervals over seeds. Writes the plot and prints the table::
 from __future__ import annotations
 
 import glob
+import os
 import statistics
 from typing import NamedTuple
 
@@ -139,6 +140,7 @@ def main(argv: list[str]) -> None:
             f"| {p.label} | {p.compute:.2f} | {len(p.test)} | {interval(p.test)} "
             f"| {interval(p.test_tta)} |"
         )
+    os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)
     plot(points, _OUTPUT.value)
     print(f"wrote {_OUTPUT.value}")
 
