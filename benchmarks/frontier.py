@@ -24,7 +24,7 @@ from catdog_tf.utils import read_json
 
 _GROUPS = flags.DEFINE_list("groups", [], "LABEL=GLOB of run directories, one per seed.")
 _OUTPUT = flags.DEFINE_string(
-    "output", "results/frontier/accuracy_vs_compute.png", "The plot's PNG file."
+    "output", None, "The plot's PNG file (written over if it exists).", required=True
 )
 
 # The goals, (compute, test accuracy without TTA), drawn as targets.

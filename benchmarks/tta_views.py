@@ -20,14 +20,17 @@ import os
 # As the catdog-* commands do before TensorFlow is imported (oneDNN on for AVX2 CPUs).
 from catdog_tf.cli import ONEDNN_DECISION  # noqa: F401  # isort: skip
 
-import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from catdog_tf import data, shipped  # noqa: E402
-from catdog_tf.data import normalize  # noqa: E402
 from catdog_tf.evaluate import load_run, run_splits  # noqa: E402
 from catdog_tf.train import metrics  # noqa: E402
-from catdog_tf.train.steps import SIX_VIEW_SHIFTS, collect_logits, views_averaged  # noqa: E402
+from catdog_tf.train.steps import (  # noqa: E402
+    SIX_VIEW_SHIFTS,
+    forward_outputs,
+    inference,
+    views_averaged,
+)
 
 _RUNS = flags.DEFINE_list("runs", None, "Run directories or shipped model names.", required=True)
 _DATA = flags.DEFINE_string("data", None, "Where the runs' images are.", required=True)
@@ -51,19 +54,11 @@ def evaluate_views(workdir: str, data_spec: str) -> tuple[dict, list[tuple[str, 
     }
     rows = []
     for name, shifts in VIEWS:
-        forward = (
-            (lambda images: model(images, training=False))
-            if shifts is None
-            else views_averaged(model, shifts)
-        )
-
-        @tf.function(reduce_retracing=True, autograph=False)
-        def step(images, labels, forward=forward):
-            return tf.reshape(forward(normalize(images)), [-1]), labels
-
-        predictions = {
-            split: collect_logits(step, data.eval_batches(ds, 64)) for split, ds in decoded.items()
-        }
+        forward = inference(model, tta=False) if shifts is None else views_averaged(model, shifts)
+        predictions = {}
+        for split, ds in decoded.items():
+            logits, labels = forward_outputs(forward, data.eval_batches(ds, 64))
+            predictions[split] = (logits.reshape(-1), labels)
         val, test = metrics.validation_and_test(predictions)
         rows.append((name, 1 if shifts is None else 2 * len(shifts), val, test))
     return result, rows

@@ -24,10 +24,15 @@ from catdog_tf.models.reference import _logit
 from catdog_tf.models.registry import INPUT_SHAPE, register
 
 
-def _conv_bn_relu(x, filters: int, name: str, strides: int = 1, bn_scale: bool = True):
-    x = layers.Conv2D(
+def _conv_bn_relu(
+    x, filters: int, name: str, strides: int = 1, bn_scale: bool = True, dirac: bool = False
+):
+    conv = layers.Conv2D(
         filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
-    )(x)
+    )
+    x = conv(x)  # Builds the kernel, so it can be set now.
+    if dirac:
+        dirac_init(conv)
     x = layers.BatchNormalization(scale=bn_scale, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
@@ -92,16 +97,11 @@ def conv4_bn(
         x = whitening.whitening_stem(x)
     for b, f in enumerate(filters):
         for c in range(convs_per_block):
-            x = _conv_bn_relu(x, f, name=f"block{b + 1}_{c + 1}", bn_scale=bn_scale)
+            x = _conv_bn_relu(x, f, name=f"block{b + 1}_{c + 1}", bn_scale=bn_scale, dirac=dirac)
         x = layers.MaxPooling2D(2, name=f"block{b + 1}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    model = keras.Model(inputs, _logit(x), name=name)
-    if dirac:
-        for layer in model.layers:
-            if layer.name.startswith("block") and isinstance(layer, layers.Conv2D):
-                dirac_init(layer)
-    return model
+    return keras.Model(inputs, _logit(x), name=name)
 
 
 conv5_bn = register(
@@ -137,10 +137,6 @@ def sepnet(
       stem_filters: Kernels of the stride-2 stem convolution.
       block_filters: Kernels of each residual block; each halves the resolution.
       dropout: Dropout before the logit.
-      bn_scale: Batch norm of the blocks learns a scale; False keeps only its shift (a
-        ReLU after it makes the scale redundant with the next layer's kernel).
-      dirac: The blocks' convolutions start as identities where they can
-        (:func:`dirac_init`).
       name: Model name.
     """
     inputs = keras.Input(input_shape, name="image")

@@ -171,7 +171,17 @@ def model_outputs(
     feature extractor (``catdog_tf.train.features``); returns (outputs, labels) in order.
     ``tta`` averages each output with the mirrored image's (:func:`flip_averaged`).
     """
-    forward = inference(model, tta)
+    return forward_outputs(inference(model, tta), batches)
+
+
+def forward_outputs(
+    forward: Callable[[tf.Tensor], tf.Tensor], batches: Iterable
+) -> tuple[np.ndarray, np.ndarray]:
+    """``forward``'s outputs on every uint8 (images, labels) batch, scaled as training scales.
+
+    ``forward`` maps [0, 1] images to outputs: :func:`inference`, or a multi-view average
+    (:func:`views_averaged`). Returns (outputs, labels) in order, as NumPy arrays.
+    """
 
     # Keras layers hold no Python control flow on tensors; AutoGraph would only re-parse them.
     @tf.function(reduce_retracing=True, autograph=False)
