@@ -8,19 +8,26 @@ The same cached, decoded images feed, per variant (none, each of ``data.AUGMENTA
   fed by that pipeline: augmentation and train step share the machine's cores, as in
   ``catdog-train``.
 
+With ``--shrink=SCALE``, two variants of a progressive-resizing epoch at that scale follow:
+``flip_shift`` on the full-size images then each batch shrunk (``data.downscale``), and
+``flip_shift`` on the images shrunk once (``data.shrunk_dataset``, what ``catdog-train``
+does), each feeding the train step at the shrunk size.
+
 Every variant is warmed up first (tracing); then each repeat times one epoch of every variant
 in turn, so a drifting machine load hits all alike, and the median is reported.
 
 Usage::
 
     python benchmarks/augmentation_cost.py --data=dogs-vs-cats/train \
-        [--model=conv5_bn] [--images=2048] [--repeats=3] [--precision=float32] [--jit=off]
+        [--model=conv5_bn] [--images=2048] [--repeats=3] [--precision=float32] [--jit=off] \
+        [--shrink=0.5]
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 # As the catdog-* commands do before TensorFlow is imported (oneDNN on for AVX2 CPUs).
 from catdog_tf.cli import ONEDNN_DECISION  # isort: skip
@@ -31,6 +38,7 @@ from absl import app, flags  # noqa: E402
 from catdog_tf import data, machine
 from catdog_tf import plan as plan_lib
 from catdog_tf.config import Config
+from catdog_tf.errors import ConfigError
 from catdog_tf.train.steps import Steps
 
 _DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Image folder.")
@@ -44,6 +52,9 @@ _PRECISION = flags.DEFINE_string(
     "Training precision (not auto: no calibration run inside the benchmark).",
 )
 _JIT = flags.DEFINE_enum("jit", "off", ["on", "off"], "XLA for the train step.")
+_SHRINK = flags.DEFINE_float(
+    "shrink", 0.0, "Also time shrunk epochs at this scale of the image side (0: none)."
+)
 
 
 def _seconds(batches, consume) -> float:
@@ -56,18 +67,8 @@ def _seconds(batches, consume) -> float:
     return time.perf_counter() - start
 
 
-def main(argv):
-    del argv
-    examples = data.list_folder(_DATA.value)
-    examples = data.split(examples, (_IMAGES.value, 0, 0), seed=0)["train"]
-    decoded = data.decoded_dataset(examples)
-    for _ in decoded:  # Fill the cache: timed epochs read decoded images from memory.
-        pass
-    variants = {"none": None} | {name: make() for name, make in data.AUGMENTATIONS.items()}
-
-    def epoch(variant, index):
-        return data.train_batches(decoded, len(examples), _BATCH.value, index, 0, variants[variant])
-
+def _config() -> Config:
+    """The benchmark's run config; with ``--shrink``, one epoch of two is shrunk."""
     config = Config(
         model=_MODEL.value,
         batch_size=_BATCH.value,
@@ -75,21 +76,74 @@ def main(argv):
         jit_compile=_JIT.value,
         learning_rate=1e-3,
         weights="none",
+        epochs=2,
+        low_res_epochs=1 if _SHRINK.value else 0,
+        low_res_scale=_SHRINK.value or 0.5,
     )
-    steps = Steps(config, plan_lib.resolve(config, train_images=len(examples)))
+    try:
+        config.validate()
+    except ConfigError as e:
+        raise app.UsageError(f"--shrink={_SHRINK.value}: {e}") from None
+    return config
 
-    def train(images, labels):
-        return steps.train_step(images, labels)[0]
 
-    for name in variants:  # Warm-up: tracing, first-call allocations.
-        _seconds(epoch(name, 0), lambda *_: None)
-        _seconds(epoch(name, 0), train)
+def _variants(examples, decoded, small) -> dict[str, tuple[Callable, tuple[int, int] | None]]:
+    """Each variant's name -> (epoch index -> its batches, the size the train step gets)."""
+
+    def batches(images, augmentation):
+        return lambda index: data.train_batches(
+            images, len(examples), _BATCH.value, index, 0, augmentation
+        )
+
+    variants = {"none": (batches(decoded, None), None)} | {
+        name: (batches(decoded, make()), None) for name, make in data.AUGMENTATIONS.items()
+    }
+    if small:
+        shrunk = data.shrunk_dataset(decoded, small)
+        for _ in shrunk:  # Fill its cache, as the first shrunk epoch of a run does.
+            pass
+        per_batch = batches(decoded, data.FlipShiftConfig())
+        variants[f"flip_shift, each batch shrunk to {small[0]}x{small[1]}"] = (
+            lambda index: per_batch(index).map(lambda x, y: (data.downscale(x, small), y)),
+            small,
+        )
+        variants[f"flip_shift on images shrunk once to {small[0]}x{small[1]}"] = (
+            batches(shrunk, data.FlipShiftConfig()),
+            small,
+        )
+    return variants
+
+
+def _rates(variants, steps: Steps, images: int) -> tuple[dict, dict]:
+    """Img/s of each variant's pipeline alone and feeding the train step, per repeat."""
+
+    def trainer(size):
+        return lambda x, y: steps.train_step(x, y, size)[0]
+
+    for make, size in variants.values():  # Warm-up: tracing, first-call allocations.
+        _seconds(make(0), lambda *_: None)
+        _seconds(make(0), trainer(size))
     pipeline = {name: [] for name in variants}
     training = {name: [] for name in variants}
     for repeat in range(1, _REPEATS.value + 1):
-        for name in variants:
-            pipeline[name].append(len(examples) / _seconds(epoch(name, repeat), lambda *_: None))
-            training[name].append(len(examples) / _seconds(epoch(name, repeat), train))
+        for name, (make, size) in variants.items():
+            pipeline[name].append(images / _seconds(make(repeat), lambda *_: None))
+            training[name].append(images / _seconds(make(repeat), trainer(size)))
+    return pipeline, training
+
+
+def main(argv):
+    del argv
+    config = _config()
+    examples = data.list_folder(_DATA.value)
+    examples = data.split(examples, (_IMAGES.value, 0, 0), seed=0)["train"]
+    decoded = data.decoded_dataset(examples)
+    for _ in decoded:  # Fill the cache: timed epochs read decoded images from memory.
+        pass
+    small = config.low_res_size if _SHRINK.value else None
+    variants = _variants(examples, decoded, small)
+    steps = Steps(config, plan_lib.resolve(config, train_images=len(examples)))
+    pipeline, training = _rates(variants, steps, len(examples))
     print(machine.probe().describe(), "|", ONEDNN_DECISION)
     print(
         f"{_MODEL.value}, {len(examples)} images, batch {_BATCH.value}, {_PRECISION.value}, "

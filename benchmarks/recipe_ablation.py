@@ -158,6 +158,14 @@ ROWS: dict[str, Row] = {
         ["epochs=22", "low_res_epochs=12", 'model_kwargs={"filters": [32, 64, 192, 384]}'],
         model="conv5_wh",
     ),
+    # The 12-minute schedule on an AVX2-only CPU: 22 epochs, the first 14 shrunk (0.16 of the
+    # compute), and it with label smoothing 0.2 and alternating flip.
+    "wh_22": Row("fast_progressive_wh", ["epochs=22", "low_res_epochs=14"], model="conv5_wh"),
+    "wh_22_ls02_alternating_flip": Row(
+        "fast_progressive_wh",
+        ["epochs=22", "low_res_epochs=14", "label_smoothing=0.2", "alternating_flip=true"],
+        model="conv5_wh",
+    ),
     # full's own default model is conv3; these rows are the conv5_bn baselines.
     "full_15_epochs": Row("full", ["epochs=15"], model="conv5_bn"),
     "full_60_epochs": Row("full", [], model="conv5_bn"),

@@ -109,24 +109,32 @@ def _activations(model: keras.Model) -> int:
     return total
 
 
-def memory_needed(model: keras.Model, config: Config, cached_images: int) -> dict[str, int]:
-    """Bytes a run of ``model`` will hold, by part: weights, activations, image cache.
+def memory_needed(
+    model: keras.Model, config: Config, cached_images: int, train_images: int = 0
+) -> dict[str, int]:
+    """Bytes a run of ``model`` will hold, by part: weights, activations, image caches.
 
     Args:
       model: The built model.
-      config: Its run's config (batch size, image size, cache).
+      config: Its run's config (batch size, image sizes, cache).
       cached_images: Images the in-memory cache will hold (every split's).
+      train_images: Training images, held once more at each progressive-resizing size
+        (:func:`catdog_tf.data.shrunk_dataset`) unless nothing is cached.
     """
     height, width = config.image_size
     in_memory = config.cache == "memory"
+    shrunk_pixels = sum(h * w for h, w in config.shrunk_sizes) if config.cache else 0
     return {
         "weights and optimizer": model.count_params() * 4 * _WEIGHT_COPIES,
         "activations": _activations(model) * config.batch_size * _ACTIVATION_BYTES,
         "image cache": cached_images * height * width * 3 if in_memory else 0,
+        "shrunk image cache": train_images * shrunk_pixels * 3,
     }
 
 
-def check_memory(model: keras.Model, config: Config, cached_images: int) -> None:
+def check_memory(
+    model: keras.Model, config: Config, cached_images: int, train_images: int = 0
+) -> None:
     """Refuses a run whose :func:`memory_needed` exceeds what the machine has free.
 
     Raises:
@@ -134,7 +142,7 @@ def check_memory(model: keras.Model, config: Config, cached_images: int) -> None
         message gives the parts and what would bring them down.
     """
     available = machine.available_memory()
-    needed = memory_needed(model, config, cached_images)
+    needed = memory_needed(model, config, cached_images, train_images)
     if available is None or sum(needed.values()) <= _MEMORY_SHARE * available:
         return
     gib = 1024**3

@@ -176,19 +176,26 @@ def test_downscale_is_the_block_mean_eagerly_and_in_tf_data():
     np.testing.assert_array_equal(inside.numpy(), expected)
 
 
-def test_train_batches_shrunk_to_image_size(kaggle_dir):
+def test_shrunk_epochs_train_on_the_images_shrunk_once(kaggle_dir):
     examples = data.list_folder(kaggle_dir)
     decoded = data.decoded_dataset(examples, image_size=(16, 20))
-    augmentation = data.FlipShiftConfig()
-    full = list(data.train_batches(decoded, len(examples), 4, 0, 0, augmentation))
-    small = list(
-        data.train_batches(decoded, len(examples), 4, 0, 0, augmentation, image_size=(8, 10))
-    )
-    assert len(small) == len(full) == 3
-    for (x_full, y_full), (x_small, y_small) in zip(full, small, strict=True):
-        assert x_small.shape == (4, 8, 10, 3) and x_small.dtype == tf.uint8
-        np.testing.assert_array_equal(y_small, y_full)  # Same images, same order.
+    shrunk = data.shrunk_dataset(decoded, (8, 10), chunk_size=5)
+    for (image, label), (small, small_label) in zip(decoded, shrunk, strict=True):
+        assert small.shape == (8, 10, 3) and small.dtype == tf.uint8
+        assert int(small_label) == int(label)
+        np.testing.assert_array_equal(small, data.downscale(image[None], (8, 10))[0])
+    # An epoch's batches: the same images in the same order at either size.
+    full = list(data.train_batches(decoded, len(examples), 4, 0, 0))
+    small = list(data.train_batches(shrunk, len(examples), 4, 0, 0))
+    augmented = list(data.train_batches(shrunk, len(examples), 4, 0, 0, data.FlipShiftConfig()))
+    assert len(small) == len(augmented) == len(full) == 3
+    for (x_full, y_full), (x_small, y_small), (x_aug, y_aug) in zip(
+        full, small, augmented, strict=True
+    ):
         np.testing.assert_array_equal(x_small, data.downscale(x_full, (8, 10)))
+        np.testing.assert_array_equal(y_small, y_full)
+        assert x_aug.shape == (4, 8, 10, 3) and x_aug.dtype == tf.uint8
+        np.testing.assert_array_equal(y_aug, y_full)
 
 
 def test_decoded_dataset_shapes_dtypes_labels(kaggle_dir):

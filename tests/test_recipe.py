@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from conftest import make_kaggle_folder
 
-from catdog_tf import data, models, shipped
+from catdog_tf import build, data, models, shipped
 from catdog_tf.config import (
     Config,
     fast,
@@ -274,6 +274,16 @@ def test_progressive_presets_fit_their_share_of_full(preset, share):
         models.build_model(reference.model, (*reference.image_size, 3))
     )
     assert compute <= share * full_compute
+
+
+def test_memory_estimate_holds_the_shrunk_images_once_per_size():
+    config = tiny_config(epochs=4, low_res_epochs=2, mid_res_epochs=1)
+    model = models.build_model(config.model, (*config.image_size, 3))
+    needed = build.memory_needed(model, config, cached_images=100, train_images=80)
+    assert needed["image cache"] == 100 * 24 * 32 * 3
+    assert needed["shrunk image cache"] == 80 * (12 * 16 + 18 * 24) * 3
+    uncached = build.memory_needed(model, config.replace(cache=""), 100, 80)
+    assert uncached["image cache"] == uncached["shrunk image cache"] == 0
 
 
 def test_progressive_resizing_trains_the_shared_layers_and_counts_its_compute(tmp_path):

@@ -41,6 +41,7 @@ from catdog_tf.data.pipeline import (
     pipeline_options,
     read,
     resize,
+    shrunk_dataset,
     train_batches,
 )
 from catdog_tf.data.scan import ScanReport, scan
@@ -93,6 +94,7 @@ __all__ = [
     "make_splits",
     "normalize",
     "orient",
+    "shrunk_dataset",
     "read_header",
     "read_orientations",
     "Header",

@@ -401,6 +401,35 @@ def decoded_dataset(
     return ds.unbatch().with_options(pipeline_options())
 
 
+def shrunk_dataset(
+    decoded: tf.data.Dataset,
+    size: tuple[int, int],
+    cache: bool = True,
+    num_parallel_calls: int = PARALLELISM,
+    chunk_size: int = 64,
+) -> tf.data.Dataset:
+    """Stage 4b, progressive resizing: :func:`decoded_dataset`'s pairs shrunk once to ``size``.
+
+    Each image is shrunk by :func:`downscale` before any augmentation, once per run rather than
+    once per epoch, so a shrunk epoch's pipeline handles a quarter of the pixels (at half
+    size) and leaves the CPU to the train step.
+
+    Args:
+      decoded: Output of :func:`decoded_dataset`.
+      size: (height, width) of the shrunk images.
+      cache: Keep the shrunk images in memory (False: shrink them again every epoch).
+      num_parallel_calls: How many chunks are shrunk at once.
+      chunk_size: Images per :func:`downscale` call.
+    """
+    ds = decoded.batch(chunk_size).map(
+        lambda images, labels: (downscale(images, size), labels),
+        num_parallel_calls=num_parallel_calls,
+    )
+    if cache:
+        ds = ds.cache()
+    return ds.unbatch().with_options(pipeline_options())
+
+
 def pipeline_options() -> tf.data.Options:
     """tf.data options of every pipeline here: autotuning off (see :data:`PARALLELISM`)."""
     options = tf.data.Options()
@@ -423,7 +452,6 @@ def train_batches(
     num_parallel_calls: int = PARALLELISM,
     num_shards: int = 1,
     shard_index: int = 0,
-    image_size: tuple[int, int] | None = None,
     alternate_flip: bool = False,
 ) -> tf.data.Dataset:
     """Stages 5-8 for one training epoch: shuffled, batched, augmented uint8 batches.
@@ -433,8 +461,11 @@ def train_batches(
     ``num_shards``-th example from ``shard_index``: the shards are disjoint, and batch ``k`` of
     all the shards together holds the examples of one pipeline's global batch ``k``.
 
+    A progressive-resizing epoch passes :func:`shrunk_dataset`'s images as ``decoded``: they
+    are augmented at the size they train at.
+
     Args:
-      decoded: Output of :func:`decoded_dataset`.
+      decoded: Output of :func:`decoded_dataset` or :func:`shrunk_dataset`.
       num_examples: Size of ``decoded`` (the shuffle buffer holds all of it).
       batch_size: Batch size of this pipeline (the global batch / ``num_shards``); the last
         partial batch is dropped.
@@ -444,8 +475,6 @@ def train_batches(
       num_parallel_calls: Parallelism of the per-batch map.
       num_shards: Input pipelines sharing the epoch.
       shard_index: This pipeline's shard, in ``[0, num_shards)``.
-      image_size: If given, every batch is shrunk to this (height, width) after augmentation
-        (:func:`downscale`): a progressive-resizing epoch.
       alternate_flip: Mirror images by :func:`alternating_flip` before ``augment_config``
         (which should then not flip).
     """
@@ -471,11 +500,6 @@ def train_batches(
 
     if augment_config is not None or alternate_flip:
         ds = ds.enumerate().map(per_batch, num_parallel_calls=num_parallel_calls)
-    if image_size is not None:
-        ds = ds.map(
-            lambda images, labels: (downscale(images, image_size), labels),
-            num_parallel_calls=num_parallel_calls,
-        )
     return ds.prefetch(PREFETCH_BATCHES)
 
 

@@ -82,8 +82,8 @@ class Trainee:
 def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) -> Trainee:
     """The model trains on decoded (cached, optionally augmented) image batches.
 
-    In the epochs of :meth:`catdog_tf.config.Config.epoch_image_size` the pipeline shrinks
-    its batches.
+    The epochs of :meth:`catdog_tf.config.Config.epoch_image_size` train on the images shrunk
+    once (:func:`catdog_tf.data.shrunk_dataset`), augmented at that size.
     """
     decoded = {
         name: data.decoded_dataset(
@@ -92,7 +92,7 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
         for name, ex in splits.items()
     }
     steps = Steps(config, plan, strategy)
-    check_memory(steps.model, config, sum(len(ex) for ex in splits.values()))
+    check_memory(steps.model, config, sum(len(ex) for ex in splits.values()), len(splits["train"]))
     if models.whitening_layer(steps.model) is not None and not config.init_from:
         # Set before the first step; a resumed run's checkpoint restores the same kernel,
         # and a run that starts from another (init_from) keeps that run's.
@@ -103,11 +103,16 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
         if config.augment
         else None
     )
+    # The shrunk epochs' images, shrunk once (kept in memory unless nothing is cached).
+    shrunk = {
+        size: data.shrunk_dataset(decoded["train"], size, cache=bool(config.cache))
+        for size in config.shrunk_sizes
+    }
     return Trainee(
         steps=steps,
         model=steps.model,
         train_batches=lambda epoch, batch, shards, index: data.train_batches(
-            decoded["train"],
+            shrunk.get(config.epoch_image_size(epoch), decoded["train"]),
             len(splits["train"]),
             batch,
             epoch,
@@ -115,7 +120,6 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
             augment,
             num_shards=shards,
             shard_index=index,
-            image_size=config.epoch_image_size(epoch),
             alternate_flip=config.alternating_flip,
         ),
         eval_ds={
