@@ -110,7 +110,7 @@ def _activations(model: keras.Model) -> int:
 
 
 def memory_needed(
-    model: keras.Model, config: Config, cached_images: int, train_images: int = 0
+    model: keras.Model, config: Config, cached_images: int, train_images: int
 ) -> dict[str, int]:
     """Bytes a run of ``model`` will hold, by part: weights, activations, image caches.
 
@@ -132,9 +132,7 @@ def memory_needed(
     }
 
 
-def check_memory(
-    model: keras.Model, config: Config, cached_images: int, train_images: int = 0
-) -> None:
+def check_memory(model: keras.Model, config: Config, cached_images: int, train_images: int) -> None:
     """Refuses a run whose :func:`memory_needed` exceeds what the machine has free.
 
     Raises:
