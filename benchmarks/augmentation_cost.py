@@ -26,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -83,7 +84,7 @@ def _config() -> Config:
     try:
         config.validate()
     except ConfigError as e:
-        raise app.UsageError(f"--shrink={_SHRINK.value}: {e}") from None
+        sys.exit(f"augmentation_cost: --shrink={_SHRINK.value}: {e}")
     return config
 
 

@@ -166,6 +166,17 @@ ROWS: dict[str, Row] = {
         ["epochs=22", "low_res_epochs=14", "label_smoothing=0.2", "alternating_flip=true"],
         model="conv5_wh",
     ),
+    # The 12-minute budget shared otherwise (a shrunk epoch costs about a fifth of a full-size
+    # one): 19 shrunk and 7 full-size epochs, and 9 and 9.
+    "wh_26_19": Row("fast_progressive_wh", ["epochs=26", "low_res_epochs=19"], model="conv5_wh"),
+    "wh_18_9": Row("fast_progressive_wh", ["epochs=18", "low_res_epochs=9"], model="conv5_wh"),
+    # Two more full-size epochs than wh_22, and wh_22 with batch norm learning no scale.
+    "wh_24": Row("fast_progressive_wh", ["epochs=24", "low_res_epochs=14"], model="conv5_wh"),
+    "wh_22_bn_shift_only": Row(
+        "fast_progressive_wh",
+        ["epochs=22", "low_res_epochs=14", 'model_kwargs={"bn_scale": false}'],
+        model="conv5_wh",
+    ),
     # full's own default model is conv3; these rows are the conv5_bn baselines.
     "full_15_epochs": Row("full", ["epochs=15"], model="conv5_bn"),
     "full_60_epochs": Row("full", [], model="conv5_bn"),

@@ -3,9 +3,11 @@ r"""How close each model's train and eval step comes to what this CPU can comput
 First the ceiling, measured here: the sustained FLOP/s of a large float32 matmul and of a
 large 3x3 convolution in TensorFlow (bfloat16 too where the CPU computes it natively). Then,
 for each preset's model, its train step (full size, and shrunk where the preset trains some
-epochs at low resolution) and its eval step, as images per second, as achieved FLOP/s
-(a train step counted as 3 forward passes, as ``training_flops`` counts it) and as a
-fraction of the best ceiling of the step's precision. Batches are random uint8 images
+epochs at low resolution) and its eval step, as images per second, as achieved FLOP/s (a
+train step counted as 3 forward passes, as ``training_flops`` counts it) and as a fraction
+of the best ceiling of the step's precision. Each train step runs twice: as training runs
+it (batch norm fused, :func:`catdog_tf.models.training_twin`) and through Keras's own
+batch norm (``--keras_batch_norm=false`` leaves that out). Batches are random uint8 images
 already in memory, so the input pipeline costs nothing; each figure is the median of
 ``--repeats`` timings, the cells taking turns. Usage::
 
@@ -40,6 +42,9 @@ _PRESETS = flags.DEFINE_list(
 _STEPS = flags.DEFINE_integer("steps", 20, "Steps per timing.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timings per cell, taking turns; the median counts.")
 _MATMUL = flags.DEFINE_integer("matmul", 4096, "Side of the square matmul.")
+_KERAS_BN = flags.DEFINE_bool(
+    "keras_batch_norm", True, "Also time each train step through Keras's unfused batch norm."
+)
 
 
 def seconds(run: Callable[[], object]) -> float:
@@ -89,17 +94,21 @@ def step_cells(preset: str) -> dict[str, tuple[Callable[[], object], int, float,
     # ``auto`` resolved as a training run resolves it, calibrating where the flags do not decide.
     plan = plan_lib.resolve(config, train_images=images, measure=measure_train_speeds)
     steps = Steps(config, plan)
+    variants = {"": steps}
+    if _KERAS_BN.value:
+        variants[", Keras batch norm"] = Steps(config, plan, fuse_batch_norm=False)
     rng = np.random.default_rng(0)
     labels = tf.constant(rng.integers(0, 2, config.batch_size), tf.int32)
     cells = {}
     for size, model in steps.train_models.items():
         batch = tf.constant(rng.integers(0, 256, (config.batch_size, *size, 3), np.uint8))
-        cells[f"train {size[0]}x{size[1]}"] = (
-            _loop(lambda b=batch, s=size: steps.train_step(b, labels, s)[0]),
-            images,
-            3.0 * models.count_flops(model),
-            plan.precision,
-        )
+        for suffix, variant in variants.items():
+            cells[f"train {size[0]}x{size[1]}{suffix}"] = (
+                _loop(lambda b=batch, s=size, v=variant: v.train_step(b, labels, s)[0]),
+                images,
+                3.0 * models.count_flops(model),
+                plan.precision,
+            )
     full = tf.constant(rng.integers(0, 256, (config.batch_size, *config.image_size, 3), np.uint8))
     cells[f"eval {config.image_height}x{config.image_width}"] = (
         _loop(lambda: steps.eval_step(full, labels)[0]),

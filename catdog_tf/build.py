@@ -119,11 +119,11 @@ def memory_needed(
       config: Its run's config (batch size, image sizes, cache).
       cached_images: Images the in-memory cache will hold (every split's).
       train_images: Training images, held once more at each progressive-resizing size
-        (:func:`catdog_tf.data.shrunk_dataset`) unless nothing is cached.
+        (:func:`catdog_tf.data.shrunk_dataset`) when the cache is in memory.
     """
     height, width = config.image_size
     in_memory = config.cache == "memory"
-    shrunk_pixels = sum(h * w for h, w in config.shrunk_sizes) if config.cache else 0
+    shrunk_pixels = sum(h * w for h, w in config.shrunk_sizes) if in_memory else 0
     return {
         "weights and optimizer": model.count_params() * 4 * _WEIGHT_COPIES,
         "activations": _activations(model) * config.batch_size * _ACTIVATION_BYTES,

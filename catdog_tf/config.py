@@ -196,7 +196,9 @@ class Config:
         "any two consecutive epochs show it both ways.",
     )
     cache: str = _field(
-        "memory", '``memory``, ``""`` (no cache) or a file path prefix for ``tf.data`` caching.'
+        "memory",
+        '``memory``, ``""`` (no cache) or a file path prefix for ``tf.data`` caching of the '
+        "decoded images and of progressive resizing's shrunk ones.",
     )
     skip_bad_files: bool = _field(
         True, "Scan files before training and drop the ones that do not decode."

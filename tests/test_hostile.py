@@ -334,12 +334,14 @@ def test_a_shared_file_cache_never_serves_other_images(tmp_path):
 
 def test_a_killed_runs_cache_lockfile_does_not_block_the_next(tmp_path):
     root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=4)
-    config = _tiny(root, cache="cache")
+    config = _tiny(root, cache="cache", model="_tiny", low_res_epochs=1)
     splits = data.prepare_splits(root, (0.5, 0.25, 0.25), config.seed).splits
     cache = tmp_path / "run" / "cache"
     cache.mkdir(parents=True)
     for split, examples in splits.items():  # What tf.data leaves when killed mid-write.
         (cache / f"{split}-{examples.fingerprint()}-16x20_0.lockfile").write_text("")
+    shrunk = f"train-{splits['train'].fingerprint()}-16x20-shrunk-8x10_0.lockfile"
+    (cache / shrunk).write_text("")
     assert train_and_evaluate(config, str(tmp_path / "run"), verbose=False)["epochs_run"] == 2
 
 

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from catdog_tf import config, models
 from catdog_tf.models import whitening
+from catdog_tf.models.fused import FusedBatchNorm
 
 REFERENCE = ["mlp", "conv1", "conv2", "conv2_wide", "conv3"]
 
@@ -159,3 +160,54 @@ def test_dirac_blocks_pass_their_input_channels_through_and_bn_scale_can_go():
         layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
     ]
     assert batch_norms and all(layer.gamma is None for layer in batch_norms)
+
+
+def _train_step(model, x, y):
+    """Loss, gradients of every trainable variable and of the input: one training call."""
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.square(model(x, training=True) - y))
+    return loss, tape.gradient(loss, [*model.trainable_variables, x])
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_fused_batch_norm_trains_as_keras_batch_norm(scale):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, size=(4, 5, 6, 8)), tf.float32)
+    y = tf.constant(rng.normal(size=(4, 5, 6, 8)), tf.float32)
+    gamma = rng.normal(1.0, 0.2, size=8).astype(np.float32)
+    layers = [keras.layers.BatchNormalization(scale=scale, momentum=0.9) for _ in range(2)]
+    for layer in layers:
+        layer.build(x.shape)
+        if scale:
+            layer.gamma.assign(gamma)
+        layer.beta.assign(np.linspace(-1, 1, 8).astype(np.float32))
+    fused = FusedBatchNorm(layers[1])
+    (keras_loss, keras_grads), (fused_loss, fused_grads) = (
+        _train_step(layers[0], x, y),
+        _train_step(fused, x, y),
+    )
+    np.testing.assert_allclose(fused_loss, keras_loss, rtol=1e-5)
+    for mine, theirs in zip(fused_grads, keras_grads, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
+    for name in ("moving_mean", "moving_variance"):
+        moved = getattr(layers[1], name).numpy()
+        np.testing.assert_allclose(moved, getattr(layers[0], name).numpy(), rtol=1e-5)
+        assert not np.allclose(moved, 0.0 if name == "moving_mean" else 1.0)
+    # Outside training it is the wrapped layer.
+    np.testing.assert_array_equal(fused(x, training=False), layers[1](x, training=False))
+
+
+def test_a_training_twin_trains_the_models_own_variables():
+    model = models.build_model("conv5_wh", input_shape=(32, 32, 3), dropout=0.0)
+    twin = models.training_twin(model)
+    assert twin is not model
+    assert {id(v) for v in twin.weights} == {id(v) for v in model.weights}
+    assert any(isinstance(layer, FusedBatchNorm) for layer in twin.layers)
+    assert not any(isinstance(layer, FusedBatchNorm) for layer in model.layers)
+    x = tf.random.stateless_uniform((4, 32, 32, 3), seed=(1, 2))
+    np.testing.assert_array_equal(twin(x, training=False), model(x, training=False))
+    np.testing.assert_allclose(twin(x, training=True), model(x, training=True), atol=1e-4)
+    # A model without batch norm is its own twin.
+    plain = models.build_model("conv1", input_shape=(32, 32, 3))
+    assert models.training_twin(plain) is plain

@@ -1,6 +1,7 @@
 """The time-to-accuracy options: label smoothing, warm-up, weight averaging, flip TTA, compute."""
 
 import json
+import os
 import shutil
 
 import keras
@@ -282,8 +283,9 @@ def test_memory_estimate_holds_the_shrunk_images_once_per_size():
     needed = build.memory_needed(model, config, cached_images=100, train_images=80)
     assert needed["image cache"] == 100 * 24 * 32 * 3
     assert needed["shrunk image cache"] == 80 * (12 * 16 + 18 * 24) * 3
-    uncached = build.memory_needed(model, config.replace(cache=""), 100, 80)
-    assert uncached["image cache"] == uncached["shrunk image cache"] == 0
+    for cache in ("", "cache_folder"):  # Nothing cached, or cached in files.
+        uncached = build.memory_needed(model, config.replace(cache=cache), 100, 80)
+        assert uncached["image cache"] == uncached["shrunk image cache"] == 0
 
 
 def test_progressive_resizing_trains_the_shared_layers_and_counts_its_compute(tmp_path):
@@ -291,7 +293,11 @@ def test_progressive_resizing_trains_the_shared_layers_and_counts_its_compute(tm
         epochs=4, low_res_epochs=2, low_res_scale=0.5, mid_res_epochs=1, augment=True
     )
     assert (config.low_res_size, config.mid_res_size) == ((12, 16), (18, 24))
-    result = train_and_evaluate(config, str(tmp_path / "run"), verbose=False)
+    result = train_and_evaluate(config.replace(cache="cache"), str(tmp_path / "run"), verbose=False)
+    # A file cache holds the shrunk images too, one file per size, beside the decoded ones.
+    cached = os.listdir(tmp_path / "run" / "cache")
+    for size in ("", "-shrunk-12x16", "-shrunk-18x24"):
+        assert any(f.startswith("train-") and f.endswith(f"24x32{size}.index") for f in cached)
     history = read_json(tmp_path / "run" / "history.json")
     assert [h.get("image_size") for h in history] == [[12, 16], [12, 16], [18, 24], None]
     low, mid = history[0]["flops_per_image"], history[2]["flops_per_image"]

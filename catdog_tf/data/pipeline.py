@@ -404,7 +404,7 @@ def decoded_dataset(
 def shrunk_dataset(
     decoded: tf.data.Dataset,
     size: tuple[int, int],
-    cache: bool = True,
+    cache: str = "memory",
     num_parallel_calls: int = PARALLELISM,
     chunk_size: int = 64,
 ) -> tf.data.Dataset:
@@ -417,7 +417,8 @@ def shrunk_dataset(
     Args:
       decoded: Output of :func:`decoded_dataset`.
       size: (height, width) of the shrunk images.
-      cache: Keep the shrunk images in memory (False: shrink them again every epoch).
+      cache: ``memory``, ``""`` (shrink them again every epoch) or a file path prefix, as
+        :func:`decoded_dataset`'s.
       num_parallel_calls: How many chunks are shrunk at once.
       chunk_size: Images per :func:`downscale` call.
     """
@@ -425,8 +426,10 @@ def shrunk_dataset(
         lambda images, labels: (downscale(images, size), labels),
         num_parallel_calls=num_parallel_calls,
     )
-    if cache:
+    if cache == "memory":
         ds = ds.cache()
+    elif cache:
+        ds = ds.cache(cache)
     return ds.unbatch().with_options(pipeline_options())
 
 

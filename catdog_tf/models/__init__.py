@@ -9,6 +9,7 @@ Register your own with :func:`register`; variants are ``functools.partial`` of a
 """
 
 from catdog_tf.models import pretrained, reference, strong  # noqa: F401  (registers builders)
+from catdog_tf.models.fused import training_twin
 from catdog_tf.models.registry import (
     INPUT_SHAPE,
     ModelSpec,
@@ -35,5 +36,6 @@ __all__ = [
     "init_whitening",
     "reference_training_flops",
     "register",
+    "training_twin",
     "whitening_layer",
 ]

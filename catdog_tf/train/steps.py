@@ -20,7 +20,7 @@ from catdog_tf.build import build_configured_model, precision_policy
 from catdog_tf.calibration import time_interleaved
 from catdog_tf.config import Config
 from catdog_tf.data import normalize
-from catdog_tf.models import at_image_size
+from catdog_tf.models import at_image_size, training_twin
 from catdog_tf.plan import Plan
 from catdog_tf.train import distributed
 from catdog_tf.train.averaging import WeightAverage
@@ -202,7 +202,8 @@ class Steps:
       plan: The run's resolved plan (precision, XLA, optimizer, schedule).
       train_models: ``{(height, width): model}`` of each size the run trains at: the model,
         and with progressive resizing the same layers at each of ``config.shrunk_sizes``
-        (:func:`catdog_tf.models.at_image_size`).
+        (:func:`catdog_tf.models.at_image_size`), each with its batch norms fused for
+        training (:func:`catdog_tf.models.training_twin`).
       average: With ``config.ema_decay``, the moving average of every weight
         (:class:`~catdog_tf.train.averaging.WeightAverage`), updated after each step; else
         None.
@@ -214,6 +215,7 @@ class Steps:
         plan: Plan,
         strategy: tf.distribute.Strategy | None = None,
         model: keras.Model | None = None,
+        fuse_batch_norm: bool = True,
     ):
         """Builds (or takes) the model, its optimizer and the compiled steps.
 
@@ -223,6 +225,8 @@ class Steps:
           strategy: Distribution strategy; default from the plan.
           model: A model built under ``strategy``'s scope and the plan's precision to train
             instead of ``config.model`` (the head of a bottleneck model, on cached features).
+          fuse_batch_norm: Train through :func:`catdog_tf.models.training_twin` (False:
+            through the model's own Keras batch norm, to compare).
         """
         self.config = config
         self.plan = plan
@@ -242,10 +246,11 @@ class Steps:
             )
             # The size a batch has unless a train step is told otherwise: read once, not per step.
             self._model_size = tuple(self.model.input_shape[1:3])
-            self.train_models = {self._model_size: self.model}
+            twin = training_twin if fuse_batch_norm else lambda m: m
+            self.train_models = {self._model_size: twin(self.model)}
             for size in config.shrunk_sizes:
                 # Built now: a model that cannot shrink fails before the first epoch.
-                self.train_models[size] = at_image_size(self.model, size)
+                self.train_models[size] = twin(at_image_size(self.model, size))
         self._train = {size: self._make_train_step(m) for size, m in self.train_models.items()}
         self._eval = {tta: self._make_eval_step(tta) for tta in (False, True)}
 

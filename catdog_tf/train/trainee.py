@@ -29,19 +29,27 @@ from catdog_tf.train.steps import Steps
 _CACHE_LOCKS: dict[str, int] = {}
 
 
-def cache_arg(config: Config, examples: data.Examples, workdir: str, split: str) -> str:
-    """The ``cache`` argument of one split's decoded dataset.
+def cache_arg(
+    config: Config,
+    examples: data.Examples,
+    workdir: str,
+    split: str,
+    shrunk_to: tuple[int, int] | None = None,
+) -> str:
+    """The ``cache`` argument of one split's decoded (or, with ``shrunk_to``, shrunk) dataset.
 
-    A file cache is named by the split's fingerprint and the image size, so a cache of other
-    images, or of another size, is never read as this one. The process that gets the cache's
-    ``flock`` owns it: a tf.data lockfile found then was left by a killed run (tf.data would
-    refuse to write the cache forever) and is removed.
+    A file cache is named by the split's fingerprint, the image size and the shrunk size, so a
+    cache of other images, or of another size, is never read as this one. The process that
+    gets the cache's ``flock`` owns it: a tf.data lockfile found then was left by a killed run
+    (tf.data would refuse to write the cache forever) and is removed.
     """
     if config.cache in ("", "memory"):
         return config.cache
     folder = config.cache if os.path.isabs(config.cache) else rundir.path(workdir, config.cache)
     os.makedirs(folder, exist_ok=True)
     name = f"{split}-{examples.fingerprint()}-{config.image_height}x{config.image_width}"
+    if shrunk_to is not None:
+        name += f"-shrunk-{shrunk_to[0]}x{shrunk_to[1]}"
     prefix = os.path.join(folder, name)
     if prefix not in _CACHE_LOCKS:
         fd = os.open(prefix + ".owner", os.O_RDWR | os.O_CREAT, 0o666)
@@ -52,7 +60,10 @@ def cache_arg(config: Config, examples: data.Examples, workdir: str, split: str)
             return prefix
         _CACHE_LOCKS[prefix] = fd
     for file in os.listdir(folder):
-        if file.startswith(name) and (file.endswith(".lockfile") or ".tempstate" in file):
+        # tf.data names its files PREFIX_N.lockfile and PREFIX.index/.data-*; a shrunk cache
+        # (PREFIX-shrunk-...) has an owner of its own.
+        ours = file.startswith(name) and file[len(name) : len(name) + 1] in ("_", ".")
+        if ours and (file.endswith(".lockfile") or ".tempstate" in file):
             os.remove(os.path.join(folder, file))
     return prefix
 
@@ -103,9 +114,11 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
         if config.augment
         else None
     )
-    # The shrunk epochs' images, shrunk once (kept in memory unless nothing is cached).
+    # The shrunk epochs' images, shrunk once, cached where the decoded images are.
     shrunk = {
-        size: data.shrunk_dataset(decoded["train"], size, cache=bool(config.cache))
+        size: data.shrunk_dataset(
+            decoded["train"], size, cache=cache_arg(config, splits["train"], workdir, "train", size)
+        )
         for size in config.shrunk_sizes
     }
     return Trainee(
