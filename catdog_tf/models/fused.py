@@ -65,7 +65,9 @@ class FusedBatchNorm(keras.layers.Layer):
         )
         # The kernel returns the sample variance (n - 1 in the denominator); Keras keeps the
         # population variance.
-        count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+        count = tf.cast(
+            tf.size(x, out_type=tf.int64) // tf.shape(x, out_type=tf.int64)[-1], tf.float32
+        )
         variance = variance * (count - 1.0) / count
         momentum = layer.momentum
         layer.moving_mean.assign(layer.moving_mean * momentum + mean * (1.0 - momentum))
