@@ -170,8 +170,15 @@ ROWS: dict[str, Row] = {
     # one): 19 shrunk and 7 full-size epochs, and 9 and 9.
     "wh_26_19": Row("fast_progressive_wh", ["epochs=26", "low_res_epochs=19"], model="conv5_wh"),
     "wh_18_9": Row("fast_progressive_wh", ["epochs=18", "low_res_epochs=9"], model="conv5_wh"),
-    # Two more full-size epochs than wh_22, and wh_22 with batch norm learning no scale.
+    # One or two more full-size epochs than wh_22; wh_22 at a peak rate of 4e-3; wh_22 with
+    # batch norm learning no scale.
     "wh_24": Row("fast_progressive_wh", ["epochs=24", "low_res_epochs=14"], model="conv5_wh"),
+    "wh_23": Row("fast_progressive_wh", ["epochs=23", "low_res_epochs=14"], model="conv5_wh"),
+    "wh_22_lr4e3": Row(
+        "fast_progressive_wh",
+        ["epochs=22", "low_res_epochs=14", "learning_rate=0.004"],
+        model="conv5_wh",
+    ),
     "wh_22_bn_shift_only": Row(
         "fast_progressive_wh",
         ["epochs=22", "low_res_epochs=14", 'model_kwargs={"bn_scale": false}'],
