@@ -54,7 +54,10 @@ _PRECISION = flags.DEFINE_string(
 )
 _JIT = flags.DEFINE_enum("jit", "off", ["on", "off"], "XLA for the train step.")
 _SHRINK = flags.DEFINE_float(
-    "shrink", 0.0, "Also time shrunk epochs at this scale of the image side (0: none)."
+    "shrink",
+    0.0,
+    "Also time shrunk epochs at this scale of the image side, the config's low_res_scale "
+    "(0: none).",
 )
 
 
@@ -84,7 +87,8 @@ def _config() -> Config:
     try:
         config.validate()
     except ConfigError as e:
-        sys.exit(f"augmentation_cost: --shrink={_SHRINK.value}: {e}")
+        # The message names the config field at fault (--shrink sets low_res_scale).
+        sys.exit(f"augmentation_cost: {e}")
     return config
 
 
