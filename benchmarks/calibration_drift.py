@@ -9,24 +9,25 @@ candidates taking turns. Usage::
     python benchmarks/calibration_drift.py [MODEL]      # default conv1
 """
 
-from catdog_tf.cli import ONEDNN_DECISION  # isort: skip  (oneDNN as the commands decide it)
+# Before TensorFlow: oneDNN as the catdog-* commands decide it, and TensorFlow's start-up
+# lines hidden unless asked for (catdog_tf.cli.script).
+from catdog_tf.cli import script  # isort: skip
 
-import dataclasses  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import dataclasses
+import statistics
+import time
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from catdog_tf import plan as plan_lib  # noqa: E402
-from catdog_tf.config import article  # noqa: E402
-from catdog_tf.train.steps import Steps  # noqa: E402
+from catdog_tf import plan as plan_lib
+from catdog_tf.config import article
+from catdog_tf.train.steps import Steps
 
 
-def main() -> None:
-    print(ONEDNN_DECISION)
-    config = article(sys.argv[1] if len(sys.argv) > 1 else "conv1")
+def main(argv: list[str]) -> None:
+    print(script.ONEDNN_DECISION)
+    config = article(argv[1] if len(argv) > 1 else "conv1")
     base = plan_lib.resolve(config.replace(jit_compile="off"), 4096)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.integers(0, 256, (32, *config.image_size, 3), dtype=np.uint8))
@@ -45,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script.run(main)

@@ -12,12 +12,16 @@ intervals over seeds. Writes the plot and prints the table::
 
 from __future__ import annotations
 
+# Before TensorFlow: oneDNN as the catdog-* commands decide it, and TensorFlow's start-up
+# lines hidden unless asked for (catdog_tf.cli.script).
+from catdog_tf.cli import script  # isort: skip
+
 import glob
 import os
 import statistics
 from typing import NamedTuple
 
-from absl import app, flags
+from absl import flags
 
 from catdog_tf import figures, models, rundir, shipped, stats
 from catdog_tf.utils import read_json
@@ -146,4 +150,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    script.run(main)

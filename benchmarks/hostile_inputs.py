@@ -24,6 +24,10 @@ as ``clear error`` with the expectation beside it. Usage::
 
 from __future__ import annotations
 
+# Before TensorFlow: oneDNN as the catdog-* commands decide it, and TensorFlow's start-up
+# lines hidden unless asked for (catdog_tf.cli.script).
+from catdog_tf.cli import script  # isort: skip
+
 import collections
 import dataclasses
 import fcntl
@@ -43,7 +47,7 @@ from collections.abc import Callable
 from concurrent import futures
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
 from catdog_tf import machine
@@ -1678,4 +1682,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    script.run(main)

@@ -14,6 +14,10 @@ Prints one Markdown table; the CPU line names the machine. Keras runs with oneDN
 
 from __future__ import annotations
 
+# Before TensorFlow: oneDNN as the catdog-* commands decide it, and TensorFlow's start-up
+# lines hidden unless asked for (catdog_tf.cli.script).
+from catdog_tf.cli import script  # isort: skip
+
 import os
 import statistics
 import tempfile
@@ -21,11 +25,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from absl import app, flags
-
-# What the catdog-* commands do before TensorFlow is imported (oneDNN on for AVX2 CPUs), so
-# Keras is timed as a user of the package gets it.
-from catdog_tf.cli import ONEDNN_DECISION
+from absl import flags
 
 _WEIGHTS = flags.DEFINE_string("weights", "conv5_bn-full_progressive", "A shipped model.")
 _DATA = flags.DEFINE_string("data", None, "The model's training folder: adds LiteRT int8.")
@@ -75,7 +75,7 @@ def main(argv):
     one = rng.uniform(0, 255, (1, *SIZE, 3)).astype(np.float32)
     many = rng.uniform(0, 255, (64, *SIZE, 3)).astype(np.float32)
     print(f"{_WEIGHTS.value}, {SIZE[0]}x{SIZE[1]} inputs; {machine.probe().describe()}")
-    print(f"oneDNN: {ONEDNN_DECISION}\n")
+    print(f"oneDNN: {script.ONEDNN_DECISION}\n")
     print("| runtime | batch 1 latency (ms, median) | batch 64 (img/s, median) |")
     print("|---|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:
@@ -86,4 +86,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    script.run(main)

@@ -25,6 +25,10 @@ Usage::
 
 from __future__ import annotations
 
+# Before TensorFlow: oneDNN as the catdog-* commands decide it, and TensorFlow's start-up
+# lines hidden unless asked for (catdog_tf.cli.script).
+from catdog_tf.cli import script  # isort: skip
+
 import json
 import os
 import statistics
@@ -34,7 +38,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
 from catdog_tf import data
@@ -160,4 +164,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    script.run(main)

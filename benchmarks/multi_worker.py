@@ -11,15 +11,15 @@ accuracy of each::
 
 from __future__ import annotations
 
+# Before TensorFlow: oneDNN as the catdog-* commands decide it, and TensorFlow's start-up
+# lines hidden unless asked for (catdog_tf.cli.script).
+from catdog_tf.cli import script  # isort: skip
+
 import os
 import subprocess
 import sys
 
-# As the catdog-* commands do before TensorFlow is imported (oneDNN on for AVX2 CPUs), so
-# that the CPU line printed describes what the runs had.
-from catdog_tf.cli import ONEDNN_DECISION  # noqa: F401  # isort: skip
-
-from absl import app, flags  # noqa: E402
+from absl import flags
 
 from catdog_tf import machine
 from catdog_tf.train import distributed
@@ -78,4 +78,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    script.run(main)

@@ -19,22 +19,22 @@ Prints two Markdown tables; the first line names the CPU.
 
 from __future__ import annotations
 
+# Before TensorFlow: oneDNN as the catdog-* commands decide it, and TensorFlow's start-up
+# lines hidden unless asked for (catdog_tf.cli.script).
+from catdog_tf.cli import script  # isort: skip
+
 import statistics
 import time
 from collections.abc import Callable
 
-# What the catdog-* commands do before TensorFlow is imported (oneDNN on for AVX2 CPUs), so
-# this measures what a user of the commands gets.
-from catdog_tf.cli import ONEDNN_DECISION  # isort: skip
+import numpy as np
+import tensorflow as tf
+from absl import flags
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from catdog_tf import machine, models  # noqa: E402
-from catdog_tf import plan as plan_lib  # noqa: E402
-from catdog_tf.config import get_preset  # noqa: E402
-from catdog_tf.train.steps import Steps, measure_train_speeds  # noqa: E402
+from catdog_tf import machine, models
+from catdog_tf import plan as plan_lib
+from catdog_tf.config import get_preset
+from catdog_tf.train.steps import Steps, measure_train_speeds
 
 _PRESETS = flags.DEFINE_list(
     "presets", ["fast_progressive_wh", "full_progressive", "full"], "Presets (their models)."
@@ -131,7 +131,7 @@ def _loop(step: Callable[[], tf.Tensor]) -> Callable[[], object]:
 def main(argv):
     del argv
     probe = machine.probe()
-    print(f"{probe.describe()}; oneDNN: {ONEDNN_DECISION}\n")
+    print(f"{probe.describe()}; oneDNN: {script.ONEDNN_DECISION}\n")
     dtypes = [tf.float32] + ([tf.bfloat16] if probe.native_bf16 else [])
     found = ceilings(dtypes)
     print("| ceiling | GFLOP/s (median) |\n|---|---:|")
@@ -162,4 +162,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    script.run(main)

@@ -17,13 +17,17 @@ Usage::
 
 from __future__ import annotations
 
+# Before TensorFlow: oneDNN as the catdog-* commands decide it, and TensorFlow's start-up
+# lines hidden unless asked for (catdog_tf.cli.script).
+from catdog_tf.cli import script  # isort: skip
+
 import collections
 import os
 import shutil
 import tempfile
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
 from catdog_tf import data
@@ -136,4 +140,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    script.run(main)

@@ -17,6 +17,10 @@ Usage::
 
 from __future__ import annotations
 
+# Before TensorFlow: oneDNN as the catdog-* commands decide it, and TensorFlow's start-up
+# lines hidden unless asked for (catdog_tf.cli.script).
+from catdog_tf.cli import script  # isort: skip
+
 import json
 import os
 import statistics
@@ -24,23 +28,19 @@ import tempfile
 import time
 import warnings
 
-# What the catdog-* commands do before TensorFlow is imported (oneDNN on for AVX2 CPUs), so
-# this measures what a user of the commands gets.
-from catdog_tf.cli import ONEDNN_DECISION  # isort: skip
+import keras
+import tensorflow as tf
+from absl import flags
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from catdog_tf import (  # noqa: E402
-    calibration,  # noqa: E402
+from catdog_tf import (
+    calibration,
     data,
     machine,
     models,
 )
-from catdog_tf import plan as plan_lib  # noqa: E402
-from catdog_tf.config import Config  # noqa: E402
-from catdog_tf.train.steps import Steps  # noqa: E402
+from catdog_tf import plan as plan_lib
+from catdog_tf.config import Config
+from catdog_tf.train.steps import Steps
 
 _DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Image folder.")
 _MODELS = flags.DEFINE_list(
@@ -145,7 +145,7 @@ def main(argv):
     ds = _batches(_BATCH.value, _STEPS.value)
     n_images = _BATCH.value * _STEPS.value
     rows = []
-    print(f"machine: {machine.probe().describe()}; oneDNN: {ONEDNN_DECISION}")
+    print(f"machine: {machine.probe().describe()}; oneDNN: {script.ONEDNN_DECISION}")
     print(f"{n_images} images/cell, batch {_BATCH.value}, Keras {keras.__version__}")
     print(
         "| model | precision | XLA | custom loop img/s (median) | range | model.fit img/s | "
@@ -196,4 +196,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    script.run(main)

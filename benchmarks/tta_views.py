@@ -15,17 +15,18 @@ Prints one Markdown table; evaluation FLOPs per image are the views times the mo
 
 from __future__ import annotations
 
+# Before TensorFlow: oneDNN as the catdog-* commands decide it, and TensorFlow's start-up
+# lines hidden unless asked for (catdog_tf.cli.script).
+from catdog_tf.cli import script  # isort: skip
+
 import os
 
-# As the catdog-* commands do before TensorFlow is imported (oneDNN on for AVX2 CPUs).
-from catdog_tf.cli import ONEDNN_DECISION  # noqa: F401  # isort: skip
+from absl import flags
 
-from absl import app, flags  # noqa: E402
-
-from catdog_tf import data, shipped  # noqa: E402
-from catdog_tf.evaluate import load_run, run_splits  # noqa: E402
-from catdog_tf.train import metrics  # noqa: E402
-from catdog_tf.train.steps import (  # noqa: E402
+from catdog_tf import data, shipped
+from catdog_tf.evaluate import load_run, run_splits
+from catdog_tf.train import metrics
+from catdog_tf.train.steps import (
     SIX_VIEW_SHIFTS,
     forward_outputs,
     inference,
@@ -80,4 +81,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    script.run(main)

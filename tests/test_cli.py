@@ -234,3 +234,29 @@ def test_unwritable_workdir_gives_one_clear_line():
     assert out.returncode == 2 and "Traceback" not in out.stderr
     lines = [line for line in out.stderr.splitlines() if ": error: " in line]
     assert len(lines) == 1 and "/sys/catdog_test" in lines[0]
+
+
+def test_verbosity_is_read_from_the_command_line_as_absl_reads_it():
+    from catdog_tf.cli.script import verbosity_in
+
+    assert verbosity_in([]) == 0
+    assert verbosity_in(["--verbosity=1"]) == 1
+    assert verbosity_in(["-v", "2", "--data=x"]) == 2
+    assert verbosity_in(["--v=1", "--verbosity=0"]) == 0  # The last one wins.
+    assert verbosity_in(["--", "--verbosity=1"]) == 0  # After "--": an argument, not a flag.
+    assert verbosity_in(["--verbosity=loud", "--vv=3"]) == 0
+
+
+def test_a_benchmark_script_prints_only_its_own_lines():
+    # As the commands: TensorFlow's C++ start-up lines hidden, a bad value one line.
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "augmentation_cost.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--shrink=1.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    (line,) = out.stderr.splitlines()
+    assert line == "augmentation_cost: error: low_res_scale must be in (0, 1), got 1.5", line

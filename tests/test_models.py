@@ -162,6 +162,32 @@ def test_dirac_blocks_pass_their_input_channels_through_and_bn_scale_can_go():
     assert batch_norms and all(layer.gamma is None for layer in batch_norms)
 
 
+def test_pooling_first_is_the_same_function_while_batch_norm_scales_are_positive():
+    # Max pooling commutes with an increasing per-channel map (batch norm at inference with a
+    # positive scale, then ReLU), so only where the batch norms run changes.
+    shape = (48, 64, 3)
+    after = models.build_model("conv5_wh", input_shape=shape, convs_per_block=2)
+    first = models.build_model("conv5_wh", input_shape=shape, convs_per_block=2, pool_first=True)
+    rng = np.random.default_rng(0)
+    for layer in after.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2, c),
+                    rng.normal(size=c),
+                    rng.normal(size=c),
+                    rng.uniform(0.5, 2, c),
+                ]
+            )
+    first.set_weights(after.get_weights())
+    x = rng.uniform(-1, 1, size=(4, *shape)).astype(np.float32)
+    np.testing.assert_allclose(first(x), after(x), rtol=1e-4, atol=1e-5)
+    pooled = first.get_layer("block1_2_bn").input.shape
+    assert pooled[1:3] == after.get_layer("block1_pool").output.shape[1:3]
+    assert first.get_layer("block1_1_bn").input.shape[1:3] == (24, 32)  # Not the block's last.
+
+
 def _train_step(model, x, y):
     """Loss, gradients of every trainable variable and of the input: one training call."""
     with tf.GradientTape(persistent=True) as tape:

@@ -52,10 +52,12 @@ def test_help_shows_the_commands_doc_and_flags(command):
     text = out.stdout
     assert f"catdog-{command}" in text.splitlines()[0]  # The module docstring comes first.
     assert "--workdir" in text or command in ("data", "machine")
-    if command in ("train", "compare"):
+    if command in ("train", "compare", "machine"):
         assert "--set" in text and "--progress" in text
         assert "config fields" in text and "  learning_rate: " in text
         assert "models: mlp, conv1" in text
+    else:  # No --set: the config fields would be help for flags it does not have.
+        assert "--set" not in text and "config fields" not in text
 
 
 def test_predict_with_tta_averages_the_logits_of_the_image_and_its_mirror(finished_run, tmp_path):

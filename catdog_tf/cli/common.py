@@ -154,12 +154,16 @@ def prog_name(main: Callable[[list[str]], None]) -> str:
     """The command's name (``catdog-predict``), for its own lines.
 
     The console script's name; under ``python -m catdog_tf.cli.MODULE``, the name its
-    module's docstring starts with.
+    module's docstring starts with; for a script run by its path (a benchmark), the script's
+    name without ``.py``.
     """
     name = os.path.basename(sys.argv[0])
     if name.startswith("catdog-"):
         return name
-    doc = sys.modules[main.__module__].__doc__ or ""
+    module = sys.modules[main.__module__]
+    if getattr(module, "__spec__", None) is None:  # A script, not a module run with -m.
+        return name.removesuffix(".py")
+    doc = module.__doc__ or ""
     return doc.split(":", 1)[0].strip() or name
 
 
@@ -212,7 +216,7 @@ def _show_help_of(main: Callable[[list[str]], None]) -> None:
     """
     module = sys.modules[main.__module__]
     doc = module.__doc__ or ""
-    if FLAGS.get_flags_for_module(__name__):  # The command takes a config.
+    if "set" in FLAGS:  # The command takes a config (define_config_flags).
         doc += config_help()
     sys.modules["__main__"].__doc__ = doc
     for name in (module.__name__, __name__):

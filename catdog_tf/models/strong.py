@@ -25,7 +25,13 @@ from catdog_tf.models.registry import INPUT_SHAPE, register
 
 
 def _conv_bn_relu(
-    x, filters: int, name: str, strides: int = 1, bn_scale: bool = True, dirac: bool = False
+    x,
+    filters: int,
+    name: str,
+    strides: int = 1,
+    bn_scale: bool = True,
+    dirac: bool = False,
+    pool: str = "",
 ):
     conv = layers.Conv2D(
         filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
@@ -33,6 +39,9 @@ def _conv_bn_relu(
     x = conv(x)  # Builds the kernel, so it can be set now.
     if dirac:
         dirac_init(conv)
+    if pool:
+        # Batch norm and ReLU then run on a quarter of the elements.
+        x = layers.MaxPooling2D(2, name=pool)(x)
     x = layers.BatchNormalization(scale=bn_scale, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
@@ -67,6 +76,7 @@ def conv4_bn(
     dropout: float = 0.3,
     bn_scale: bool = True,
     dirac: bool = False,
+    pool_first: bool = False,
     name: str = "conv4_bn",
 ) -> keras.Model:
     """Conv-BN-ReLU blocks with 2x2 max pooling, global average pooling, dropout, logit.
@@ -85,6 +95,9 @@ def conv4_bn(
         ReLU after it makes the scale redundant with the next layer's kernel).
       dirac: The blocks' convolutions start as identities where they can
         (:func:`dirac_init`).
+      pool_first: Each block pools right after its last convolution, before batch norm and
+        ReLU, which then run on a quarter of the pixels (the order of the fast small-CNN
+        recipes); False pools after the ReLU.
       name: Model name.
     """
     inputs = keras.Input(input_shape, name="image")
@@ -96,9 +109,19 @@ def conv4_bn(
     if whiten_stem:
         x = whitening.whitening_stem(x)
     for b, f in enumerate(filters):
+        pool = f"block{b + 1}_pool"
         for c in range(convs_per_block):
-            x = _conv_bn_relu(x, f, name=f"block{b + 1}_{c + 1}", bn_scale=bn_scale, dirac=dirac)
-        x = layers.MaxPooling2D(2, name=f"block{b + 1}_pool")(x)
+            last = c == convs_per_block - 1
+            x = _conv_bn_relu(
+                x,
+                f,
+                name=f"block{b + 1}_{c + 1}",
+                bn_scale=bn_scale,
+                dirac=dirac,
+                pool=pool if pool_first and last else "",
+            )
+        if not pool_first:
+            x = layers.MaxPooling2D(2, name=pool)(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     return keras.Model(inputs, _logit(x), name=name)
