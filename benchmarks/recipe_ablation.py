@@ -185,10 +185,15 @@ ROWS: dict[str, Row] = {
         model="conv5_wh",
     ),
     # Each block pools before its batch norm and ReLU (a faster step, the same FLOPs): at
-    # wh_22's schedule, and with the time saved spent on three more full-size epochs.
+    # wh_22's schedule, and with the time saved spent on two or three more full-size epochs.
     "wh_22_pool_first": Row(
         "fast_progressive_wh",
         ["epochs=22", "low_res_epochs=14", 'model_kwargs={"pool_first": true}'],
+        model="conv5_wh",
+    ),
+    "wh_24_pool_first": Row(
+        "fast_progressive_wh",
+        ["epochs=24", "low_res_epochs=14", 'model_kwargs={"pool_first": true}'],
         model="conv5_wh",
     ),
     "wh_25_pool_first": Row(

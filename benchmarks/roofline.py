@@ -5,14 +5,15 @@ large 3x3 convolution in TensorFlow (bfloat16 too where the CPU computes it nati
 for each preset's model, its train step (full size, and shrunk where the preset trains some
 epochs at low resolution) and its eval step, as images per second, as achieved FLOP/s (a
 train step counted as 3 forward passes, as ``training_flops`` counts it) and as a fraction
-of the best ceiling of the step's precision. Each train step runs twice: as training runs
+of the best ceiling of the step's precision. Each train step is timed as training runs
 it (batch norm fused, :func:`catdog_tf.models.training_twin`) and through Keras's own
-batch norm (``--keras_batch_norm=false`` leaves that out). Batches are random uint8 images
+batch norm (``--keras_batch_norm=false`` leaves that out), and once per ``--also_with``
+config override (a variant of the model, say). Batches are random uint8 images
 already in memory, so the input pipeline costs nothing; each figure is the median of
 ``--repeats`` timings, the cells taking turns. Usage::
 
     python benchmarks/roofline.py [--presets=fast_progressive_wh,full_progressive,full] \
-        [--steps=20] [--repeats=3]
+        [--steps=20] [--repeats=3] [--also_with='model_kwargs={"pool_first": true}']
 
 Prints two Markdown tables; the first line names the CPU.
 """
@@ -33,7 +34,7 @@ from absl import flags
 
 from catdog_tf import machine, models
 from catdog_tf import plan as plan_lib
-from catdog_tf.config import get_preset
+from catdog_tf.config import get_preset, parse_override
 from catdog_tf.train.steps import Steps, measure_train_speeds
 
 _PRESETS = flags.DEFINE_list(
@@ -44,6 +45,12 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timings per cell, taking turns; t
 _MATMUL = flags.DEFINE_integer("matmul", 4096, "Side of the square matmul.")
 _KERAS_BN = flags.DEFINE_bool(
     "keras_batch_norm", True, "Also time each train step through Keras's unfused batch norm."
+)
+_ALSO_WITH = flags.DEFINE_multi_string(
+    "also_with",
+    [],
+    "A config override (field=value, as catdog-train's --set) whose train step is timed too, "
+    "beside each preset's own, e.g. 'model_kwargs={\"pool_first\": true}'; repeatable.",
 )
 
 
@@ -97,6 +104,9 @@ def step_cells(preset: str) -> dict[str, tuple[Callable[[], object], int, float,
     variants = {"": steps}
     if _KERAS_BN.value:
         variants[", Keras batch norm"] = Steps(config, plan, fuse_batch_norm=False)
+    for assignment in _ALSO_WITH.value:
+        # Counted at the preset's FLOPs per image: the variants compared here keep them.
+        variants[f", {assignment}"] = Steps(parse_override(config, assignment).validate(), plan)
     rng = np.random.default_rng(0)
     labels = tf.constant(rng.integers(0, 2, config.batch_size), tf.int32)
     cells = {}
