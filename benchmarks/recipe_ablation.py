@@ -52,6 +52,18 @@ def _wh_at_2e3(*overrides: str) -> Row:
     return Row("fast_progressive_wh", [*overrides, "learning_rate=0.002"], model="conv5_wh")
 
 
+_POOL_FIRST = 'model_kwargs={"pool_first": true}'
+
+
+def _wh_short(epochs: int, *overrides: str) -> Row:
+    """A row of ``fast_progressive_wh`` cut to ``epochs``, the first 14 shrunk (12 minutes)."""
+    return Row(
+        "fast_progressive_wh",
+        [f"epochs={epochs}", "low_res_epochs=14", *overrides],
+        model="conv5_wh",
+    )
+
+
 # Each ablation row changes one thing of a recipe.
 ROWS: dict[str, Row] = {
     "recipe": Row("fast", []),
@@ -160,7 +172,7 @@ ROWS: dict[str, Row] = {
     ),
     # The 12-minute schedule on an AVX2-only CPU: 22 epochs, the first 14 shrunk (0.16 of the
     # compute), and it with label smoothing 0.2 and alternating flip.
-    "wh_22": Row("fast_progressive_wh", ["epochs=22", "low_res_epochs=14"], model="conv5_wh"),
+    "wh_22": _wh_short(22),
     "wh_22_ls02_alternating_flip": Row(
         "fast_progressive_wh",
         ["epochs=22", "low_res_epochs=14", "label_smoothing=0.2", "alternating_flip=true"],
@@ -172,35 +184,15 @@ ROWS: dict[str, Row] = {
     "wh_18_9": Row("fast_progressive_wh", ["epochs=18", "low_res_epochs=9"], model="conv5_wh"),
     # One or two more full-size epochs than wh_22; wh_22 at a peak rate of 4e-3; wh_22 with
     # batch norm learning no scale.
-    "wh_24": Row("fast_progressive_wh", ["epochs=24", "low_res_epochs=14"], model="conv5_wh"),
-    "wh_23": Row("fast_progressive_wh", ["epochs=23", "low_res_epochs=14"], model="conv5_wh"),
-    "wh_22_lr4e3": Row(
-        "fast_progressive_wh",
-        ["epochs=22", "low_res_epochs=14", "learning_rate=0.004"],
-        model="conv5_wh",
-    ),
-    "wh_22_bn_shift_only": Row(
-        "fast_progressive_wh",
-        ["epochs=22", "low_res_epochs=14", 'model_kwargs={"bn_scale": false}'],
-        model="conv5_wh",
-    ),
+    "wh_24": _wh_short(24),
+    "wh_23": _wh_short(23),
+    "wh_22_lr4e3": _wh_short(22, "learning_rate=0.004"),
+    "wh_22_bn_shift_only": _wh_short(22, 'model_kwargs={"bn_scale": false}'),
     # Each block pools before its batch norm and ReLU (a faster step, the same FLOPs): at
     # wh_22's schedule, and with the time saved spent on two or three more full-size epochs.
-    "wh_22_pool_first": Row(
-        "fast_progressive_wh",
-        ["epochs=22", "low_res_epochs=14", 'model_kwargs={"pool_first": true}'],
-        model="conv5_wh",
-    ),
-    "wh_24_pool_first": Row(
-        "fast_progressive_wh",
-        ["epochs=24", "low_res_epochs=14", 'model_kwargs={"pool_first": true}'],
-        model="conv5_wh",
-    ),
-    "wh_25_pool_first": Row(
-        "fast_progressive_wh",
-        ["epochs=25", "low_res_epochs=14", 'model_kwargs={"pool_first": true}'],
-        model="conv5_wh",
-    ),
+    "wh_22_pool_first": _wh_short(22, _POOL_FIRST),
+    "wh_24_pool_first": _wh_short(24, _POOL_FIRST),
+    "wh_25_pool_first": _wh_short(25, _POOL_FIRST),
     # full's own default model is conv3; these rows are the conv5_bn baselines.
     "full_15_epochs": Row("full", ["epochs=15"], model="conv5_bn"),
     "full_60_epochs": Row("full", [], model="conv5_bn"),
