@@ -112,11 +112,12 @@ def step_cells(preset: str) -> dict[str, tuple[Callable[[], object], int, float,
     cells = {}
     for size, model in steps.train_models.items():
         batch = tf.constant(rng.integers(0, 256, (config.batch_size, *size, 3), np.uint8))
+        flops = 3.0 * models.count_flops(model)
         for suffix, variant in variants.items():
             cells[f"train {size[0]}x{size[1]}{suffix}"] = (
                 _loop(lambda b=batch, s=size, v=variant: v.train_step(b, labels, s)[0]),
                 images,
-                3.0 * models.count_flops(model),
+                flops,
                 plan.precision,
             )
     full = tf.constant(rng.integers(0, 256, (config.batch_size, *config.image_size, 3), np.uint8))

@@ -5,7 +5,8 @@ separate element-wise ops, each a pass over the activations in both directions; 
 ``FusedBatchNormV3`` (and its gradient) does it in one kernel, oneDNN's on CPU. On the
 small, memory-bound CNNs here the train step spends much of its time in those passes.
 
-A twin is the model's graph rebuilt through the same layer objects (as
+A twin is the model's graph rebuilt through the same layer objects
+(:func:`~catdog_tf.models.registry.rebuilt`, as
 :func:`~catdog_tf.models.registry.at_image_size` does), each ``BatchNormalization`` wrapped
 by a :class:`FusedBatchNorm` that reads and updates that layer's own variables. Training the
 twin trains the model; the model itself, which is evaluated, saved and exported, keeps plain
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from catdog_tf.models.registry import rebuilt
 
 __all__ = ["FusedBatchNorm", "fusable", "training_twin"]
 
@@ -92,10 +95,8 @@ def training_twin(model: keras.Model) -> keras.Model:
     """
     if not any(fusable(layer) for layer in model.layers):
         return model
-    return keras.models.clone_model(
+    return rebuilt(
         model,
-        input_tensors=keras.Input(
-            model.input_shape[1:], dtype=model.inputs[0].dtype, name=model.inputs[0].name
-        ),
+        model.input_shape[1:],
         clone_function=lambda layer: FusedBatchNorm(layer) if fusable(layer) else layer,
     )

@@ -163,23 +163,37 @@ def reference_training_flops() -> int:
     return 3 * count_flops(build_model(name)) * epochs * images
 
 
+def rebuilt(
+    model: keras.Model,
+    input_shape: tuple[int, ...],
+    clone_function: Callable[[keras.layers.Layer], keras.layers.Layer] = lambda layer: layer,
+) -> keras.Model:
+    """``model``'s graph from a new input of ``input_shape``, through ``clone_function(layer)``.
+
+    ``keras.models.clone_model`` with the model's own input name and dtype; the default
+    ``clone_function`` keeps the very same layer objects, so the rebuilt model shares every
+    variable with ``model``.
+    """
+    image = model.inputs[0]
+    return keras.models.clone_model(
+        model,
+        input_tensors=keras.Input(input_shape, dtype=image.dtype, name=image.name),
+        clone_function=clone_function,
+    )
+
+
 def at_image_size(model: keras.Model, size: tuple[int, int]) -> keras.Model:
     """``model`` taking (height, width) = ``size`` images: the same layers, so the same weights.
 
     Keras fixes a functional model's input shape; this rebuilds its graph from a new input
-    through the very same layer objects (``clone_model`` with the identity clone), so
-    training either model trains both. Progressive resizing trains this way.
+    through the very same layer objects (:func:`rebuilt`), so training either model trains
+    both. Progressive resizing trains this way.
 
     Raises:
       ConfigError: The model cannot run at ``size`` (a flattening head fixes the size).
     """
-    channels = model.input_shape[-1]
     try:
-        return keras.models.clone_model(
-            model,
-            input_tensors=keras.Input((*size, channels), name="image"),
-            clone_function=lambda layer: layer,
-        )
+        return rebuilt(model, (*size, model.input_shape[-1]))
     except ValueError:
         # Keras's own message names a layer call, not the cause: the fixed-size head.
         raise ConfigError(
