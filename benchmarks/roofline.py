@@ -139,8 +139,17 @@ def _loop(step: Callable[[], tf.Tensor]) -> Callable[[], object]:
     return run
 
 
+def check_flags() -> None:
+    """Fails on an unknown preset or ``--also_with`` before seconds go to the ceilings."""
+    for preset in _PRESETS.value:
+        config = get_preset(preset)
+        for assignment in _ALSO_WITH.value:
+            parse_override(config, assignment).validate()
+
+
 def main(argv):
     del argv
+    check_flags()
     probe = machine.probe()
     print(f"{probe.describe()}; oneDNN: {script.ONEDNN_DECISION}\n")
     dtypes = [tf.float32] + ([tf.bfloat16] if probe.native_bf16 else [])

@@ -18,6 +18,7 @@ from catdog_tf.config import (
     fast_progressive_wh,
     full,
     full_progressive,
+    quick_wh,
     smoke,
 )
 from catdog_tf.errors import ConfigError
@@ -261,12 +262,17 @@ def test_fast_preset_is_a_quarter_of_full():
 
 @pytest.mark.parametrize(
     "preset,share",
-    [(fast_progressive, 0.25), (fast_progressive_wh, 0.25), (full_progressive, 0.65)],
+    [
+        (fast_progressive, 0.25),
+        (fast_progressive_wh, 0.25),
+        (quick_wh, 0.21),
+        (full_progressive, 0.65),
+    ],
 )
 def test_progressive_presets_fit_their_share_of_full(preset, share):
     recipe, reference = preset(), full("conv5_bn")
     assert recipe.validate() is recipe and recipe.tta
-    model = models.build_model(recipe.model, (*recipe.image_size, 3))
+    model = models.build_model(recipe.model, (*recipe.image_size, 3), **recipe.model_kwargs)
     low = models.count_flops(models.at_image_size(model, recipe.low_res_size))
     high = models.count_flops(model)
     compute = recipe.low_res_epochs * low + (recipe.epochs - recipe.low_res_epochs) * high
