@@ -358,7 +358,8 @@ def locked(workdir: str, data_spec: str = "") -> Iterator[None]:
 
     The lock is an advisory ``flock`` on ``workdir/.lock``, released by the kernel when the
     process dies, so a killed run never leaves a stale lock behind. Creates ``workdir``,
-    after checking it is a place a run may be written.
+    after checking it is a place a run may be written; a folder created here that holds
+    nothing but the lock when the block ends (the run failed before writing) is removed.
 
     Args:
       workdir: The run directory.
@@ -382,6 +383,7 @@ def locked(workdir: str, data_spec: str = "") -> Iterator[None]:
             "runs live in its subfolders; train into a new --workdir"
         )
     check_run_folder(workdir)
+    created = _outermost_missing(workdir)
     make_folder(workdir)
     fd = os.open(path(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -397,3 +399,30 @@ def locked(workdir: str, data_spec: str = "") -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # Closing releases the flock.
+        if created:
+            _remove_unused(workdir, created)
+
+
+def _outermost_missing(folder: str) -> str | None:
+    """The outermost of ``folder`` and its parents that does not exist (None if it exists)."""
+    missing = None
+    while folder and not os.path.exists(folder):
+        missing = folder
+        folder = os.path.dirname(folder.rstrip(os.sep))
+    return missing
+
+
+def _remove_unused(workdir: str, created: str) -> None:
+    """Removes ``workdir`` and its parents up to ``created`` if they hold only the lock."""
+    if os.listdir(workdir) != [LOCK]:
+        return
+    os.remove(path(workdir, LOCK))
+    folder = workdir
+    while True:
+        try:
+            os.rmdir(folder)  # Only an empty folder: anything written since stays.
+        except OSError:
+            return
+        if os.path.abspath(folder) == os.path.abspath(created):
+            return
+        folder = os.path.dirname(folder.rstrip(os.sep))

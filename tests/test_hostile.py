@@ -246,6 +246,21 @@ def test_a_locked_workdir_is_refused(tmp_path):
         pass
 
 
+def test_a_run_refused_before_it_writes_leaves_no_folder_behind(tmp_path):
+    # A mistyped --data must not leave runs/new/seed0/ (and its lock) to puzzle over.
+    workdir = tmp_path / "runs" / "new" / "seed0"
+    with pytest.raises(DataSourceError, match="no such file or folder"):
+        train_and_evaluate(_tiny(str(tmp_path / "no_such_data")), str(workdir), verbose=False)
+    assert os.listdir(tmp_path) == []
+    # A folder the user made stays, as does anything written into a new one.
+    (tmp_path / "mine").mkdir()
+    with rundir.locked(str(tmp_path / "mine")):
+        pass
+    with rundir.locked(str(workdir)):
+        (workdir / "notes.txt").write_text("kept")
+    assert (tmp_path / "mine").is_dir() and (workdir / "notes.txt").read_text() == "kept"
+
+
 def test_a_lock_held_elsewhere_stops_training_before_it_writes(tmp_path):
     root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=4)
     workdir = tmp_path / "run"
