@@ -593,7 +593,7 @@ def quick_wh(model: str = "conv5_wh") -> Config:
     Command: ``catdog-train --preset=quick_wh --data=dogs-vs-cats/train
     --workdir=runs/quick_wh``. Compute (conv5_wh): 14 x 16,000 x 3 x 25 MFLOPs + 11 x 16,000
     x 3 x 114 MFLOPs, about 7.7e13 FLOPs (0.20 of conv5_bn's ``full``).
-    Result: 95.07% test accuracy, 95.72% with flip TTA (means of 3 seeds), in 10.8-11.5 min of
+    Result: 94.81% test accuracy, 95.48% with flip TTA (means of 5 seeds), in 10.8-11.5 min of
     training on 2 cores of an AMD EPYC Zen 3 (AVX2, float32).
     """
     return fast_progressive_wh(model).replace(
