@@ -175,11 +175,7 @@ ROWS: dict[str, Row] = {
     # The 12-minute schedule on an AVX2-only CPU: 22 epochs, the first 14 shrunk (0.16 of the
     # compute), and it with label smoothing 0.2 and alternating flip.
     "wh_22": _wh_short(22),
-    "wh_22_ls02_alternating_flip": Row(
-        "fast_progressive_wh",
-        ["epochs=22", "low_res_epochs=14", "label_smoothing=0.2", "alternating_flip=true"],
-        model="conv5_wh",
-    ),
+    "wh_22_ls02_alternating_flip": _wh_short(22, "label_smoothing=0.2", "alternating_flip=true"),
     # The 12-minute budget shared otherwise (a shrunk epoch costs about a fifth of a full-size
     # one): 19 shrunk and 7 full-size epochs, and 9 and 9.
     "wh_26_19": Row("fast_progressive_wh", ["epochs=26", "low_res_epochs=19"], model="conv5_wh"),

@@ -337,19 +337,23 @@ def is_finished(workdir: str) -> bool:
     return os.path.exists(path(workdir, RESULT)) and os.path.exists(path(workdir, MODEL))
 
 
-def make_folder(workdir: str, flag: str = "--workdir") -> None:
+def make_folder(workdir: str, flag: str = "--workdir") -> str | None:
     """Creates ``workdir`` (a run's, a comparison's or an output's) and its parents, if missing.
+
+    Returns:
+      The outermost folder created (``workdir`` or a parent), None if ``workdir`` existed.
 
     Raises:
       WorkdirConfigError: ``workdir`` or one of its parents is a file.
     """
-    parent = workdir
+    created, parent = None, workdir
     while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent.rstrip(os.sep))
+        created, parent = parent, os.path.dirname(parent.rstrip(os.sep))
     if parent and not os.path.isdir(parent):
         where = "" if parent == workdir else f" (its parent {parent})"
         raise WorkdirConfigError(f"{flag} {workdir}{where} is a file, not a folder")
     os.makedirs(workdir, exist_ok=True)
+    return created
 
 
 @contextlib.contextmanager
@@ -383,8 +387,7 @@ def locked(workdir: str, data_spec: str = "") -> Iterator[None]:
             "runs live in its subfolders; train into a new --workdir"
         )
     check_run_folder(workdir)
-    created = _outermost_missing(workdir)
-    make_folder(workdir)
+    created = make_folder(workdir)
     fd = os.open(path(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
@@ -401,15 +404,6 @@ def locked(workdir: str, data_spec: str = "") -> Iterator[None]:
         os.close(fd)  # Closing releases the flock.
         if created:
             _remove_unused(workdir, created)
-
-
-def _outermost_missing(folder: str) -> str | None:
-    """The outermost of ``folder`` and its parents that does not exist (None if it exists)."""
-    missing = None
-    while folder and not os.path.exists(folder):
-        missing = folder
-        folder = os.path.dirname(folder.rstrip(os.sep))
-    return missing
 
 
 def _remove_unused(workdir: str, created: str) -> None:
