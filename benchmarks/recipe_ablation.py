@@ -191,6 +191,10 @@ ROWS: dict[str, Row] = {
     "wh_22_pool_first": _wh_short(22, _POOL_FIRST),
     "wh_24_pool_first": _wh_short(24, _POOL_FIRST),
     "wh_25_pool_first": _wh_short(25, _POOL_FIRST),
+    # One change to quick_wh (the row above as a preset): no dropout before the logit.
+    "quick_wh_dropout0": Row(
+        "quick_wh", ['model_kwargs={"pool_first": true, "dropout": 0}'], model="conv5_wh"
+    ),
     # full's own default model is conv3; these rows are the conv5_bn baselines.
     "full_15_epochs": Row("full", ["epochs=15"], model="conv5_bn"),
     "full_60_epochs": Row("full", [], model="conv5_bn"),

@@ -233,6 +233,7 @@ class Config:
             raise ConfigError(
                 f"unknown model {self.model!r}; known: {', '.join(models.available_models())}"
             )
+        models.check_kwargs(self.model, self.model_kwargs)
         return self
 
     def _check_choices(self) -> None:

@@ -118,21 +118,26 @@ class Machine:
 def read_cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, tuple[str, ...]]:
     """(model name, the :data:`SPEED_FLAGS` present) from a Linux ``cpuinfo`` file.
 
-    Elsewhere (no such file) the model is ``platform.processor()`` and no flag is assumed,
-    which errs towards float32: never slow, at worst not the fastest.
+    A model name without a number (virtual machines show "AMD EPYC") gets the CPU family and
+    model numbers, which tell its generation apart. Elsewhere (no such file) the model is
+    ``platform.processor()`` and no flag is assumed, which errs towards float32: never slow,
+    at worst not the fastest.
     """
-    model, flags = "", set()
+    fields: dict[str, str] = {}
+    flags: set[str] = set()
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 key = key.strip()
-                if key == "model name" and not model:
-                    model = value.strip()
-                elif key in ("flags", "Features") and not flags:
+                if key in ("flags", "Features") and not flags:
                     flags = set(value.split())
+                fields.setdefault(key, value.strip())
     except OSError:
         pass
+    model = fields.get("model name", "")
+    if model and not any(c.isdigit() for c in model) and "cpu family" in fields:
+        model += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
     model = model or platform.processor() or platform.machine() or "unknown CPU"
     return model, tuple(flag for flag in SPEED_FLAGS if flag in flags)
 

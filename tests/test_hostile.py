@@ -24,7 +24,7 @@ import catdog_tf
 from catdog_tf import data, deploy, evaluate, machine, models, rundir, utils
 from catdog_tf.cli.common import error_line
 from catdog_tf.compare import compare
-from catdog_tf.config import Config, parse_override, smoke
+from catdog_tf.config import Config, get_preset, parse_override, smoke
 from catdog_tf.data import header, seen
 from catdog_tf.errors import (
     ConfigError,
@@ -71,12 +71,21 @@ def test_metrics_of_one_class_are_undefined_not_zero():
         ("image_height=100000", "larger than 1024"),
         ("synthetic_size=1000000000", "at most"),
         ("model_kwargs=[1]", "cannot parse"),
+        ('model_kwargs={"pool_first": true}', "model conv3 takes no model_kwargs pool_first"),
+        ('model_kwargs={"input_shape": [8, 8, 3]}', "comes from image_height"),
         ("augment_ops=cutout", "augment_ops='cutout' is not one of affine, flip_shift"),
     ],
 )
 def test_bad_values_are_refused(override, message):
     with pytest.raises(ConfigError, match=message):
         parse_override(smoke(), override).validate()
+
+
+def test_model_kwargs_the_model_does_not_take_are_refused_before_any_data_is_read():
+    # quick_wh's pool_first is a conv4_bn argument; the mlp has no such thing.
+    config = get_preset("quick_wh", "mlp").replace(data="/does/not/exist")
+    with pytest.raises(ConfigError, match="model mlp takes no model_kwargs pool_first"):
+        config.validate()
 
 
 def test_hand_edited_config_of_wrong_types_is_refused():

@@ -10,10 +10,14 @@ from catdog_tf import machine
 
 EPYC = """processor\t: 0
 vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
 model name\t: AMD EPYC
 flags\t\t: fpu sse sse2 avx avx2 fma bmi2 sha_ni
 """
 XEON = """processor\t: 0
+cpu family\t: 6
+model\t\t: 143
 model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
 flags\t\t: fpu avx avx2 fma avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8
 """
@@ -22,7 +26,7 @@ flags\t\t: fpu avx avx2 fma avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile am
 @pytest.mark.parametrize(
     ("text", "model", "flags", "bf16"),
     [
-        (EPYC, "AMD EPYC", ("avx2", "fma"), False),
+        (EPYC, "AMD EPYC (family 25, model 1)", ("avx2", "fma"), False),
         (
             XEON,
             "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",

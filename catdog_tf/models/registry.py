@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -97,6 +98,29 @@ def get_spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
     return _REGISTRY[name]
+
+
+def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """Refuses ``model_kwargs`` that the builder of ``name`` does not take.
+
+    Checked with the config, before any data is read; values and types are checked when the
+    model is built (:func:`build_model`).
+
+    Raises:
+      ConfigError: ``name`` is unknown, or a key is not a builder argument (``input_shape``
+        is not one: it comes from ``image_height`` and ``image_width``).
+    """
+    parameters = inspect.signature(get_spec(name).builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    takes = [p for p in parameters if p != "input_shape"]
+    unknown = sorted(set(kwargs) - set(takes))
+    if unknown:
+        raise ConfigError(
+            f"model {name} takes no model_kwargs {', '.join(unknown)}; it takes "
+            f"{', '.join(takes) or 'none'} (the input shape comes from image_height and "
+            "image_width)"
+        )
 
 
 def build_model(
