@@ -150,6 +150,12 @@ class Config:
         "Epoch (may be fractional) after which the ``ema_decay`` average starts; until then "
         "it equals the weights, so the early epochs never enter it.",
     )
+    lookahead_steps: int = _field(
+        0,
+        "With ``ema_decay``: the average steps only every this many optimizer steps, and the "
+        "weights are then set to it (Lookahead); ``0`` averages after every step and leaves "
+        "the weights alone.",
+    )
     tta: bool = _field(
         False,
         "Also report flip test-time augmentation: the logit is the mean of the image's "
@@ -274,6 +280,7 @@ class Config:
             "warmup_epochs",
             "low_res_epochs",
             "mid_res_epochs",
+            "lookahead_steps",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -286,8 +293,9 @@ class Config:
             )
         if self.alternating_flip and not self.augment:
             raise ConfigError("alternating_flip needs augment=true: it replaces its random flip")
-        if self.ema_start and not self.ema_decay:
-            raise ConfigError("ema_start needs ema_decay > 0: there is no average to start")
+        for name in ("ema_start", "lookahead_steps"):
+            if getattr(self, name) and not self.ema_decay:
+                raise ConfigError(f"{name} needs ema_decay > 0: there is no average")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
 

@@ -82,6 +82,8 @@ def test_warmup_then_constant_schedule():
         {"label_smoothing": -0.1},
         {"ema_decay": 1.0},
         {"ema_start": 1.0},  # No ema_decay.
+        {"lookahead_steps": 5},  # No ema_decay.
+        {"ema_decay": 0.5, "lookahead_steps": -1},
         {"ema_decay": 0.9, "ema_start": 2.0, "epochs": 2},
         {"alternating_flip": True},  # No augment.
         {"warmup_epochs": 2.0, "epochs": 2},
@@ -133,6 +135,41 @@ def test_moving_average_covers_every_weight_from_its_start(start):
         np.testing.assert_array_equal(got.numpy(), want)
 
 
+def test_lookahead_steps_the_average_every_k_steps_and_trains_on_from_it():
+    decay, every = 0.6, 2
+    # conv4_bn without dropout: two runs of the same batches take the same steps.
+    plain = tiny_config(model="conv4_bn", model_kwargs={"dropout": 0.0})
+    runs = [
+        Steps(c, resolve(c, train_images=64))
+        for c in (plain, plain.replace(ema_decay=decay, lookahead_steps=every))
+    ]
+    runs[1].model.set_weights(runs[0].model.get_weights())
+    floats = [[w for w in r.model.weights if "float" in str(w.dtype)] for r in runs]
+    rng = np.random.default_rng(0)
+    average = None
+    for step in range(1, 6):
+        images = tf.constant(rng.integers(0, 256, (16, 24, 32, 3)), tf.uint8)
+        labels = tf.constant(rng.integers(0, 2, 16), tf.int32)
+        for r in runs:
+            r.train_step(images, labels)
+        # Lookahead by hand on the plain run: the first step starts the average.
+        fast = [w.numpy() for w in floats[0]]
+        if step == 1:
+            average = fast
+        elif step % every == 0:
+            average = [decay * a + (1 - decay) * w for a, w in zip(average, fast, strict=True)]
+            for weight, value in zip(floats[0], average, strict=True):
+                weight.assign(value)
+        for got, want in zip(floats[1], floats[0], strict=True):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    with runs[1].averaged():
+        inside = [w.numpy() for w in floats[1]]
+    for got, want in zip(inside, average, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # After step 5 (not a Lookahead step) the weights have moved on from the average.
+    assert not all(np.allclose(a, w.numpy()) for a, w in zip(average, floats[1], strict=True))
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_weight_decay_shrinks_each_weight_by_rate_times_decay_before_the_update(optimizer):
     # Decoupled (AdamW) decay: the same step without decay, minus lr x decay x the weight.
@@ -177,6 +214,7 @@ def test_recipe_run_reports_tta_and_compute_and_resumes_exactly(tmp_path):
         label_smoothing=0.1,
         ema_decay=0.9,
         ema_start=1.5,
+        lookahead_steps=3,
         tta=True,
         augment=True,
         alternating_flip=True,

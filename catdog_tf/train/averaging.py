@@ -6,6 +6,10 @@ average covers every float variable of the model (kernels, biases, batch-norm sc
 moving means and variances), as the weight averaging of the fast small-CNN recipes does, and
 it can start late: until ``start_step`` the average is the weights themselves, so the first
 epochs' weights, far from the final ones, never enter it.
+
+With ``every`` > 0 it is Lookahead (Zhang et al., 2019, as airbench applies it to every
+variable): the average takes a step only every ``every`` optimizer steps, and the weights are
+then set to it, so training goes on from the average.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ class WeightAverage:
     every optimizer step, and evaluate inside :meth:`swapped`.
 
     Attributes:
-      decay: The average keeps this fraction of itself at each step after ``start_step``.
+      decay: The average keeps this fraction of itself at each of its steps after
+        ``start_step``.
       start_step: Through this optimizer step the average equals the weights.
+      every: 0: the average steps after every optimizer step and leaves the weights alone.
+        Else it steps after every ``every``-th, and the weights are set to it (Lookahead).
       variables: The averages (``tf.Variable``), one per float variable of the model, in
         ``model.weights`` order: checkpoint these to resume exactly.
     """
 
-    def __init__(self, model: keras.Model, decay: float, start_step: int):
+    def __init__(self, model: keras.Model, decay: float, start_step: int, every: int = 0):
         """Starts the average at the model's current weights.
 
         Args:
@@ -37,9 +44,11 @@ class WeightAverage:
           decay: In (0, 1).
           start_step: The optimizer step (``optimizer.iterations``) after which the
             average starts to lag behind the weights; at least 1.
+          every: Lookahead's period in optimizer steps; 0 for a plain moving average.
         """
         self.decay = decay
         self.start_step = max(1, int(start_step))
+        self.every = int(every)
         # Dropout's random-generator state is an integer variable: not a weight to average.
         self._weights = [w for w in model.weights if "float" in str(w.dtype)]
         self.variables = [
@@ -48,11 +57,17 @@ class WeightAverage:
         ]
 
     def update(self, step: tf.Tensor) -> None:
-        """One step of the average, after optimizer step ``step`` (a scalar tensor)."""
-        decay = tf.where(tf.cast(step, tf.int64) > self.start_step, self.decay, 0.0)
+        """Called after optimizer step ``step`` (a scalar tensor): the average's step, if due."""
+        step = tf.cast(step, tf.int64)
+        started = step > self.start_step
+        due = started & (step % self.every == 0) if self.every else started
+        # Before the start the average is the weights; between Lookahead's steps it holds.
+        decay = tf.where(due, self.decay, tf.where(started, 1.0, 0.0))
         for average, weight in zip(self.variables, self._weights, strict=True):
             value = tf.convert_to_tensor(weight.value)
             average.assign(decay * average + (1.0 - decay) * value)
+            if self.every:
+                weight.assign(tf.where(due, tf.convert_to_tensor(average), value))
 
     @contextlib.contextmanager
     def swapped(self):

@@ -239,7 +239,10 @@ class Steps:
             self.optimizer.build(self.model.trainable_variables)
             self.average = (
                 WeightAverage(
-                    self.model, config.ema_decay, round(config.ema_start * plan.steps_per_epoch)
+                    self.model,
+                    config.ema_decay,
+                    round(config.ema_start * plan.steps_per_epoch),
+                    config.lookahead_steps,
                 )
                 if config.ema_decay
                 else None
