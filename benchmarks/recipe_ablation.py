@@ -192,10 +192,12 @@ ROWS: dict[str, Row] = {
     "wh_24_pool_first": _wh_short(24, _POOL_FIRST),
     "wh_25_pool_first": _wh_short(25, _POOL_FIRST),
     # One change each to quick_wh (the row above as a preset): no dropout before the logit;
-    # Lookahead with its paper's defaults (k = 5, slow weights halfway to the fast ones).
+    # label smoothing 0.2; Lookahead with its paper's defaults (k = 5, slow weights halfway
+    # to the fast ones).
     "quick_wh_dropout0": Row(
         "quick_wh", ['model_kwargs={"pool_first": true, "dropout": 0}'], model="conv5_wh"
     ),
+    "quick_wh_ls02": Row("quick_wh", ["label_smoothing=0.2"], model="conv5_wh"),
     "quick_wh_lookahead": Row("quick_wh", ["ema_decay=0.5", "lookahead_steps=5"], model="conv5_wh"),
     # full's own default model is conv3; these rows are the conv5_bn baselines.
     "full_15_epochs": Row("full", ["epochs=15"], model="conv5_bn"),
