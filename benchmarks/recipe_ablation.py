@@ -193,7 +193,7 @@ ROWS: dict[str, Row] = {
     "wh_25_pool_first": _wh_short(25, _POOL_FIRST),
     # One change each to quick_wh (the row above as a preset): no dropout before the logit;
     # label smoothing 0.2; Lookahead with its paper's defaults (k = 5, slow weights halfway
-    # to the fast ones).
+    # to the fast ones). --set replaces model_kwargs whole, so pool_first is given again.
     "quick_wh_dropout0": Row(
         "quick_wh", ['model_kwargs={"pool_first": true, "dropout": 0}'], model="conv5_wh"
     ),

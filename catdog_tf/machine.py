@@ -123,18 +123,15 @@ def read_cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, tuple[str, ...]]:
     ``platform.processor()`` and no flag is assumed, which errs towards float32: never slow,
     at worst not the fastest.
     """
-    fields: dict[str, str] = {}
-    flags: set[str] = set()
+    fields: dict[str, str] = {}  # Each key's first value: the first processor's.
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("flags", "Features") and not flags:
-                    flags = set(value.split())
-                fields.setdefault(key, value.strip())
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
     model = fields.get("model name", "")
     if model and not any(c.isdigit() for c in model) and "cpu family" in fields:
         model += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
