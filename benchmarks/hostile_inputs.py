@@ -243,8 +243,13 @@ def quiet_or_noisy(outcome: Outcome, verdict: str) -> str:
 # ----------------------------------------------------------------------------- the cases
 
 
-def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
-    """Every case; ``shared['run']`` is a finished tiny run for the eval/predict cases."""
+def tiny_trainers(timeout: int) -> tuple[Callable[..., Outcome], Callable[..., Callable]]:
+    """Two helpers of the cases that train, at ``timeout``.
+
+    ``train(tmp, data, *extra, workdir="", env=None)`` runs a tiny training run into
+    ``tmp/run`` (or ``workdir``); ``train_case(setup, *extra, env=None)`` is a case's act that
+    does one on the folder ``setup(tmp)`` makes.
+    """
 
     def train(
         tmp: str, data: str, *extra: str, workdir: str = "", env: dict[str, str] | None = None
@@ -265,20 +270,41 @@ def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
     ) -> Callable[[str], Outcome]:
         return lambda tmp: train(tmp, setup(tmp), *extra, env=env)
 
-    def result(tmp: str) -> dict:
-        with open(os.path.join(tmp, "run", "result.json")) as f:
-            return json.load(f)
+    return train, train_case
 
-    def n_used(tmp: str) -> int:
-        return sum(v["n"] for v in result(tmp)["data"].values())
 
-    def expect_used(n: int) -> Callable[[str, Outcome], str | None]:
-        return lambda tmp, _: None if n_used(tmp) == n else f"used {n_used(tmp)} images, not {n}"
+def result(tmp: str) -> dict:
+    """The result.json of the tiny run in ``tmp/run``."""
+    with open(os.path.join(tmp, "run", "result.json")) as f:
+        return json.load(f)
 
+
+def expect_used(n: int) -> Callable[[str, Outcome], str | None]:
+    """A check that the tiny run in ``tmp/run`` used ``n`` images in all."""
+
+    def check(tmp: str, _: Outcome) -> str | None:
+        used = sum(v["n"] for v in result(tmp)["data"].values())
+        return None if used == n else f"used {used} images, not {n}"
+
+    return check
+
+
+def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """The cases of data, flags, run directories and using a finished run."""
+    return [
+        *data_cases(timeout),
+        *flag_cases(timeout),
+        *workdir_cases(timeout),
+        *use_cases(timeout, shared),
+    ]
+
+
+def data_cases(timeout: int) -> list[Case]:
+    """Data folders: missing, empty, one class, bad files, odd layouts."""
+    train, train_case = tiny_trainers(timeout)
     cases: list[Case] = []
     add = cases.append
 
-    # --- Data folders.
     add(Case("missing data folder", "data", "error", lambda t: train(t, os.path.join(t, "nope"))))
     add(
         Case(
@@ -427,8 +453,15 @@ def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
             lambda t: train(t, "tfds:cats_vs_dogs", "--set=skip_bad_files=false"),
         )
     )
+    return cases
 
-    # --- Flags and config values.
+
+def flag_cases(timeout: int) -> list[Case]:
+    """Flags and config values out of range, of the wrong type, or contradicting."""
+    train, train_case = tiny_trainers(timeout)
+    cases: list[Case] = []
+    add = cases.append
+
     def flag_case(name, *extra):
         add(Case(name, "flags", "error", train_case(lambda t: kaggle(f"{t}/d"), *extra)))
 
@@ -512,8 +545,15 @@ def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
             ),
         )
     )
+    return cases
 
-    # --- Run directories.
+
+def workdir_cases(timeout: int) -> list[Case]:
+    """Run directories (a file, changed data, locks, caches) and faults (Ctrl-C, NaN)."""
+    train, train_case = tiny_trainers(timeout)
+    cases: list[Case] = []
+    add = cases.append
+
     add(
         Case(
             "workdir is a file",
@@ -718,8 +758,14 @@ def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
             ),
         )
     )
+    return cases
 
-    # --- Using a finished run.
+
+def use_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """Using a finished run (``shared['run']``, trained on ``shared['data']``) wrongly."""
+    cases: list[Case] = []
+    add = cases.append
+
     def use(command, *args):
         return lambda t: run(command, f"--workdir={shared['run']}", *args, timeout=timeout)
 

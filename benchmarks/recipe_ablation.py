@@ -1,8 +1,9 @@
 r"""The time-to-accuracy recipes and their ablation: each recipe, and it with one change.
 
 Each row is ``catdog-train`` with one of the presets (``fast``, ``fast_progressive``,
-``fast_progressive_wh``, ``full_progressive``, or ``full`` for the baselines), its model and
-the overrides printed in its command column, run for every seed into ``WORKDIR/ROW-seedN``
+``fast_progressive_wh``, ``quick_wh``, ``full_progressive``, or ``full`` for the baselines),
+its model and the overrides printed in its command column (the row's own, then every
+``--set``), run for every seed into ``WORKDIR/ROW-seedN``
 (finished runs are read, interrupted ones resume). The table gives test accuracy at the
 validation threshold without and with flip TTA, AUC, the training compute (images trained on x
 3 x forward FLOPs) as a fraction of conv5_bn's 60-epoch ``full`` run, and the wall time on this
@@ -165,6 +166,10 @@ ROWS: dict[str, Row] = {
     "wh_dirac": Row("fast_progressive_wh", ['model_kwargs={"dirac": true}'], model="conv5_wh"),
     # Each block pools before its batch norm and ReLU: the same FLOPs, a faster step.
     "wh_pool_first": Row("fast_progressive_wh", [_POOL_FIRST], model="conv5_wh"),
+    # wh_pool_first with label smoothing 0.2 instead of the recipe's 0.1 (--baseline=wh_pool_first).
+    "wh_pool_first_ls02": Row(
+        "fast_progressive_wh", [_POOL_FIRST, "label_smoothing=0.2"], model="conv5_wh"
+    ),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(
@@ -212,6 +217,12 @@ _MODEL = flags.DEFINE_string(
     "model", None, "Model of every row without its own (default: the row's preset's model)."
 )
 _TRAIN = flags.DEFINE_bool("train", True, "Train missing runs (false: table of finished ones).")
+_SET = flags.DEFINE_multi_string(
+    "set",
+    [],
+    "An override applied to every row after its own, e.g. precision=float32 to compare rows "
+    "on a CPU whose `auto` picks bfloat16 with runs made where it picks float32.",
+)
 _BASELINE = flags.DEFINE_enum(
     "baseline", "recipe", list(ROWS), "Row each row is compared with, image by image."
 )
@@ -222,9 +233,14 @@ def model_of(row: str) -> str:
     return ROWS[row].model or _MODEL.value or get_preset(ROWS[row].preset).model
 
 
+def overrides(row: str) -> list[str]:
+    """The ``--set`` assignments of a row: its own, then those of --set."""
+    return [*ROWS[row].overrides, *_SET.value]
+
+
 def command(row: str, seed: int) -> str:
     """The catdog-train command of one run of a row."""
-    sets = "".join(f" --set={o}" for o in ROWS[row].overrides)
+    sets = "".join(f" --set={o}" for o in overrides(row))
     return (
         f"catdog-train --preset={ROWS[row].preset} --model={model_of(row)} --seed={seed}{sets} "
         f"--data={_DATA.value} --workdir={_WORKDIR.value}/{row}-seed{seed}"
@@ -234,7 +250,7 @@ def command(row: str, seed: int) -> str:
 def run_row(row: str, seed: int) -> dict | None:
     """The result of one run of ``row``: read if finished, else trained (if --train)."""
     config = get_preset(ROWS[row].preset, model_of(row)).replace(data=_DATA.value, seed=seed)
-    for assignment in ROWS[row].overrides:
+    for assignment in overrides(row):
         config = parse_override(config, assignment)
     run_dir = os.path.join(_WORKDIR.value, f"{row}-seed{seed}")
     if finished_under(run_dir, config.validate()):
