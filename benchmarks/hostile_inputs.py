@@ -243,6 +243,13 @@ def quiet_or_noisy(outcome: Outcome, verdict: str) -> str:
 # ----------------------------------------------------------------------------- the cases
 
 
+def train_in(tmp: str, data: str, *extra: str, timeout: int, **kwargs) -> Outcome:
+    """A tiny training run on ``data`` into ``tmp/run`` (``--workdir`` in ``extra`` wins)."""
+    return run(
+        "train", *TINY, f"--data={data}", f"--workdir={tmp}/run", *extra, timeout=timeout, **kwargs
+    )
+
+
 def tiny_trainers(timeout: int) -> tuple[Callable[..., Outcome], Callable[..., Callable]]:
     """Two helpers of the cases that train, at ``timeout``.
 
@@ -254,16 +261,8 @@ def tiny_trainers(timeout: int) -> tuple[Callable[..., Outcome], Callable[..., C
     def train(
         tmp: str, data: str, *extra: str, workdir: str = "", env: dict[str, str] | None = None
     ) -> Outcome:
-        workdir = workdir or os.path.join(tmp, "run")
-        return run(
-            "train",
-            *TINY,
-            f"--data={data}",
-            f"--workdir={workdir}",
-            *extra,
-            timeout=timeout,
-            env=env,
-        )
+        where = (f"--workdir={workdir}",) if workdir else ()
+        return train_in(tmp, data, *where, *extra, timeout=timeout, env=env)
 
     def train_case(
         setup: Callable[[str], str], *extra: str, env: dict[str, str] | None = None
@@ -941,13 +940,6 @@ def package_folder() -> str:
     """The installed package's folder, found without importing TensorFlow."""
     spec = importlib.util.find_spec("catdog_tf")
     return os.path.dirname(spec.origin)
-
-
-def train_in(tmp: str, data: str, *extra: str, timeout: int, **kwargs) -> Outcome:
-    """A tiny training run on ``data`` into ``tmp/run`` (``--workdir`` in ``extra`` wins)."""
-    return run(
-        "train", *TINY, f"--data={data}", f"--workdir={tmp}/run", *extra, timeout=timeout, **kwargs
-    )
 
 
 def report_of(outcome: Outcome) -> dict:

@@ -1,9 +1,9 @@
 r"""The time-to-accuracy recipes and their ablation: each recipe, and it with one change.
 
 Each row is ``catdog-train`` with one of the presets (``fast``, ``fast_progressive``,
-``fast_progressive_wh``, ``quick_wh``, ``full_progressive``, or ``full`` for the baselines),
-its model and the overrides printed in its command column (the row's own, then every
-``--set``), run for every seed into ``WORKDIR/ROW-seedN``
+``fast_progressive_wh``, ``full_progressive``, or ``full`` for the baselines), its model and
+the overrides printed in its command column (the row's own, then every ``--set``), run for
+every seed into ``WORKDIR/ROW-seedN``
 (finished runs are read, interrupted ones resume). The table gives test accuracy at the
 validation threshold without and with flip TTA, AUC, the training compute (images trained on x
 3 x forward FLOPs) as a fraction of conv5_bn's 60-epoch ``full`` run, and the wall time on this
