@@ -30,7 +30,7 @@ from absl import flags
 
 from catdog_tf import machine, models, rundir, stats
 from catdog_tf.compare import finished_under
-from catdog_tf.config import get_preset, parse_override
+from catdog_tf.config import Config, get_preset, parse_override
 from catdog_tf.train import metrics, train_and_evaluate
 from catdog_tf.utils import read_json
 
@@ -62,6 +62,15 @@ def _wh_short(epochs: int, *overrides: str) -> Row:
     return Row(
         "fast_progressive_wh",
         [f"epochs={epochs}", "low_res_epochs=14", *overrides],
+        model="conv5_wh",
+    )
+
+
+def _wh_best(*overrides: str) -> Row:
+    """A row of ``wh_pool_first_ls02``, the best recipe at a quarter of the compute, changed."""
+    return Row(
+        "fast_progressive_wh",
+        [_POOL_FIRST, "label_smoothing=0.2", *overrides],
         model="conv5_wh",
     )
 
@@ -168,9 +177,13 @@ ROWS: dict[str, Row] = {
     # Each block pools before its batch norm and ReLU: the same FLOPs, a faster step.
     "wh_pool_first": Row("fast_progressive_wh", [_POOL_FIRST], model="conv5_wh"),
     # wh_pool_first with label smoothing 0.2 instead of the recipe's 0.1 (--baseline=wh_pool_first).
-    "wh_pool_first_ls02": Row(
-        "fast_progressive_wh", [_POOL_FIRST, "label_smoothing=0.2"], model="conv5_wh"
-    ),
+    "wh_pool_first_ls02": _wh_best(),
+    # wh_pool_first_ls02 trained by SGD with Nesterov momentum 0.9 instead of AdamW, peak
+    # rates 0.05, 0.1 and 0.2, each with the weight decay that shrinks every weight by 5e-4
+    # of itself per step at the peak (--baseline=wh_pool_first_ls02).
+    "wh_sgd_lr005": _wh_best("optimizer=sgd", "learning_rate=0.05", "weight_decay=0.01"),
+    "wh_sgd_lr01": _wh_best("optimizer=sgd", "learning_rate=0.1", "weight_decay=0.005"),
+    "wh_sgd_lr02": _wh_best("optimizer=sgd", "learning_rate=0.2", "weight_decay=0.0025"),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(
@@ -213,10 +226,23 @@ _DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Image folder.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/ablation", "Where the runs go.")
 _ROWS = flags.DEFINE_list("rows", list(ROWS), f"Rows to run, of: {', '.join(ROWS)}.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds of each row.")
+flags.register_validator(
+    "rows", lambda rows: set(rows) <= set(ROWS), f"--rows takes rows of: {', '.join(ROWS)}"
+)
+flags.register_validator(
+    "seeds",
+    lambda seeds: all(s.isdigit() for s in seeds),
+    "--seeds takes non-negative integers, e.g. 0,1,2",
+)
 _MODEL = flags.DEFINE_string(
     "model", None, "Model of every row without its own (default: the row's preset's model)."
 )
 _TRAIN = flags.DEFINE_bool("train", True, "Train missing runs (false: table of finished ones).")
+_COMMANDS = flags.DEFINE_bool(
+    "commands",
+    False,
+    "Print each run's catdog-train command, every row's configuration checked, and stop.",
+)
 _SET = flags.DEFINE_multi_string(
     "set",
     [],
@@ -247,13 +273,19 @@ def command(row: str, seed: int) -> str:
     )
 
 
-def run_row(row: str, seed: int) -> dict | None:
-    """The result of one run of ``row``: read if finished, else trained (if --train)."""
+def row_config(row: str, seed: int) -> Config:
+    """The checked configuration of one run of ``row`` (raises ConfigError if it is bad)."""
     config = get_preset(ROWS[row].preset, model_of(row)).replace(data=_DATA.value, seed=seed)
     for assignment in overrides(row):
         config = parse_override(config, assignment)
+    return config.validate()
+
+
+def run_row(row: str, seed: int) -> dict | None:
+    """The result of one run of ``row``: read if finished, else trained (if --train)."""
+    config = row_config(row, seed)
     run_dir = os.path.join(_WORKDIR.value, f"{row}-seed{seed}")
-    if finished_under(run_dir, config.validate()):
+    if finished_under(run_dir, config):
         return read_json(rundir.path(run_dir, rundir.RESULT))
     if not _TRAIN.value:
         return None
@@ -319,6 +351,12 @@ def _mean(values: list[float | None]) -> str:
 def main(argv: list[str]) -> None:
     del argv
     seeds = [int(s) for s in _SEEDS.value]
+    if _COMMANDS.value:
+        for row in _ROWS.value:
+            for seed in seeds:
+                row_config(row, seed)
+                print(command(row, seed))
+        return
     cpu = machine.probe().describe()
     lines = [
         f"CPU: {cpu}",

@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -269,3 +270,29 @@ def test_a_benchmark_script_prints_only_its_own_lines(script, flag, message):
     assert out.stdout == ""
     (line,) = out.stderr.splitlines()
     assert line == f"{script}: error: {message}", line
+
+
+def test_recipe_ablation_prints_each_runs_command_with_every_set_last():
+    # Every row's configuration is checked on the way: a row that no longer parses fails here.
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "recipe_ablation.py"
+    out = subprocess.run(
+        [sys.executable, str(path), "--commands", "--seeds=0,3", "--set=precision=float32"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    commands = [shlex.split(line) for line in out.stdout.splitlines()]
+    workdirs = [c[-1].removeprefix("--workdir=") for c in commands]
+    assert len(set(workdirs)) == len(workdirs) > 40
+    assert all(c[0] == "catdog-train" and c[-3] == "--set=precision=float32" for c in commands)
+    by_workdir = dict(zip(workdirs, commands, strict=True))
+    assert by_workdir["runs/ablation/wh_pool_first_ls02-seed3"][1:-2] == [
+        "--preset=fast_progressive_wh",
+        "--model=conv5_wh",
+        "--seed=3",
+        '--set=model_kwargs={"pool_first": true}',
+        "--set=label_smoothing=0.2",
+        "--set=precision=float32",
+    ]
