@@ -478,6 +478,8 @@ def flag_cases(timeout: int) -> list[Case]:
     flag_case("ema_start without ema_decay", "--set=ema_start=1")
     flag_case("ema_start after the last epoch", "--set=ema_decay=0.9", "--set=ema_start=99")
     flag_case("alternating_flip without augment", "--set=alternating_flip=true")
+    flag_case("cutout without augment", "--set=cutout=0.25")
+    flag_case("cutout=1", "--set=augment=true", "--set=cutout=1")
     flag_case("dirac for a model without it", "--model=conv3", '--set=model_kwargs={"dirac": true}')
     flag_case("pool_first for the mlp", "--model=mlp", '--set=model_kwargs={"pool_first": true}')
     flag_case("lookahead_steps without ema_decay", "--set=lookahead_steps=5")

@@ -201,6 +201,12 @@ class Config:
         "by a fixed random bit per image) instead of by a fresh coin flip each epoch, so "
         "any two consecutive epochs show it both ways.",
     )
+    cutout: float = _field(
+        0.0,
+        "With ``augment``: after the other transforms, a mid-grey rectangle this fraction of "
+        "the image's height by this fraction of its width hides a random part of each "
+        "training image (cutout); ``0`` for none.",
+    )
     cache: str = _field(
         "memory",
         '``memory``, ``""`` (no cache) or a file path prefix for ``tf.data`` caching of the '
@@ -284,7 +290,7 @@ class Config:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
-        for name in ("label_smoothing", "ema_decay"):
+        for name in ("label_smoothing", "ema_decay", "cutout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.ema_start < self.epochs:
@@ -293,6 +299,8 @@ class Config:
             )
         if self.alternating_flip and not self.augment:
             raise ConfigError("alternating_flip needs augment=true: it replaces its random flip")
+        if self.cutout and not self.augment:
+            raise ConfigError("cutout needs augment=true: it is one of the training transforms")
         for name in ("ema_start", "lookahead_steps"):
             if getattr(self, name) and not self.ema_decay:
                 raise ConfigError(f"{name} needs ema_decay > 0: there is no average")

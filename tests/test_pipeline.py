@@ -164,6 +164,29 @@ def test_flip_shift_identity_when_ranges_are_zero():
     assert out.dtype == tf.uint8
 
 
+def test_cutout_greys_one_clipped_rectangle_per_image_from_its_own_draw():
+    images = tf.fill([64, 20, 40, 3], tf.constant(7, tf.uint8))
+    seed = tf.constant([4, 9], tf.int64)
+    out = data.cutout(images, seed, 0.5).numpy()
+    np.testing.assert_array_equal(out, data.cutout(images, seed, 0.5).numpy())
+    assert set(np.unique(out)) == {7, 128}
+    corners = set()
+    for image in out:
+        rows, cols = np.nonzero((image == 128).all(axis=-1))
+        # A 10 x 20 rectangle centred inside the image: at least half of each side shows.
+        assert 5 <= np.ptp(rows) + 1 <= 10 and 10 <= np.ptp(cols) + 1 <= 20
+        assert len(rows) == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+        corners.add((rows.min(), cols.min()))
+    assert len(corners) > 16
+    # Float batches in [0, 1] get grey 0.5; size 0 is the identity.
+    floats = data.cutout(tf.zeros([2, 8, 8, 3]), seed, 0.25).numpy()
+    assert set(np.unique(floats)) == {0.0, 0.5}
+    assert data.cutout(images, seed, 0.0) is images
+    # As a variant's last transform: the variant's own pixels elsewhere.
+    moved = data.FlipShiftConfig(cutout=0.5)(images, seed).numpy()
+    assert set(np.unique(moved)) == {7, 128}
+
+
 def test_downscale_is_the_block_mean_eagerly_and_in_tf_data():
     images = np.random.default_rng(0).integers(0, 256, (2, 8, 12, 3), np.uint8)
     # Halving: each output pixel is the mean of a 2x2 block, rounded half to even as tf does.

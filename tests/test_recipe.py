@@ -86,6 +86,8 @@ def test_warmup_then_constant_schedule():
         {"ema_decay": 0.5, "lookahead_steps": -1},
         {"ema_decay": 0.9, "ema_start": 2.0, "epochs": 2},
         {"alternating_flip": True},  # No augment.
+        {"cutout": 0.25},  # No augment.
+        {"cutout": 1.0, "augment": True},
         {"warmup_epochs": 2.0, "epochs": 2},
         {"warmup_epochs": -1.0},
         {"low_res_epochs": 2, "epochs": 2},
@@ -218,6 +220,7 @@ def test_recipe_run_reports_tta_and_compute_and_resumes_exactly(tmp_path):
         tta=True,
         augment=True,
         alternating_flip=True,
+        cutout=0.3,
     )
     whole = train_and_evaluate(config, str(tmp_path / "whole"), verbose=False)
     for key in ("validation_tta", "test_tta"):

@@ -137,6 +137,7 @@ class AugmentConfig:
       zoom: Scale drawn from [1 - zoom, 1 + zoom].
       shift: Translation drawn from [-shift, shift] of the width and of the height.
       shear: Shear factor drawn from [-shear, shear].
+      cutout: Side of :func:`cutout`'s square as a fraction of the image's; 0 for none.
     """
 
     flip: bool = True
@@ -144,10 +145,11 @@ class AugmentConfig:
     zoom: float = 0.15
     shift: float = 0.1
     shear: float = 0.1
+    cutout: float = 0.0
 
     def __call__(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """:func:`augment` with these ranges."""
-        return augment(images, seed, self)
+        """:func:`augment` with these ranges, then :func:`cutout` if asked."""
+        return cutout(augment(images, seed, self), seed, self.cutout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,14 +160,16 @@ class FlipShiftConfig:
       flip: Horizontal flip with probability 0.5.
       shift: Translation drawn uniformly from the whole pixels within [-shift, shift] of the
         height and of the width.
+      cutout: Side of :func:`cutout`'s square as a fraction of the image's; 0 for none.
     """
 
     flip: bool = True
     shift: float = 0.1
+    cutout: float = 0.0
 
     def __call__(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """:func:`flip_shift` with these ranges."""
-        return flip_shift(images, seed, self)
+        """:func:`flip_shift` with these ranges, then :func:`cutout` if asked."""
+        return cutout(flip_shift(images, seed, self), seed, self.cutout)
 
 
 # The ``augment_ops`` config values: each builds the default ranges of its variant.
@@ -257,6 +261,39 @@ def flip_shift(
     cols = tf.clip_by_value(cols, 0, width - 1)
     shifted = tf.gather(images, rows, axis=1, batch_dims=1)
     return tf.gather(shifted, cols, axis=2, batch_dims=1)
+
+
+def cutout(images: tf.Tensor, seed: tf.Tensor, size: float) -> tf.Tensor:
+    """Cutout (DeVries and Taylor, 2017): a mid-grey rectangle in each image of a batch.
+
+    The rectangle is ``size`` of the image's height by ``size`` of its width, centred on a
+    pixel drawn uniformly from the whole image, so near a border only part of it shows.
+
+    Args:
+      images: Batch (N, H, W, C), uint8 (grey is 128) or float in [0, 1] (grey is 0.5).
+      seed: int32/int64 tensor of shape (2,): the seed of the batch's other transforms, from
+        which this draw's own is derived (the two are independent).
+      size: Fraction of each side, in [0, 1); 0 returns ``images`` unchanged.
+
+    Returns:
+      The batch, same shape and dtype.
+    """
+    if not size:
+        return images
+    n, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    u = tf.random.stateless_uniform([n, 2], seed=tf.random.experimental.stateless_fold_in(seed, 1))
+
+    def inside(length: tf.Tensor, column: int) -> tf.Tensor:
+        # (N, length): whether each row (or column) index falls in the image's cut band.
+        length_f = tf.cast(length, tf.float32)
+        centre = tf.floor(u[:, column] * length_f)[:, None]
+        half = tf.round(size * length_f) / 2
+        index = tf.cast(tf.range(length), tf.float32)[None, :]
+        return (index >= centre - half) & (index < centre + half)
+
+    mask = inside(height, 0)[:, :, None, None] & inside(width, 1)[:, None, :, None]
+    grey = tf.cast(128 if images.dtype == tf.uint8 else 0.5, images.dtype)
+    return tf.where(mask, grey, images)
 
 
 def alternating_flip(images: tf.Tensor, positions: tf.Tensor, seed: int, epoch: int) -> tf.Tensor:

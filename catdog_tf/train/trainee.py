@@ -110,7 +110,9 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
         sample = data.first_images(splits["train"], config.image_size, whitening.SAMPLE_IMAGES)
         models.init_whitening(steps.model, sample)
     augment = (
-        data.AUGMENTATIONS[config.augment_ops](flip=not config.alternating_flip)
+        data.AUGMENTATIONS[config.augment_ops](
+            flip=not config.alternating_flip, cutout=config.cutout
+        )
         if config.augment
         else None
     )
