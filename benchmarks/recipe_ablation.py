@@ -184,9 +184,8 @@ ROWS: dict[str, Row] = {
     "wh_sgd_lr005": _wh_best("optimizer=sgd", "learning_rate=0.05", "weight_decay=0.01"),
     "wh_sgd_lr01": _wh_best("optimizer=sgd", "learning_rate=0.1", "weight_decay=0.005"),
     "wh_sgd_lr02": _wh_best("optimizer=sgd", "learning_rate=0.2", "weight_decay=0.0025"),
-    # wh_pool_first_ls02 with cutout: a grey rectangle of a quarter, and of 0.4, of each side.
+    # wh_pool_first_ls02 with cutout: a grey rectangle of a quarter of each side.
     "wh_cutout025": _wh_best("cutout=0.25"),
-    "wh_cutout04": _wh_best("cutout=0.4"),
     # Towards 97% at full's compute: wh_pool_first_ls02 stretched to 60 epochs (30 shrunk,
     # 0.53 of the compute) and to 110 (55 shrunk, 0.97 of it); --baseline=progressive_60_wd03.
     "wh_best_60": _wh_best("epochs=60", "low_res_epochs=30"),
