@@ -187,7 +187,7 @@ ROWS: dict[str, Row] = {
     # wh_pool_first_ls02 with cutout: a grey rectangle of a quarter of each side.
     "wh_cutout025": _wh_best("cutout=0.25"),
     # Towards 97% at full's compute: wh_pool_first_ls02 stretched to 60 epochs (30 shrunk,
-    # 0.53 of the compute) and to 110 (55 shrunk, 0.97 of it); --baseline=progressive_60_wd03.
+    # 0.53 of the compute: the preset full_progressive_wh) and to 110 (55 shrunk, 0.97 of it).
     "wh_best_60": _wh_best("epochs=60", "low_res_epochs=30"),
     "wh_best_110": _wh_best("epochs=110", "low_res_epochs=55"),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for

@@ -619,6 +619,23 @@ def quick_wh(model: str = "conv5_wh") -> Config:
     )
 
 
+def full_progressive_wh(model: str = "conv5_wh") -> Config:
+    """``fast_progressive_wh`` over 60 epochs (30 at half size), pooling first, smoothing 0.2.
+
+    ``full_progressive``'s schedule for conv5_wh, with ``quick_wh``'s blocks (``pool_first``)
+    and label smoothing.
+
+    Command: ``catdog-train --preset=full_progressive_wh --data=dogs-vs-cats/train
+    --workdir=runs/full_progressive_wh``. Compute (conv5_wh): 30 x 16,000 x 3 x 25 MFLOPs + 30
+    x 16,000 x 3 x 114 MFLOPs, about 2.0e14 FLOPs (0.53 of conv5_bn's ``full``).
+    Result: 95.87% test accuracy, 96.20% with flip TTA (means of 3 seeds), in 11.5-12.3 min of
+    training on 2 cores of an Intel Xeon with AMX (bf16).
+    """
+    return fast_progressive_wh(model).replace(
+        epochs=60, low_res_epochs=30, model_kwargs={"pool_first": True}, label_smoothing=0.2
+    )
+
+
 def full_progressive(model: str = "conv5_bn") -> Config:
     """``full``'s 60 epochs with ``fast``'s tricks, weight decay 0.3, the first 30 at half size.
 
@@ -667,6 +684,7 @@ PRESETS: dict[str, Callable[..., Config]] = {
     "fast_progressive_wh": fast_progressive_wh,
     "quick_wh": quick_wh,
     "full_progressive": full_progressive,
+    "full_progressive_wh": full_progressive_wh,
     "smoke": smoke,
 }
 

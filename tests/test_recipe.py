@@ -18,6 +18,7 @@ from catdog_tf.config import (
     fast_progressive_wh,
     full,
     full_progressive,
+    full_progressive_wh,
     quick_wh,
     smoke,
 )
@@ -308,6 +309,7 @@ def test_fast_preset_is_a_quarter_of_full():
         (fast_progressive_wh, 0.25),
         (quick_wh, 0.21),
         (full_progressive, 0.65),
+        (full_progressive_wh, 0.54),
     ],
 )
 def test_progressive_presets_fit_their_share_of_full(preset, share):
