@@ -137,7 +137,7 @@ class AugmentConfig:
       zoom: Scale drawn from [1 - zoom, 1 + zoom].
       shift: Translation drawn from [-shift, shift] of the width and of the height.
       shear: Shear factor drawn from [-shear, shear].
-      cutout: Side of :func:`cutout`'s square as a fraction of the image's; 0 for none.
+      cutout: :func:`cutout`'s rectangle as a fraction of each side of the image; 0 for none.
     """
 
     flip: bool = True
@@ -160,7 +160,7 @@ class FlipShiftConfig:
       flip: Horizontal flip with probability 0.5.
       shift: Translation drawn uniformly from the whole pixels within [-shift, shift] of the
         height and of the width.
-      cutout: Side of :func:`cutout`'s square as a fraction of the image's; 0 for none.
+      cutout: :func:`cutout`'s rectangle as a fraction of each side of the image; 0 for none.
     """
 
     flip: bool = True
