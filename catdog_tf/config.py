@@ -297,10 +297,12 @@ class Config:
             raise ConfigError(
                 f"ema_start={self.ema_start} must be in [0, {self.epochs}): an epoch of the run"
             )
-        if self.alternating_flip and not self.augment:
-            raise ConfigError("alternating_flip needs augment=true: it replaces its random flip")
-        if self.cutout and not self.augment:
-            raise ConfigError("cutout needs augment=true: it is one of the training transforms")
+        for name, why in (
+            ("alternating_flip", "it replaces its random flip"),
+            ("cutout", "it is one of the training transforms"),
+        ):
+            if getattr(self, name) and not self.augment:
+                raise ConfigError(f"{name} needs augment=true: {why}")
         for name in ("ema_start", "lookahead_steps"):
             if getattr(self, name) and not self.ema_decay:
                 raise ConfigError(f"{name} needs ema_decay > 0: there is no average")

@@ -248,6 +248,14 @@ def test_verbosity_is_read_from_the_command_line_as_absl_reads_it():
     assert verbosity_in(["--verbosity=loud", "--vv=3"]) == 0
 
 
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Runs ``benchmarks/SCRIPT.py`` with ``args``; its exit status, stdout and stderr."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{script}.py"
+    return subprocess.run(
+        [sys.executable, str(path), *args], capture_output=True, text=True, timeout=120, env=ENV
+    )
+
+
 @pytest.mark.parametrize(
     "script, flag, message",
     [
@@ -258,14 +266,7 @@ def test_verbosity_is_read_from_the_command_line_as_absl_reads_it():
 )
 def test_a_benchmark_script_prints_only_its_own_lines(script, flag, message):
     # As the commands: TensorFlow's C++ start-up lines hidden, a bad value one line.
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{script}.py"
-    out = subprocess.run(
-        [sys.executable, str(path), flag],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=ENV,
-    )
+    out = run_benchmark(script, flag)
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stdout == ""
     (line,) = out.stderr.splitlines()
@@ -274,14 +275,7 @@ def test_a_benchmark_script_prints_only_its_own_lines(script, flag, message):
 
 def test_recipe_ablation_prints_each_runs_command_with_every_set_last():
     # Every row's configuration is checked on the way: a row that no longer parses fails here.
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "recipe_ablation.py"
-    out = subprocess.run(
-        [sys.executable, str(path), "--commands", "--seeds=0,3", "--set=precision=float32"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=ENV,
-    )
+    out = run_benchmark("recipe_ablation", "--commands", "--seeds=0,3", "--set=precision=float32")
     assert out.returncode == 0, out.stderr[-2000:]
     commands = [shlex.split(line) for line in out.stdout.splitlines()]
     workdirs = [c[-1].removeprefix("--workdir=") for c in commands]
