@@ -31,6 +31,7 @@ from catdog_tf.cli import script  # isort: skip
 import collections
 import dataclasses
 import fcntl
+import functools
 import glob
 import hashlib
 import importlib.util
@@ -189,6 +190,26 @@ class Case:
     keep: Callable[[str], list[str]] | None = None
 
 
+class Cases(list):
+    """The cases of one kind, in order; ``add`` appends one."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def add(
+        self,
+        name: str,
+        expect: str,
+        act: Callable[[str], Outcome],
+        check: Callable[[str, Outcome], str | None] | None = None,
+        keep: Callable[[str], list[str]] | None = None,
+        kind: str = "",
+    ) -> None:
+        """Appends a :class:`Case` of this list's kind, or of ``kind`` if given."""
+        self.append(Case(name, kind or self.kind, expect, act, check, keep))
+
+
 PLANTED = "planted.json"
 
 
@@ -278,75 +299,95 @@ def result(tmp: str) -> dict:
         return json.load(f)
 
 
+def copy_run(run_dir: str, tmp: str, damage: Callable[[str], None] | None = None) -> str:
+    """A copy of ``run_dir`` as ``tmp/run``, passed to ``damage`` if given; its path."""
+    shutil.copytree(run_dir, f"{tmp}/run")
+    if damage:
+        damage(f"{tmp}/run")
+    return f"{tmp}/run"
+
+
+def says(text: str) -> Callable[[str, Outcome], str | None]:
+    """A check that the command's stderr holds ``text``."""
+    return lambda _, outcome: None if text in outcome.stderr else f"no {text!r} on stderr"
+
+
+def images_used(tmp: str) -> int:
+    """How many images the tiny run in ``tmp/run`` used, over all its splits."""
+    return sum(v["n"] for v in result(tmp)["data"].values())
+
+
 def expect_used(n: int) -> Callable[[str, Outcome], str | None]:
     """A check that the tiny run in ``tmp/run`` used ``n`` images in all."""
 
     def check(tmp: str, _: Outcome) -> str | None:
-        used = sum(v["n"] for v in result(tmp)["data"].values())
+        used = images_used(tmp)
         return None if used == n else f"used {used} images, not {n}"
 
     return check
 
 
-def build_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
-    """The cases of data, flags, run directories and using a finished run."""
-    return [
-        *data_cases(timeout),
-        *flag_cases(timeout),
-        *workdir_cases(timeout),
-        *use_cases(timeout, shared),
-    ]
+def bad_image(folder: str, kind: str) -> None:
+    """Writes one image file of ``kind`` (the names of :func:`bad_file_cases`) into ``folder``."""
+    path = f"{folder}/dog.99.jpg"
+    if kind == "truncated":
+        image(path, 1, size=(60, 80))
+        data = read_bytes(path)
+        write(path, data[: len(data) // 2])
+    elif kind == "empty":
+        write(path, "")
+    elif kind == "text":
+        write(path, "not an image\n")
+    elif kind == "png named jpg":
+        image(path, 1, fmt="PNG")
+    elif kind == "directory named jpg":
+        os.makedirs(path)
+    elif kind == "huge":
+        Image.new("1", (20000, 20000)).save(f"{folder}/dog.99.png")
+    elif kind == "non-utf8 name":
+        image(os.fsdecode(os.path.join(folder.encode(), b"dog.\xff\xfe.jpg")), 1)
+    elif kind == "exif rotated":
+        img = Image.fromarray(np.full((30, 40, 3), 200, np.uint8))
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        img.save(path, exif=exif)
+    elif kind == "broken symlink":
+        os.symlink(os.path.join(os.path.dirname(folder), "nowhere.jpg"), path)
+    elif kind == "gif animation":
+        frames = [Image.new("RGB", (30, 40), (c, c, c)) for c in (50, 200)]
+        frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:])
+    else:
+        raise ValueError(f"no bad image of kind {kind}")
 
 
-def data_cases(timeout: int) -> list[Case]:
-    """Data folders: missing, empty, one class, bad files, odd layouts."""
+def folder_cases(timeout: int) -> list[Case]:
+    """Data folders: missing, empty, of one class, of odd names, layouts or links."""
     train, train_case = tiny_trainers(timeout)
-    cases: list[Case] = []
-    add = cases.append
-
-    add(Case("missing data folder", "data", "error", lambda t: train(t, os.path.join(t, "nope"))))
+    cases = Cases("data")
+    add = cases.add
+    add("missing data folder", "error", lambda t: train(t, os.path.join(t, "nope")))
+    add("data is a file", "error", lambda t: train(t, image(os.path.join(t, "x.jpg"), 1)))
+    add("empty folder", "error", train_case(lambda t: (os.makedirs(f"{t}/d"), f"{t}/d")[1]))
     add(
-        Case(
-            "data is a file",
-            "data",
-            "error",
-            lambda t: train(t, image(os.path.join(t, "x.jpg"), 1)),
-        )
+        "one class only",
+        "error",
+        train_case(
+            lambda t: [image(f"{t}/d/dog.{i}.jpg", 1, seed=i) for i in range(8)] and f"{t}/d"
+        ),
     )
     add(
-        Case(
-            "empty folder",
-            "data",
-            "error",
-            train_case(lambda t: (os.makedirs(f"{t}/d"), f"{t}/d")[1]),
-        )
-    )
-    add(
-        Case(
-            "one class only",
-            "data",
-            "error",
-            train_case(
-                lambda t: [image(f"{t}/d/dog.{i}.jpg", 1, seed=i) for i in range(8)] and f"{t}/d"
-            ),
-        )
-    )
-    add(
-        Case(
-            "plural names dogs.1.jpg only",
-            "data",
-            "error",
-            train_case(
-                lambda t: (
-                    [
-                        image(f"{t}/d/{c}s.{i}.jpg", c == "dog", seed=i)
-                        for c in ("cat", "dog")
-                        for i in range(8)
-                    ]
-                    and f"{t}/d"
-                )
-            ),
-        )
+        "plural names dogs.1.jpg only",
+        "error",
+        train_case(
+            lambda t: (
+                [
+                    image(f"{t}/d/{c}s.{i}.jpg", c == "dog", seed=i)
+                    for c in ("cat", "dog")
+                    for i in range(8)
+                ]
+                and f"{t}/d"
+            )
+        ),
     )
 
     def mixed(t):
@@ -354,63 +395,41 @@ def data_cases(timeout: int) -> list[Case]:
         image(f"{t}/d/cat.99.jpg", 0)
         return f"{t}/d"
 
-    add(Case("flat files beside class folders", "data", "error", train_case(mixed)))
+    add("flat files beside class folders", "error", train_case(mixed))
 
     def loop(t):
         classes(f"{t}/d")
         os.symlink(f"{t}/d/cats", f"{t}/d/cats/again")
         return f"{t}/d"
 
-    add(Case("symlink loop in a class folder", "data", "ok", train_case(loop), expect_used(16)))
+    add("symlink loop in a class folder", "ok", train_case(loop), expect_used(16))
 
     def both(t):
         classes(f"{t}/d")
         os.symlink(f"{t}/d/cats/0.jpg", f"{t}/d/dogs/also-0.jpg")
         return f"{t}/d"
 
-    add(Case("one file linked into both classes", "data", "error", train_case(both)))
+    add("one file linked into both classes", "error", train_case(both))
 
     def dup_link(t):
         classes(f"{t}/d")
         os.symlink(f"{t}/d/dogs/0.jpg", f"{t}/d/dogs/copy.jpg")
         return f"{t}/d"
 
-    add(
-        Case(
-            "same file linked twice in a class", "data", "ok", train_case(dup_link), expect_used(16)
-        )
-    )
+    add("same file linked twice in a class", "ok", train_case(dup_link), expect_used(16))
+    return cases
+
+
+def bad_file_cases(timeout: int) -> list[Case]:
+    """Unreadable or misnamed image files, and sources with too few classes or no network."""
+    train, train_case = tiny_trainers(timeout)
+    cases = Cases("data")
+    add = cases.add
 
     def with_bad(kind):
         def setup(t):
             kaggle(f"{t}/d")
-            path = f"{t}/d/dog.99.jpg"
-            if kind == "truncated":
-                image(path, 1, size=(60, 80))
-                data = read_bytes(path)
-                write(path, data[: len(data) // 2])
-            elif kind == "empty":
-                write(path, "")
-            elif kind == "text":
-                write(path, "not an image\n")
-            elif kind == "png named jpg":
-                image(path, 1, fmt="PNG")
-            elif kind == "directory named jpg":
-                os.makedirs(path)
-            elif kind == "huge":
-                Image.new("1", (20000, 20000)).save(f"{t}/d/dog.99.png")
-            elif kind == "non-utf8 name":
-                image(os.fsdecode(os.path.join(f"{t}/d".encode(), b"dog.\xff\xfe.jpg")), 1)
-            elif kind == "exif rotated":
-                img = Image.fromarray(np.full((30, 40, 3), 200, np.uint8))
-                exif = Image.Exif()
-                exif[0x0112] = 6
-                img.save(path, exif=exif)
-            elif kind == "broken symlink":
-                os.symlink(f"{t}/nowhere.jpg", path)
-            elif kind == "gif animation":
-                frames = [Image.new("RGB", (30, 40), (c, c, c)) for c in (50, 200)]
-                frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:])
+            bad_image(f"{t}/d", kind)
             return f"{t}/d"
 
         return setup
@@ -427,7 +446,7 @@ def data_cases(timeout: int) -> list[Case]:
         ("broken symlink", 16),
         ("gif animation", 17),
     ):
-        add(Case(f"{kind} image file", "data", "ok", train_case(with_bad(kind)), expect_used(n)))
+        add(f"{kind} image file", "ok", train_case(with_bad(kind)), expect_used(n))
 
     def dogs_all_bad(t):
         kaggle(f"{t}/d")
@@ -435,34 +454,24 @@ def data_cases(timeout: int) -> list[Case]:
             write(f"{t}/d/dog.{i}.jpg", "junk")
         return f"{t}/d"
 
-    add(Case("one class left after bad files", "data", "error", train_case(dogs_all_bad)))
+    add("one class left after bad files", "error", train_case(dogs_all_bad))
+    add("train/ without val/", "error", train_case(lambda t: (kaggle(f"{t}/d/train"), f"{t}/d")[1]))
     add(
-        Case(
-            "train/ without val/",
-            "data",
-            "error",
-            train_case(lambda t: (kaggle(f"{t}/d/train"), f"{t}/d")[1]),
-        )
-    )
-    add(
-        Case(
-            "tfds without network",
-            "data",
-            "error",
-            lambda t: train(t, "tfds:cats_vs_dogs", "--set=skip_bad_files=false"),
-        )
+        "tfds without network",
+        "error",
+        lambda t: train(t, "tfds:cats_vs_dogs", "--set=skip_bad_files=false"),
     )
     return cases
 
 
-def flag_cases(timeout: int) -> list[Case]:
+def value_cases(timeout: int) -> list[Case]:
     """Flags and config values out of range, of the wrong type, or contradicting."""
     train, train_case = tiny_trainers(timeout)
-    cases: list[Case] = []
-    add = cases.append
+    cases = Cases("flags")
+    add = cases.add
 
     def flag_case(name, *extra):
-        add(Case(name, "flags", "error", train_case(lambda t: kaggle(f"{t}/d"), *extra)))
+        add(name, "error", train_case(lambda t: kaggle(f"{t}/d"), *extra))
 
     flag_case("train_size=1.5", "--set=train_size=1.5")
     flag_case("learning_rate=nan", "--learning_rate=nan")
@@ -482,6 +491,13 @@ def flag_cases(timeout: int) -> list[Case]:
     flag_case("cutout=1", "--set=augment=true", "--set=cutout=1")
     flag_case("dirac for a model without it", "--model=conv3", '--set=model_kwargs={"dirac": true}')
     flag_case("pool_first for the mlp", "--model=mlp", '--set=model_kwargs={"pool_first": true}')
+    conv5_wh = ("--model=conv5_wh", "--set=image_height=64", "--set=image_width=64")
+    flag_case(
+        "pooled_convs for 3 of 4 blocks",
+        *conv5_wh,
+        '--set=model_kwargs={"pooled_convs": [1, 1, 1]}',
+    )
+    flag_case("residual without pooled_convs", *conv5_wh, '--set=model_kwargs={"residual": true}')
     flag_case("lookahead_steps without ema_decay", "--set=lookahead_steps=5")
     flag_case("lookahead_steps=-1", "--set=ema_decay=0.5", "--set=lookahead_steps=-1")
     flag_case("unknown model", "--model=nope")
@@ -492,7 +508,16 @@ def flag_cases(timeout: int) -> list[Case]:
     flag_case("epochs=-3", "--epochs=-3")
     flag_case("val_size=0", "--set=val_size=0")
     flag_case("precision=fp8", "--precision=fp8")
+    flag_case("stray positional argument", "extra")
+    flag_case("synthetic_size=10**9", "--set=synthetic_size=1000000000")
+    return cases
 
+
+def runtime_flag_cases(timeout: int) -> list[Case]:
+    """Runs with oneDNN held to AVX2 by its own variable; a weights file that is not HDF5."""
+    train, train_case = tiny_trainers(timeout)
+    cases = Cases("flags")
+    add = cases.add
     # oneDNN limited to AVX2 by its own variable (to mimic an AVX2-only CPU, say): bfloat16
     # has no oneDNN kernel there on an AVX-512 CPU, so auto must not time it, nor a user run it.
     avx2 = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
@@ -507,24 +532,16 @@ def flag_cases(timeout: int) -> list[Case]:
         return None if precision == "float32" else f"trained in {precision} under the limit"
 
     add(
-        Case(
-            "oneDNN limited to AVX2, precision=auto",
-            "flags",
-            "ok",
-            onednn_avx2("--set=precision=auto"),
-            trained_in_float32,
-        )
+        "oneDNN limited to AVX2, precision=auto",
+        "ok",
+        onednn_avx2("--set=precision=auto"),
+        trained_in_float32,
     )
     add(
-        Case(
-            "oneDNN limited to AVX2, precision=mixed_bfloat16",
-            "flags",
-            "error" if limited.bf16_fails else "ok",
-            onednn_avx2("--set=precision=mixed_bfloat16"),
-        )
+        "oneDNN limited to AVX2, precision=mixed_bfloat16",
+        "error" if limited.bf16_fails else "ok",
+        onednn_avx2("--set=precision=mixed_bfloat16"),
     )
-    flag_case("stray positional argument", "extra")
-    flag_case("synthetic_size=10**9", "--set=synthetic_size=1000000000")
 
     def not_hdf5(t):
         kaggle(f"{t}/d")
@@ -532,58 +549,44 @@ def flag_cases(timeout: int) -> list[Case]:
         return f"{t}/d"
 
     add(
-        Case(
-            "weights file not HDF5",
-            "flags",
-            "error",
-            lambda t: train(
-                t,
-                not_hdf5(t),
-                "--model=mobilenetv2_bottleneck",
-                "--set=image_height=32",
-                "--set=image_width=32",
-                f"--set=weights={t}/w.h5",
-            ),
-        )
+        "weights file not HDF5",
+        "error",
+        lambda t: train(
+            t,
+            not_hdf5(t),
+            "--model=mobilenetv2_bottleneck",
+            "--set=image_height=32",
+            "--set=image_width=32",
+            f"--set=weights={t}/w.h5",
+        ),
     )
     return cases
 
 
-def workdir_cases(timeout: int) -> list[Case]:
-    """Run directories (a file, changed data, locks, caches) and faults (Ctrl-C, NaN)."""
+def workdir_path_cases(timeout: int) -> list[Case]:
+    """A run directory that is a file or inside one; --overwrite beside files not its own."""
     train, train_case = tiny_trainers(timeout)
-    cases: list[Case] = []
-    add = cases.append
-
+    cases = Cases("workdir")
+    add = cases.add
     add(
-        Case(
-            "workdir is a file",
-            "workdir",
-            "error",
-            lambda t: train(t, kaggle(f"{t}/d"), workdir=image(f"{t}/f.jpg", 1)),
-        )
-    )
-
-    add(
-        Case(
-            "workdir inside a file",
-            "workdir",
-            "error",
-            lambda t: train(t, kaggle(f"{t}/d"), workdir=image(f"{t}/f.jpg", 1) + "/run"),
-            keep=lambda t: [f"{t}/f.jpg"],
-        )
+        "workdir is a file",
+        "error",
+        lambda t: train(t, kaggle(f"{t}/d"), workdir=image(f"{t}/f.jpg", 1)),
     )
     add(
-        Case(
-            "compare --workdir is a file",
-            "workdir",
-            "error",
-            lambda t: (
-                write(f"{t}/c", "mine"),
-                run("compare", "--preset=smoke", f"--workdir={t}/c", timeout=timeout),
-            )[1],
-            keep=lambda t: [f"{t}/c"],
-        )
+        "workdir inside a file",
+        "error",
+        lambda t: train(t, kaggle(f"{t}/d"), workdir=image(f"{t}/f.jpg", 1) + "/run"),
+        keep=lambda t: [f"{t}/f.jpg"],
+    )
+    add(
+        "compare --workdir is a file",
+        "error",
+        lambda t: (
+            write(f"{t}/c", "mine"),
+            run("compare", "--preset=smoke", f"--workdir={t}/c", timeout=timeout),
+        )[1],
+        keep=lambda t: [f"{t}/c"],
     )
 
     def foreign_config(t):
@@ -593,13 +596,10 @@ def workdir_cases(timeout: int) -> list[Case]:
         return train(t, kaggle(f"{t}/d"), "--overwrite")
 
     add(
-        Case(
-            "foreign config.json + --overwrite",
-            "workdir",
-            "error",
-            foreign_config,
-            keep=lambda t: [f"{t}/run/src/main.py", f"{t}/run/config.json"],
-        )
+        "foreign config.json + --overwrite",
+        "error",
+        foreign_config,
+        keep=lambda t: [f"{t}/run/src/main.py", f"{t}/run/config.json"],
     )
 
     def user_files_overwrite(t):
@@ -608,14 +608,19 @@ def workdir_cases(timeout: int) -> list[Case]:
         return train(t, f"{t}/d", "--epochs=3", "--overwrite")  # Another config.
 
     add(
-        Case(
-            "--overwrite beside a user's file",
-            "workdir",
-            "ok",
-            user_files_overwrite,
-            keep=lambda t: [f"{t}/run/notes.txt"],
-        )
+        "--overwrite beside a user's file",
+        "ok",
+        user_files_overwrite,
+        keep=lambda t: [f"{t}/run/notes.txt"],
     )
+    return cases
+
+
+def damaged_run_cases(timeout: int) -> list[Case]:
+    """A run directory whose config.json or checkpoints are damaged, then a rerun."""
+    train, train_case = tiny_trainers(timeout)
+    cases = Cases("workdir")
+    add = cases.add
 
     def garbage_config(t):
         train(t, kaggle(f"{t}/d"))
@@ -623,13 +628,10 @@ def workdir_cases(timeout: int) -> list[Case]:
         return train(t, f"{t}/d", "--overwrite")
 
     add(
-        Case(
-            "config.json not JSON + --overwrite",
-            "workdir",
-            "error",
-            garbage_config,
-            keep=lambda t: [f"{t}/run/model.keras"],
-        )
+        "config.json not JSON + --overwrite",
+        "error",
+        garbage_config,
+        keep=lambda t: [f"{t}/run/model.keras"],
     )
 
     def config_deleted(t):
@@ -637,7 +639,7 @@ def workdir_cases(timeout: int) -> list[Case]:
         os.remove(f"{t}/run/config.json")
         return train(t, f"{t}/d", "--set=learning_rate=0.1")
 
-    add(Case("config.json deleted, other flags", "workdir", "error", config_deleted))
+    add("config.json deleted, other flags", "error", config_deleted)
 
     def damaged_checkpoints(damage):
         def act(t):
@@ -668,22 +670,22 @@ def workdir_cases(timeout: int) -> list[Case]:
         return check
 
     for damage, kept in (("garbage state file", 2), ("truncated newest", 1), ("missing newest", 1)):
-        add(
-            Case(
-                f"checkpoints: {damage}",
-                "workdir",
-                "ok",
-                damaged_checkpoints(damage),
-                resumed(kept),
-            )
-        )
+        add(f"checkpoints: {damage}", "ok", damaged_checkpoints(damage), resumed(kept))
+    return cases
+
+
+def shared_state_cases(timeout: int) -> list[Case]:
+    """Data changed under a run; caches and lock files shared or left behind."""
+    train, train_case = tiny_trainers(timeout)
+    cases = Cases("workdir")
+    add = cases.add
 
     def data_changed(t):
         train(t, kaggle(f"{t}/d"), "--epochs=2")
         image(f"{t}/d/dog.50.jpg", 1, seed=50)
         return train(t, f"{t}/d")
 
-    add(Case("data folder changed, then resume", "workdir", "error", data_changed))
+    add("data folder changed, then resume", "error", data_changed)
 
     def cache_reused(t):
         cache = f"--set=cache={t}/cache"
@@ -691,7 +693,7 @@ def workdir_cases(timeout: int) -> list[Case]:
         classes(f"{t}/e", n=10)
         return train(t, f"{t}/e", cache)
 
-    add(Case("file cache shared with other data", "workdir", "ok", cache_reused, expect_used(20)))
+    add("file cache shared with other data", "ok", cache_reused, expect_used(20))
 
     def stale_lockfile(t):
         kaggle(f"{t}/d")
@@ -712,7 +714,7 @@ def workdir_cases(timeout: int) -> list[Case]:
                 os.remove(f"{t}/run/cache/{name}")
         return train(t, f"{t}/d", "--set=cache=cache")
 
-    add(Case("stale cache lockfile of a killed run", "workdir", "ok", stale_lockfile))
+    add("stale cache lockfile of a killed run", "ok", stale_lockfile)
 
     def locked(t):
         kaggle(f"{t}/d")
@@ -724,7 +726,15 @@ def workdir_cases(timeout: int) -> list[Case]:
         finally:
             os.close(fd)
 
-    add(Case("second process on a locked workdir", "workdir", "error", locked))
+    add("second process on a locked workdir", "error", locked)
+    return cases
+
+
+def fault_cases(timeout: int) -> list[Case]:
+    """Faults while training: Ctrl-C, a loss that becomes NaN."""
+    train, train_case = tiny_trainers(timeout)
+    cases = Cases("workdir")
+    add = cases.add
 
     def interrupted(t):
         kaggle(f"{t}/d", n=40)
@@ -738,94 +748,60 @@ def workdir_cases(timeout: int) -> list[Case]:
             signal_after=30,
         )
 
-    def says_interrupted(t, outcome):
-        return None if "interrupted" in outcome.stderr else "no 'interrupted' line"
-
-    add(Case("Ctrl-C during training", "fault", "error", interrupted))
+    add("Ctrl-C during training", "error", interrupted, kind="fault")
 
     def resumes_after_interrupt(t):
         interrupted(t)
         return train(t, f"{t}/d", "--epochs=5000", "--set=steps_per_epoch=1")
 
-    add(Case("Ctrl-C, then other steps_per_epoch", "fault", "error", resumes_after_interrupt))
-
+    add("Ctrl-C, then other steps_per_epoch", "error", resumes_after_interrupt, kind="fault")
     add(
-        Case(
-            "learning_rate=1e12 (loss becomes NaN)",
-            "fault",
-            "error",
-            train_case(
-                lambda t: kaggle(f"{t}/d"), "--learning_rate=1e12", "--model=conv1", "--epochs=3"
-            ),
-        )
+        "learning_rate=1e12 (loss becomes NaN)",
+        "error",
+        train_case(
+            lambda t: kaggle(f"{t}/d"), "--learning_rate=1e12", "--model=conv1", "--epochs=3"
+        ),
+        kind="fault",
     )
     return cases
 
 
-def use_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
-    """Using a finished run (``shared['run']``, trained on ``shared['data']``) wrongly."""
-    cases: list[Case] = []
-    add = cases.append
-
-    def use(command, *args):
-        return lambda t: run(command, f"--workdir={shared['run']}", *args, timeout=timeout)
-
-    def copy_run(t, damage):
-        shutil.copytree(shared["run"], f"{t}/run")
-        damage(f"{t}/run")
-        return f"{t}/run"
+def broken_run_use_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """Evaluating a run that is no run or is damaged, or on data where one class decodes."""
+    cases = Cases("use")
+    add = cases.add
 
     add(
-        Case(
-            "eval on a folder that is no run",
-            "use",
-            "error",
-            lambda t: run("eval", f"--workdir={t}", f"--data={shared['data']}", timeout=timeout),
-        )
+        "eval on a folder that is no run",
+        "error",
+        lambda t: run("eval", f"--workdir={t}", f"--data={shared['data']}", timeout=timeout),
     )
 
     def truncate(path):
         data = read_bytes(path)
         write(path, data[: len(data) // 2])
 
+    def eval_damaged(damage: Callable[[str], None]) -> Callable[[str], Outcome]:
+        def act(t):
+            workdir = copy_run(shared["run"], t, damage)
+            return run("eval", f"--workdir={workdir}", f"--data={shared['data']}", timeout=timeout)
+
+        return act
+
     add(
-        Case(
-            "eval with truncated model.keras",
-            "use",
-            "error",
-            lambda t: run(
-                "eval",
-                f"--workdir={copy_run(t, lambda r: truncate(r + '/model.keras'))}",
-                f"--data={shared['data']}",
-                timeout=timeout,
-            ),
-        )
+        "eval with truncated model.keras",
+        "error",
+        eval_damaged(lambda r: truncate(f"{r}/model.keras")),
     )
     add(
-        Case(
-            "eval with config.json not JSON",
-            "use",
-            "error",
-            lambda t: run(
-                "eval",
-                f"--workdir={copy_run(t, lambda r: write(r + '/config.json', '['))}",
-                f"--data={shared['data']}",
-                timeout=timeout,
-            ),
-        )
+        "eval with config.json not JSON",
+        "error",
+        eval_damaged(lambda r: write(f"{r}/config.json", "[")),
     )
     add(
-        Case(
-            "eval with result.json emptied",
-            "use",
-            "error",
-            lambda t: run(
-                "eval",
-                f"--workdir={copy_run(t, lambda r: write(r + '/result.json', ''))}",
-                f"--data={shared['data']}",
-                timeout=timeout,
-            ),
-        )
+        "eval with result.json emptied",
+        "error",
+        eval_damaged(lambda r: write(f"{r}/result.json", "")),
     )
 
     def eval_one_class(t):
@@ -840,13 +816,20 @@ def use_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
             timeout=timeout,
         )
 
-    add(Case("eval where one class decodes", "use", "error", eval_one_class))
+    add("eval where one class decodes", "error", eval_one_class)
+    return cases
+
+
+def add_tta_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """add_tta when the run's images moved or were replaced by others."""
+    cases = Cases("use")
+    add = cases.add
 
     def add_tta_moved(t):
         moved = shutil.copytree(shared["data"], f"{t}/moved")
         return run(
             "eval",
-            f"--workdir={copy_run(t, lambda r: None)}",
+            f"--workdir={copy_run(shared['run'], t)}",
             "--add_tta",
             f"--data={moved}",
             timeout=timeout,
@@ -855,7 +838,7 @@ def use_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
     def has_tta(t, _):
         return None if result(t).get("validation_tta") else "no validation_tta in result.json"
 
-    add(Case("add_tta with the run's images moved", "use", "ok", add_tta_moved, has_tta))
+    add("add_tta with the run's images moved", "ok", add_tta_moved, has_tta)
 
     def add_tta_impostor(t):
         # The same file names, other pictures: the split is the same, the images are not.
@@ -864,27 +847,34 @@ def use_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
             image(f"{impostor}/{name}", name.startswith("dog"), size=(34, 26), seed=7)
         return run(
             "eval",
-            f"--workdir={copy_run(t, lambda r: None)}",
+            f"--workdir={copy_run(shared['run'], t)}",
             "--add_tta",
             f"--data={impostor}",
             timeout=timeout,
         )
 
     add(
-        Case(
-            "add_tta with other images under the run's file names",
-            "use",
-            "error",
-            add_tta_impostor,
-            keep=lambda t: [f"{t}/run/result.json"],
-        )
+        "add_tta with other images under the run's file names",
+        "error",
+        add_tta_impostor,
+        keep=lambda t: [f"{t}/run/result.json"],
     )
+    return cases
+
+
+def predict_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """predict, inspect and compare given no images, odd ids or files that are no images."""
+    cases = Cases("use")
+    add = cases.add
+
+    def use(command, *args):
+        return lambda t: run(command, f"--workdir={shared['run']}", *args, timeout=timeout)
 
     def predict_empty(t):
         os.makedirs(f"{t}/empty")
         return use("predict", f"{t}/empty")(t)
 
-    add(Case("predict a folder without images", "use", "error", predict_empty))
+    add("predict a folder without images", "error", predict_empty)
 
     def submission(t):
         image(f"{t}/p/1.jpg", 1)
@@ -900,34 +890,25 @@ def use_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
             else f"submission rows {rows}"
         )
 
-    add(Case("predict --submission with id \u00b2.jpg", "use", "ok", submission, submission_rows))
+    add("predict --submission with id \u00b2.jpg", "ok", submission, submission_rows)
     add(
-        Case(
-            "predict a non-image file",
-            "use",
-            "ok",
-            lambda t: (write(f"{t}/x.jpg", "x"), use("predict", f"{t}/x.jpg")(t))[1],
-            lambda t, o: None if "unreadable" in o.stdout else "no 'unreadable' line",
-        )
+        "predict a non-image file",
+        "ok",
+        lambda t: (write(f"{t}/x.jpg", "x"), use("predict", f"{t}/x.jpg")(t))[1],
+        lambda t, o: None if "unreadable" in o.stdout else "no 'unreadable' line",
     )
     add(
-        Case(
-            "inspect a non-image file",
-            "use",
-            "error",
-            lambda t: (write(f"{t}/x.jpg", "x"), use("inspect", f"{t}/x.jpg")(t))[1],
-        )
+        "inspect a non-image file",
+        "error",
+        lambda t: (write(f"{t}/x.jpg", "x"), use("inspect", f"{t}/x.jpg")(t))[1],
     )
-    add(Case("inspect a missing file", "use", "error", use("inspect", "/nonexistent.jpg")))
+    add("inspect a missing file", "error", use("inspect", "/nonexistent.jpg"))
     add(
-        Case(
-            "compare --models=mlp,mlp",
-            "use",
-            "error",
-            lambda t: run(
-                "compare", "--preset=smoke", "--models=mlp,mlp", f"--workdir={t}/c", timeout=timeout
-            ),
-        )
+        "compare --models=mlp,mlp",
+        "error",
+        lambda t: run(
+            "compare", "--preset=smoke", "--models=mlp,mlp", f"--workdir={t}/c", timeout=timeout
+        ),
     )
     return cases
 
@@ -960,106 +941,8 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def output_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
-    """Outputs that must never land on a run's, a comparison's or the package's files."""
-    weights = os.path.join(package_folder(), "weights")
-    model = os.path.join(weights, SHIPPED)
-
-    def own_copy(t: str) -> str:
-        return shutil.copytree(shared["run"], f"{t}/run")
-
-    def eval_over(name: str) -> Callable[[str], Outcome]:
-        def act(t):
-            target = f"{own_copy(t)}/{name}"
-            plant(t, target)
-            return run(
-                "eval",
-                f"--workdir={t}/run",
-                f"--data={shared['data']}",
-                f"--output={target}",
-                timeout=timeout,
-            )
-
-        return act
-
-    def submission_over_config(t):
-        plant(t, f"{own_copy(t)}/config.json")
-        return run(
-            "predict",
-            f"--workdir={t}/run",
-            f"--submission={t}/run/config.json",
-            shared["data"],
-            timeout=timeout,
-        )
-
-    def eval_into_package(t):
-        plant(t, f"{model}/result.json")
-        return run(
-            "eval",
-            f"--weights={SHIPPED}",
-            f"--data={shared['data']}",
-            f"--output={model}/result.json",
-            timeout=timeout,
-        )
-
-    def train_into(folder: str) -> Callable[[str], Outcome]:
-        def act(t):
-            plant(t, f"{model}/config.json", f"{model}/model.keras")
-            return train_in(t, kaggle(f"{t}/d"), f"--workdir={folder}", timeout=timeout)
-
-        return act
-
-    def compare_into_run(t):
-        plant(t, f"{own_copy(t)}/config.json", f"{t}/run/result.json")
-        return run(
-            "compare", "--preset=smoke", "--models=mlp", f"--workdir={t}/run", timeout=timeout
-        )
-
-    def same_named_folders(t):
-        for side in ("a", "b"):
-            kaggle(f"{t}/{side}/d", n=3, first=UNSEEN)
-        first = run("eval", f"--weights={SHIPPED}", f"--data={t}/a/d", timeout=timeout, cwd=t)
-        plant(t, *glob.glob(f"{t}/{SHIPPED}-outputs/*"))
-        return (
-            first
-            if first.status
-            else run("eval", f"--weights={SHIPPED}", f"--data={t}/b/d", timeout=timeout, cwd=t)
-        )
-
-    def two_reports(t, _):
-        found = len(glob.glob(f"{t}/{SHIPPED}-outputs/eval-d-*.json"))
-        return None if found == 2 else f"{found} reports, not 2"
-
-    def report_again(t):
-        kaggle(f"{t}/d", n=3, first=UNSEEN)
-        args = [f"--weights={SHIPPED}", f"--data={t}/d", f"--output={t}/r.json"]
-        run("eval", *args, timeout=timeout)
-        return run("eval", *args, timeout=timeout)
-
-    def says_replacing(_, outcome):
-        return (
-            None
-            if "replacing the earlier report" in outcome.stderr
-            else "no word of the replaced report"
-        )
-
-    def stray_sidecar(t):
-        kaggle(f"{t}/d", n=3, first=UNSEEN)
-        write(f"{t}/r-predictions.csv", "a user's own table\n")
-        plant(t, f"{t}/r-predictions.csv")
-        return run(
-            "eval", f"--weights={SHIPPED}", f"--data={t}/d", f"--output={t}/r.json", timeout=timeout
-        )
-
-    def output_folder(t):
-        os.makedirs(f"{t}/out")
-        return run(
-            "eval",
-            f"--workdir={shared['run']}",
-            f"--data={shared['data']}",
-            f"--output={t}/out",
-            timeout=timeout,
-        )
+def over_user_files_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """Outputs aimed at one of the user's files or into the data folder."""
 
     def over_a_photo(t):
         kaggle(f"{t}/d", n=3, first=UNSEEN)
@@ -1091,45 +974,145 @@ def output_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
         added = sorted(set(os.listdir(f"{t}/d")) - set(os.listdir(shared["data"])))
         return f"the data folder gained {added}" if added else None
 
-    return [
-        Case("eval --output=one of the user's photos", "outputs", "error", over_a_photo),
-        Case("predict --submission=a user's own CSV", "outputs", "error", over_a_users_csv),
-        Case(
-            "train --workdir=the data folder", "outputs", "error", into_the_data(""), data_untouched
-        ),
-        Case(
-            "train --workdir inside the data folder",
-            "outputs",
-            "error",
-            into_the_data("/run"),
-            data_untouched,
-        ),
-        Case("eval --output=RUN/result.json", "outputs", "error", eval_over("result.json")),
-        Case("eval --output=RUN/model.keras", "outputs", "error", eval_over("model.keras")),
-        Case("predict --submission=RUN/config.json", "outputs", "error", submission_over_config),
-        Case(
-            "eval --weights --output into the shipped model", "outputs", "error", eval_into_package
-        ),
-        Case(
-            "train --workdir=the package's weights folder", "outputs", "error", train_into(weights)
-        ),
-        Case("train --workdir=a shipped model", "outputs", "error", train_into(model)),
-        Case("compare --workdir=a single run", "outputs", "error", compare_into_run),
-        Case(
-            "eval --weights on two folders named alike",
-            "outputs",
-            "ok",
-            same_named_folders,
-            two_reports,
-        ),
-        Case("eval --output over an earlier report", "outputs", "ok", report_again, says_replacing),
-        Case("eval --output beside a user's r-predictions.csv", "outputs", "error", stray_sidecar),
-        Case("eval --output=a folder", "outputs", "error", output_folder),
-    ]
+    cases = Cases("outputs")
+    add = cases.add
+    add("eval --output=one of the user's photos", "error", over_a_photo)
+    add("predict --submission=a user's own CSV", "error", over_a_users_csv)
+    add("train --workdir=the data folder", "error", into_the_data(""), data_untouched)
+    add("train --workdir inside the data folder", "error", into_the_data("/run"), data_untouched)
+    return cases
 
 
-def identity_cases(timeout: int) -> list[Case]:
-    """An image is its file (device and inode, size and time), never only its name or size."""
+def over_run_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """Outputs aimed at a run's files."""
+
+    def eval_over(name: str) -> Callable[[str], Outcome]:
+        def act(t):
+            target = f"{copy_run(shared['run'], t)}/{name}"
+            plant(t, target)
+            return run(
+                "eval",
+                f"--workdir={t}/run",
+                f"--data={shared['data']}",
+                f"--output={target}",
+                timeout=timeout,
+            )
+
+        return act
+
+    def submission_over_config(t):
+        plant(t, f"{copy_run(shared['run'], t)}/config.json")
+        return run(
+            "predict",
+            f"--workdir={t}/run",
+            f"--submission={t}/run/config.json",
+            shared["data"],
+            timeout=timeout,
+        )
+
+    def compare_into_run(t):
+        plant(t, f"{copy_run(shared['run'], t)}/config.json", f"{t}/run/result.json")
+        return run(
+            "compare", "--preset=smoke", "--models=mlp", f"--workdir={t}/run", timeout=timeout
+        )
+
+    cases = Cases("outputs")
+    add = cases.add
+    add("eval --output=RUN/result.json", "error", eval_over("result.json"))
+    add("eval --output=RUN/model.keras", "error", eval_over("model.keras"))
+    add("predict --submission=RUN/config.json", "error", submission_over_config)
+    add("compare --workdir=a single run", "error", compare_into_run)
+    return cases
+
+
+def over_package_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """Outputs aimed at the package's shipped models."""
+    weights = os.path.join(package_folder(), "weights")
+    model = os.path.join(weights, SHIPPED)
+
+    def eval_into_package(t):
+        plant(t, f"{model}/result.json")
+        return run(
+            "eval",
+            f"--weights={SHIPPED}",
+            f"--data={shared['data']}",
+            f"--output={model}/result.json",
+            timeout=timeout,
+        )
+
+    def train_into(folder: str) -> Callable[[str], Outcome]:
+        def act(t):
+            plant(t, f"{model}/config.json", f"{model}/model.keras")
+            return train_in(t, kaggle(f"{t}/d"), f"--workdir={folder}", timeout=timeout)
+
+        return act
+
+    cases = Cases("outputs")
+    add = cases.add
+    add("eval --weights --output into the shipped model", "error", eval_into_package)
+    add("train --workdir=the package's weights folder", "error", train_into(weights))
+    add("train --workdir=a shipped model", "error", train_into(model))
+    return cases
+
+
+def report_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """Reports beside or over earlier ones, from folders named alike, or at a folder."""
+
+    def same_named_folders(t):
+        for side in ("a", "b"):
+            kaggle(f"{t}/{side}/d", n=3, first=UNSEEN)
+        first = run("eval", f"--weights={SHIPPED}", f"--data={t}/a/d", timeout=timeout, cwd=t)
+        plant(t, *glob.glob(f"{t}/{SHIPPED}-outputs/*"))
+        return (
+            first
+            if first.status
+            else run("eval", f"--weights={SHIPPED}", f"--data={t}/b/d", timeout=timeout, cwd=t)
+        )
+
+    def two_reports(t, _):
+        found = len(glob.glob(f"{t}/{SHIPPED}-outputs/eval-d-*.json"))
+        return None if found == 2 else f"{found} reports, not 2"
+
+    def report_again(t):
+        kaggle(f"{t}/d", n=3, first=UNSEEN)
+        args = [f"--weights={SHIPPED}", f"--data={t}/d", f"--output={t}/r.json"]
+        run("eval", *args, timeout=timeout)
+        return run("eval", *args, timeout=timeout)
+
+    def stray_sidecar(t):
+        kaggle(f"{t}/d", n=3, first=UNSEEN)
+        write(f"{t}/r-predictions.csv", "a user's own table\n")
+        plant(t, f"{t}/r-predictions.csv")
+        return run(
+            "eval", f"--weights={SHIPPED}", f"--data={t}/d", f"--output={t}/r.json", timeout=timeout
+        )
+
+    def output_folder(t):
+        os.makedirs(f"{t}/out")
+        return run(
+            "eval",
+            f"--workdir={shared['run']}",
+            f"--data={shared['data']}",
+            f"--output={t}/out",
+            timeout=timeout,
+        )
+
+    cases = Cases("outputs")
+    add = cases.add
+    add("eval --weights on two folders named alike", "ok", same_named_folders, two_reports)
+    add(
+        "eval --output over an earlier report",
+        "ok",
+        report_again,
+        says("replacing the earlier report"),
+    )
+    add("eval --output beside a user's r-predictions.csv", "error", stray_sidecar)
+    add("eval --output=a folder", "error", output_folder)
+    return cases
+
+
+def rewritten_cases(timeout: int) -> list[Case]:
+    """An image rewritten in place at the same size is another image."""
 
     def bmp_folder(root: str) -> str:
         for i in range(8):
@@ -1159,6 +1142,16 @@ def identity_cases(timeout: int) -> list[Case]:
         }
         return None if len(keys) == 2 else f"the file cache holds {len(keys)} train keys, not 2"
 
+    cases = Cases("identity")
+    add = cases.add
+    add("image rewritten at the same size, then resume", "error", rewritten_then_resumed)
+    add("file cache after a same-size rewrite", "ok", rewritten_cache, rekeyed)
+    return cases
+
+
+def linked_cases(timeout: int) -> list[Case]:
+    """One file under two names is one image: refused across classes, used once within one."""
+
     def linked(kind: str, source: str, name: str) -> Callable[[str], Outcome]:
         def act(t):
             kaggle(f"{t}/d")
@@ -1167,48 +1160,31 @@ def identity_cases(timeout: int) -> list[Case]:
 
         return act
 
-    def used(n: int) -> Callable[[str, Outcome], str | None]:
-        def check(t, _):
-            got = sum(v["n"] for v in read_json_file(f"{t}/run/result.json")["data"].values())
-            return None if got == n else f"used {got} images, not {n}"
-
-        return check
-
-    return [
-        Case(
-            "image rewritten at the same size, then resume",
-            "identity",
-            "error",
-            rewritten_then_resumed,
-        ),
-        Case("file cache after a same-size rewrite", "identity", "ok", rewritten_cache, rekeyed),
-        Case(
-            "flat folder: cat.99 a symlink to dog.3",
-            "identity",
-            "error",
-            linked("symlink", "dog.3.jpg", "cat.99.jpg"),
-        ),
-        Case(
-            "flat folder: cat.99 a hard link to dog.3",
-            "identity",
-            "error",
-            linked("hard", "dog.3.jpg", "cat.99.jpg"),
-        ),
-        Case(
-            "flat folder: dog.99 a symlink to dog.3",
-            "identity",
-            "ok",
-            linked("symlink", "dog.3.jpg", "dog.99.jpg"),
-            used(16),
-        ),
-        Case(
-            "flat folder: dog.99 a hard link to dog.3",
-            "identity",
-            "ok",
-            linked("hard", "dog.3.jpg", "dog.99.jpg"),
-            used(16),
-        ),
-    ]
+    cases = Cases("identity")
+    add = cases.add
+    add(
+        "flat folder: cat.99 a symlink to dog.3",
+        "error",
+        linked("symlink", "dog.3.jpg", "cat.99.jpg"),
+    )
+    add(
+        "flat folder: cat.99 a hard link to dog.3",
+        "error",
+        linked("hard", "dog.3.jpg", "cat.99.jpg"),
+    )
+    add(
+        "flat folder: dog.99 a symlink to dog.3",
+        "ok",
+        linked("symlink", "dog.3.jpg", "dog.99.jpg"),
+        expect_used(16),
+    )
+    add(
+        "flat folder: dog.99 a hard link to dog.3",
+        "ok",
+        linked("hard", "dog.3.jpg", "dog.99.jpg"),
+        expect_used(16),
+    )
+    return cases
 
 
 def read_json_file(path: str) -> dict:
@@ -1219,14 +1195,17 @@ def read_json_file(path: str) -> dict:
 def meaning_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
     """An evaluation counts only images the model neither trained nor chose on."""
 
-    def own_folder(t):
+    def eval_run_on(t: str, data: str) -> Outcome:
         return run(
             "eval",
             f"--workdir={shared['run']}",
-            f"--data={shared['data']}",
+            f"--data={data}",
             f"--output={t}/r.json",
             timeout=timeout,
         )
+
+    def own_folder(t):
+        return eval_run_on(t, shared["data"])
 
     def twelve_left_out(_, outcome):
         report = report_of(outcome)
@@ -1238,13 +1217,7 @@ def meaning_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
         for i, name in enumerate(sorted(os.listdir(shared["data"]))):
             os.makedirs(f"{t}/copies/{name[:3]}s", exist_ok=True)
             shutil.copy(f"{shared['data']}/{name}", f"{t}/copies/{name[:3]}s/{i}.jpg")
-        return run(
-            "eval",
-            f"--workdir={shared['run']}",
-            f"--data={t}/copies",
-            f"--output={t}/r.json",
-            timeout=timeout,
-        )
+        return eval_run_on(t, f"{t}/copies")
 
     def kaggle_ids(t):
         kaggle(f"{t}/d", n=4)
@@ -1268,41 +1241,17 @@ def meaning_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
         kaggle(f"{t}/p", n=2)
         return run("predict", f"--workdir={t}/run", f"{t}/p", timeout=timeout)
 
-    def says_synthetic(_, outcome):
-        return (
-            None
-            if "synthetic shapes" in outcome.stderr
-            else "no word that it learnt synthetic shapes"
-        )
-
-    return [
-        Case("eval a run on its own training folder", "meaning", "ok", own_folder, twelve_left_out),
-        Case(
-            "eval a run on renamed copies of its images",
-            "meaning",
-            "ok",
-            renamed_seen,
-            twelve_left_out,
-        ),
-        Case(
-            "eval a shipped model on Kaggle-named images",
-            "meaning",
-            "ok",
-            kaggle_ids,
-            some_left_out,
-        ),
-        Case(
-            "predict photos with a synthetic-trained run",
-            "meaning",
-            "ok",
-            synthetic,
-            says_synthetic,
-        ),
-    ]
+    cases = Cases("meaning")
+    add = cases.add
+    add("eval a run on its own training folder", "ok", own_folder, twelve_left_out)
+    add("eval a run on renamed copies of its images", "ok", renamed_seen, twelve_left_out)
+    add("eval a shipped model on Kaggle-named images", "ok", kaggle_ids, some_left_out)
+    add("predict photos with a synthetic-trained run", "ok", synthetic, says("synthetic shapes"))
+    return cases
 
 
-def ignored_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
-    """Flags, environment and files that used to be ignored without a word."""
+def ignored_flag_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """Flags, environment and folders that used to be ignored without a word."""
 
     def tf_config(t):
         port = free_ports(1)[0]
@@ -1311,13 +1260,53 @@ def ignored_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
         )
         return train_in(t, kaggle(f"{t}/d"), timeout=timeout, env={"TF_CONFIG": cluster})
 
-    def says(text: str) -> Callable[[str, Outcome], str | None]:
-        return lambda _, outcome: None if text in outcome.stderr else f"no {text!r} on stderr"
-
     def fewer_epochs(t):
         shutil.copytree(shared["run"], f"{t}/run")
         plant(t, f"{t}/run/result.json")
         return train_in(t, shared["data"], "--epochs=1", timeout=timeout)
+
+    def own_splits(t):
+        for split in ("train", "validation"):
+            classes(f"{t}/d/{split}", n=6)
+        return train_in(t, f"{t}/d", timeout=timeout)
+
+    def compare_bogus(t):
+        return run(
+            "compare", "--preset=smoke", "--models=mlp,bogus", f"--workdir={t}/c", timeout=timeout
+        )
+
+    def nothing_trained(t, _):
+        return f"{t}/c/mlp was trained" if os.path.exists(f"{t}/c/mlp") else None
+
+    cases = Cases("ignored")
+    add = cases.add
+    add("TF_CONFIG set with the default strategy", "ok", tf_config, says("TF_CONFIG is set"))
+    add(
+        "compare --seeds=0,1 --seed=3",
+        "error",
+        lambda t: run(
+            "compare",
+            "--preset=smoke",
+            "--models=mlp",
+            "--seeds=0,1",
+            "--seed=3",
+            f"--workdir={t}/c",
+            timeout=timeout,
+        ),
+    )
+    add("finished run rerun with fewer --epochs", "error", fewer_epochs)
+    add(
+        "train_size with the data's own train/ and validation/",
+        "ok",
+        own_splits,
+        says("do not apply"),
+    )
+    add("compare --models=mlp,bogus", "error", compare_bogus, nothing_trained)
+    return cases
+
+
+def ignored_name_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """File names predict used to pass over or print unescaped."""
 
     def odd_submission_names(t):
         for name in ("1.jpg", "=2.jpg", "+3.jpg", "-4.jpg", "@5.jpg", "\u0666.jpg"):
@@ -1336,11 +1325,6 @@ def ignored_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
             return f"submission rows {rows}"
         return None if "5 of 6 files" in outcome.stderr else "no count of the files left out"
 
-    def own_splits(t):
-        for split in ("train", "validation"):
-            classes(f"{t}/d/{split}", n=6)
-        return train_in(t, f"{t}/d", timeout=timeout)
-
     def predict_nested(t):
         image(f"{t}/p/loose.jpg", 1)
         image(f"{t}/p/sub/inner.jpg", 0)
@@ -1351,13 +1335,29 @@ def ignored_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
         lines = [line for line in outcome.stdout.splitlines() if line.strip()]
         return None if len(lines) == 3 else f"{len(lines)} lines for 3 images"
 
-    def compare_bogus(t):
-        return run(
-            "compare", "--preset=smoke", "--models=mlp,bogus", f"--workdir={t}/c", timeout=timeout
+    def control_names(t):
+        for name in ("a\nb.jpg", "c\td.jpg", "plain.jpg"):
+            image(f"{t}/p/{name}", 1)
+        return run("predict", f"--workdir={shared['run']}", f"{t}/p", timeout=timeout)
+
+    def escaped(_, outcome):
+        lines = [line for line in outcome.stdout.splitlines() if line.strip()]
+        return (
+            None
+            if len(lines) == 3 and "\t" not in outcome.stdout.replace("\t0.", "")
+            else f"{len(lines)} lines for 3 images"
         )
 
-    def nothing_trained(t, _):
-        return f"{t}/c/mlp was trained" if os.path.exists(f"{t}/c/mlp") else None
+    cases = Cases("ignored")
+    add = cases.add
+    add("submission names =2 +3 -4 @5 and Arabic-Indic 6", "ok", odd_submission_names, counted)
+    add("predict a folder with loose images and subfolders", "ok", predict_nested, three_lines)
+    add("file names with a newline and a tab", "ok", control_names, escaped)
+    return cases
+
+
+def cut_jpeg_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """JPEGs cut in half, with and without an end marker: used and named."""
 
     def cut_jpeg(with_end_marker: bool) -> Callable[[str], Outcome]:
         def act(t):
@@ -1373,75 +1373,16 @@ def ignored_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
         return act
 
     def used_16_named(t, outcome):
-        got = sum(v["n"] for v in read_json_file(f"{t}/run/result.json")["data"].values())
+        got = images_used(t)
         if got != 16:
             return f"used {got} images, not 16"
         return None if "truncated JPEG" in outcome.stderr else "the cut JPEG is not named"
 
-    def control_names(t):
-        for name in ("a\nb.jpg", "c\td.jpg", "plain.jpg"):
-            image(f"{t}/p/{name}", 1)
-        return run("predict", f"--workdir={shared['run']}", f"{t}/p", timeout=timeout)
-
-    def escaped(_, outcome):
-        lines = [line for line in outcome.stdout.splitlines() if line.strip()]
-        return (
-            None
-            if len(lines) == 3 and "\t" not in outcome.stdout.replace("\t0.", "")
-            else f"{len(lines)} lines for 3 images"
-        )
-
-    return [
-        Case(
-            "TF_CONFIG set with the default strategy",
-            "ignored",
-            "ok",
-            tf_config,
-            says("TF_CONFIG is set"),
-        ),
-        Case(
-            "compare --seeds=0,1 --seed=3",
-            "ignored",
-            "error",
-            lambda t: run(
-                "compare",
-                "--preset=smoke",
-                "--models=mlp",
-                "--seeds=0,1",
-                "--seed=3",
-                f"--workdir={t}/c",
-                timeout=timeout,
-            ),
-        ),
-        Case("finished run rerun with fewer --epochs", "ignored", "error", fewer_epochs),
-        Case(
-            "submission names =2 +3 -4 @5 and Arabic-Indic 6",
-            "ignored",
-            "ok",
-            odd_submission_names,
-            counted,
-        ),
-        Case(
-            "train_size with the data's own train/ and validation/",
-            "ignored",
-            "ok",
-            own_splits,
-            says("do not apply"),
-        ),
-        Case(
-            "predict a folder with loose images and subfolders",
-            "ignored",
-            "ok",
-            predict_nested,
-            three_lines,
-        ),
-        Case("compare --models=mlp,bogus", "ignored", "error", compare_bogus, nothing_trained),
-        Case("JPEG cut in half", "ignored", "ok", cut_jpeg(False), used_16_named),
-        Case(
-            "JPEG cut in half, end marker appended", "ignored", "ok", cut_jpeg(True), used_16_named
-        ),
-        Case("file names with a newline and a tab", "ignored", "ok", control_names, escaped),
-    ]
+    cases = Cases("ignored")
+    add = cases.add
+    add("JPEG cut in half", "ok", cut_jpeg(False), used_16_named)
+    add("JPEG cut in half, end marker appended", "ok", cut_jpeg(True), used_16_named)
+    return cases
 
 
 def wait_cases(timeout: int) -> list[Case]:
@@ -1462,63 +1403,48 @@ def wait_cases(timeout: int) -> list[Case]:
     def huge(*extra: str) -> Callable[[str], Outcome]:
         return lambda t: train_in(t, kaggle(f"{t}/d", n=32), *extra, timeout=timeout)
 
-    return [
-        Case(
-            "--data=tfds:mnist offline",
-            "waits",
-            "error",
-            lambda t: train_in(t, "tfds:mnist", timeout=timeout),
+    cases = Cases("waits")
+    add = cases.add
+    add("--data=tfds:mnist offline", "error", lambda t: train_in(t, "tfds:mnist", timeout=timeout))
+    add("multi_worker, the peer never comes (20 s)", "error", lonely_worker("20"))
+    add("CATDOG_TF_WORKER_TIMEOUT=abc", "error", lonely_worker("abc"))
+    add(
+        "mlp at 1024x1024 (805M weights)",
+        "error",
+        huge("--set=image_height=1024", "--set=image_width=1024"),
+    )
+    add(
+        "conv5_bn at 1024x1024, batch 32",
+        "error",
+        huge(
+            "--model=conv5_bn",
+            "--set=image_height=1024",
+            "--set=image_width=1024",
+            "--batch_size=32",
         ),
-        Case("multi_worker, the peer never comes (20 s)", "waits", "error", lonely_worker("20")),
-        Case("CATDOG_TF_WORKER_TIMEOUT=abc", "waits", "error", lonely_worker("abc")),
-        Case(
-            "mlp at 1024x1024 (805M weights)",
-            "waits",
-            "error",
-            huge("--set=image_height=1024", "--set=image_width=1024"),
-        ),
-        Case(
-            "conv5_bn at 1024x1024, batch 32",
-            "waits",
-            "error",
-            huge(
-                "--model=conv5_bn",
-                "--set=image_height=1024",
-                "--set=image_width=1024",
-                "--batch_size=32",
-            ),
-        ),
-    ]
+    )
+    return cases
 
 
 def valid_cases(timeout: int) -> list[Case]:
     """Input that must be taken: odd places to write and image formats PIL reads."""
 
-    def output_only(t):
-        kaggle(f"{t}/d", n=3, first=UNSEEN)
-        os.makedirs(f"{t}/cwd")
+    def eval_shipped(t: str, *extra: str, cwd: str | None = None) -> Outcome:
+        data = kaggle(f"{t}/d", n=3, first=UNSEEN)
         return run(
-            "eval",
-            f"--weights={SHIPPED}",
-            f"--data={t}/d",
-            f"--output={t}/r.json",
-            timeout=timeout,
-            cwd=f"{t}/cwd",
+            "eval", f"--weights={SHIPPED}", f"--data={data}", *extra, timeout=timeout, cwd=cwd
         )
+
+    def output_only(t):
+        os.makedirs(f"{t}/cwd")
+        return eval_shipped(t, f"--output={t}/r.json", cwd=f"{t}/cwd")
 
     def nothing_in_cwd(t, _):
         stray = os.listdir(f"{t}/cwd")
         return f"wrote {stray} into the working folder" if stray else None
 
     def missing_folder(t):
-        kaggle(f"{t}/d", n=3, first=UNSEEN)
-        return run(
-            "eval",
-            f"--weights={SHIPPED}",
-            f"--data={t}/d",
-            f"--output={t}/new/deeper/r.json",
-            timeout=timeout,
-        )
+        return eval_shipped(t, f"--output={t}/new/deeper/r.json")
 
     def long_name(t):
         data = kaggle(f"{t}/{'n' * 250}", n=3, first=UNSEEN)
@@ -1534,44 +1460,40 @@ def valid_cases(timeout: int) -> list[Case]:
         return train_in(t, f"{t}/d", timeout=timeout)
 
     def formats_named(t, outcome):
-        got = sum(v["n"] for v in read_json_file(f"{t}/run/result.json")["data"].values())
+        got = images_used(t)
         if got != 17:
             return f"used {got} images, not 16 and the grey BMP"
         missing = [w for w in ("TIFF", "1-bit", "palette") if w not in outcome.stderr]
         return f"{missing} not named" if missing else None
 
-    return [
-        Case(
-            "eval --weights --output=FILE writes nothing else",
-            "valid",
-            "ok",
-            output_only,
-            nothing_in_cwd,
-        ),
-        Case(
-            "eval --output into folders that do not exist",
-            "valid",
-            "ok",
-            missing_folder,
-            lambda t, _: None if os.path.exists(f"{t}/new/deeper/r.json") else "no report",
-        ),
-        Case(
-            "eval of a data folder with a 250-byte name",
-            "valid",
-            "ok",
-            long_name,
-            lambda t, _: None if glob.glob(f"{t}/{SHIPPED}-outputs/eval-*.json") else "no report",
-        ),
-        Case("TIFF, 1-bit, palette and grey BMPs", "valid", "ok", odd_formats, formats_named),
-    ]
+    cases = Cases("valid")
+    add = cases.add
+    add("eval --weights --output=FILE writes nothing else", "ok", output_only, nothing_in_cwd)
+    add(
+        "eval --output into folders that do not exist",
+        "ok",
+        missing_folder,
+        lambda t, _: None if os.path.exists(f"{t}/new/deeper/r.json") else "no report",
+    )
+    add(
+        "eval of a data folder with a 250-byte name",
+        "ok",
+        long_name,
+        lambda t, _: None if glob.glob(f"{t}/{SHIPPED}-outputs/eval-*.json") else "no report",
+    )
+    add("TIFF, 1-bit, palette and grey BMPs", "ok", odd_formats, formats_named)
+    return cases
 
 
-def export_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
-    """Exports: formats, calibration data and outputs that must be refused, and one that works."""
+def export_act(timeout: int, *args: str) -> Callable[[str], Outcome]:
+    """A case's act: catdog-export with ``args``, each ``TMP`` in them the case's folder."""
+    return lambda t: run("export", *[a.replace("TMP", t) for a in args], timeout=timeout)
+
+
+def export_output_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """Exports of an unknown format, without calibration data, or over files not their own."""
     model = os.path.join(package_folder(), "weights", SHIPPED)
-
-    def export(*args: str) -> Callable[[str], Outcome]:
-        return lambda t: run("export", *[a.replace("TMP", t) for a in args], timeout=timeout)
+    export = functools.partial(export_act, timeout)
 
     def over(path: str, *args: str) -> Callable[[str], Outcome]:
         def act(t):
@@ -1581,6 +1503,41 @@ def export_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
             return export(*args)(t)
 
         return act
+
+    shipped = f"--weights={SHIPPED}"
+    cases = Cases("export")
+    add = cases.add
+    add(
+        "export --format=litert_int8 without --data",
+        "error",
+        export(shipped, "--format=litert_int8", "--output=TMP/o"),
+    )
+    add(
+        "export --format=an unknown format",
+        "error",
+        export(shipped, "--format=tfjs", "--output=TMP/o"),
+    )
+    add(
+        "export --output=a user's file",
+        "error",
+        over("TMP/notes.txt", shipped, "--format=onnx", "--output=TMP/notes.txt"),
+    )
+    add(
+        "export into a folder holding a model.onnx",
+        "error",
+        over("TMP/o/model.onnx", shipped, "--format=onnx", "--output=TMP/o"),
+    )
+    add(
+        "export --output=the shipped model's folder",
+        "error",
+        export(shipped, "--format=onnx", f"--output={model}"),
+    )
+    return cases
+
+
+def export_data_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """Exports calibrated on images the model never saw or on a missing folder; one that works."""
+    export = functools.partial(export_act, timeout)
 
     def unseen(t):
         kaggle(f"{t}/d", n=3, first=UNSEEN)
@@ -1594,66 +1551,51 @@ def export_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
         return f"{problems} far from serving.keras" if problems else None
 
     run_flags = (f"--workdir={shared['run']}", f"--data={shared['data']}")
-    return [
-        Case(
-            "export --format=litert_int8 without --data",
-            "export",
-            "error",
-            export(f"--weights={SHIPPED}", "--format=litert_int8", "--output=TMP/o"),
-        ),
-        Case(
-            "export --format=an unknown format",
-            "export",
-            "error",
-            export(f"--weights={SHIPPED}", "--format=tfjs", "--output=TMP/o"),
-        ),
-        Case(
-            "export --output=a user's file",
-            "export",
-            "error",
-            over(
-                "TMP/notes.txt", f"--weights={SHIPPED}", "--format=onnx", "--output=TMP/notes.txt"
-            ),
-        ),
-        Case(
-            "export into a folder holding a model.onnx",
-            "export",
-            "error",
-            over("TMP/o/model.onnx", f"--weights={SHIPPED}", "--format=onnx", "--output=TMP/o"),
-        ),
-        Case(
-            "export --output=the shipped model's folder",
-            "export",
-            "error",
-            export(f"--weights={SHIPPED}", "--format=onnx", f"--output={model}"),
-        ),
-        Case("export int8 with --data of images it never saw", "export", "error", unseen),
-        Case(
-            "export --data=a missing folder",
-            "export",
-            "error",
-            export(*run_flags[:1], "--format=litert_int8", "--data=TMP/nope", "--output=TMP/o"),
-        ),
-        Case(
-            "export ONNX and LiteRT of a run, checked",
-            "export",
-            "ok",
-            export(*run_flags, "--format=onnx,litert,litert_int8", "--output=TMP/o"),
-            checked,
-        ),
-    ]
+    cases = Cases("export")
+    add = cases.add
+    add("export int8 with --data of images it never saw", "error", unseen)
+    add(
+        "export --data=a missing folder",
+        "error",
+        export(*run_flags[:1], "--format=litert_int8", "--data=TMP/nope", "--output=TMP/o"),
+    )
+    add(
+        "export ONNX and LiteRT of a run, checked",
+        "ok",
+        export(*run_flags, "--format=onnx,litert,litert_int8", "--output=TMP/o"),
+        checked,
+    )
+    return cases
 
 
-def round_two(timeout: int, shared: dict[str, str]) -> list[Case]:
-    """The cases around outputs, identity, meaning, ignored input, waits and valid input."""
+def all_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+    """Every case, in the catalogue's order."""
     return [
-        *output_cases(timeout, shared),
-        *identity_cases(timeout),
+        *folder_cases(timeout),
+        *bad_file_cases(timeout),
+        *value_cases(timeout),
+        *runtime_flag_cases(timeout),
+        *workdir_path_cases(timeout),
+        *damaged_run_cases(timeout),
+        *shared_state_cases(timeout),
+        *fault_cases(timeout),
+        *broken_run_use_cases(timeout, shared),
+        *add_tta_cases(timeout, shared),
+        *predict_cases(timeout, shared),
+        *over_user_files_cases(timeout, shared),
+        *over_run_cases(timeout, shared),
+        *over_package_cases(timeout, shared),
+        *report_cases(timeout, shared),
+        *rewritten_cases(timeout),
+        *linked_cases(timeout),
         *meaning_cases(timeout, shared),
-        *ignored_cases(timeout, shared),
+        *ignored_flag_cases(timeout, shared),
+        *ignored_name_cases(timeout, shared),
+        *cut_jpeg_cases(timeout, shared),
         *wait_cases(timeout),
         *valid_cases(timeout),
-        *export_cases(timeout, shared),
+        *export_output_cases(timeout, shared),
+        *export_data_cases(timeout, shared),
     ]
 
 
@@ -1700,7 +1642,7 @@ def main(argv):
     by_kind: dict[str, collections.Counter] = {}
     print("| # | case | kind | expected | outcome | exit | s | last stderr line |")
     print("|---:|---|---|---|---|---:|---:|---|")
-    cases = build_cases(_TIMEOUT.value, shared) + round_two(_TIMEOUT.value, shared)
+    cases = all_cases(_TIMEOUT.value, shared)
     cases = [
         c for c in cases if _ONLY.value in c.name and (not _KINDS.value or c.kind in _KINDS.value)
     ]

@@ -75,6 +75,17 @@ def _wh_best(*overrides: str) -> Row:
     )
 
 
+def _pooled_convs(counts: str, residual: bool = False) -> str:
+    """The ``--set`` giving conv5_wh ``pool_first`` blocks with ``counts`` pooled convs."""
+    extra = ', "residual": true' if residual else ""
+    return f'model_kwargs={{"pool_first": true, "pooled_convs": {counts}{extra}}}'
+
+
+def _filters(filters: str) -> str:
+    """The ``--set`` giving conv5_wh ``pool_first`` blocks of ``filters`` kernels."""
+    return f'model_kwargs={{"pool_first": true, "filters": {filters}}}'
+
+
 # Each ablation row changes one thing of a recipe.
 ROWS: dict[str, Row] = {
     "recipe": Row("fast", []),
@@ -192,6 +203,19 @@ ROWS: dict[str, Row] = {
     "wh_best_110": _wh_best("epochs=110", "low_res_epochs=55"),
     # The 60-epoch row overfits (training accuracy 98%): it with cutout (--baseline=wh_best_60).
     "wh_best_60_cutout025": _wh_best("epochs=60", "low_res_epochs=30", "cutout=0.25"),
+    # Depth at the same compute: one more conv-BN-ReLU in each block, after its pooling
+    # (airbench's order), in the last two blocks (1.15x the FLOPs per image; 26 epochs, 14
+    # shrunk) or in all four (1.38x; 21 epochs, 11 shrunk), and all four as residual branches.
+    "wh_pooled_0011": _wh_best("epochs=26", "low_res_epochs=14", _pooled_convs("[0, 0, 1, 1]")),
+    "wh_pooled_1111": _wh_best("epochs=21", "low_res_epochs=11", _pooled_convs("1")),
+    "wh_pooled_1111_residual": _wh_best(
+        "epochs=21", "low_res_epochs=11", _pooled_convs("1", residual=True)
+    ),
+    # Narrower early blocks, where the pixels are many, and the FLOPs saved spent on epochs:
+    # 16 kernels in the first block (0.71x the FLOPs per image; 41 epochs, 21 shrunk), and
+    # 16 and 32 in the first two (0.54x; 53 epochs, 27 shrunk).
+    "wh_narrow16": _wh_best("epochs=41", "low_res_epochs=21", _filters("[16, 64, 128, 256]")),
+    "wh_narrow16_32": _wh_best("epochs=53", "low_res_epochs=27", _filters("[16, 32, 128, 256]")),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(

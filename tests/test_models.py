@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from catdog_tf import config, models
+from catdog_tf.errors import ConfigError
 from catdog_tf.models import whitening
 from catdog_tf.models.fused import FusedBatchNorm
 
@@ -186,6 +187,44 @@ def test_pooling_first_is_the_same_function_while_batch_norm_scales_are_positive
     pooled = first.get_layer("block1_2_bn").input.shape
     assert pooled[1:3] == after.get_layer("block1_pool").output.shape[1:3]
     assert first.get_layer("block1_1_bn").input.shape[1:3] == (24, 32)  # Not the block's last.
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_pooled_convs_run_at_the_pooled_size_and_can_be_residual(residual):
+    shape = (48, 64, 3)
+    model = models.build_model(
+        "conv5_wh",
+        input_shape=shape,
+        pool_first=True,
+        pooled_convs=[0, 1, 0, 2],
+        residual=residual,
+    )
+    names = [layer.name for layer in model.layers]
+    assert [n for n in names if n.endswith("_conv") and "pooled" in n] == [
+        "block2_pooled1_conv",
+        "block4_pooled1_conv",
+        "block4_pooled2_conv",
+    ]
+    pooled = model.get_layer("block2_pool").output.shape
+    assert model.get_layer("block2_pooled1_conv").output.shape[1:3] == pooled[1:3]
+    adds = [n for n in names if n.endswith("_residual")]
+    assert adds == (["block2_residual", "block4_residual"] if residual else [])
+    plain = models.build_model("conv5_wh", input_shape=shape, pool_first=True)
+    assert models.count_flops(model) > models.count_flops(plain)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"pooled_convs": [1, 1]},
+        {"pooled_convs": -1},
+        {"pooled_convs": [1, 1, 1, True]},
+        {"residual": True},
+    ],
+)
+def test_bad_pooled_convs_are_one_config_error(kwargs):
+    with pytest.raises(ConfigError, match="pooled_convs"):
+        models.build_model("conv5_wh", input_shape=(48, 64, 3), **kwargs)
 
 
 def _train_step(model, x, y):

@@ -62,6 +62,47 @@ def dirac_init(conv: layers.Conv2D) -> None:
     conv.kernel.assign(kernel)
 
 
+def _per_block(counts: int | Sequence[int], blocks: int, name: str) -> list[int]:
+    """``counts`` as one non-negative int per block; a single int is every block's."""
+    per_block = [counts] * blocks if isinstance(counts, int) else list(counts)
+    if len(per_block) != blocks or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in per_block
+    ):
+        raise ValueError(f"{name} takes one count >= 0, or one per block ({blocks}): {counts}")
+    return per_block
+
+
+def _block(
+    x,
+    name: str,
+    filters: int,
+    convs: int,
+    pool_first: bool,
+    pooled: int,
+    bn_scale: bool,
+    dirac: bool,
+    residual: bool,
+):
+    """``convs`` conv-BN-ReLU, 2x2 max pooling, then ``pooled`` more at the pooled size.
+
+    The arguments are :func:`conv4_bn`'s, for one block; ``residual`` adds the pooled
+    convolutions' output to their input.
+    """
+    for c in range(convs):
+        pool = f"{name}_pool" if pool_first and c == convs - 1 else ""
+        x = _conv_bn_relu(x, filters, f"{name}_{c + 1}", bn_scale=bn_scale, dirac=dirac, pool=pool)
+    if not pool_first:
+        x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    branch = x
+    for c in range(pooled):
+        branch = _conv_bn_relu(
+            branch, filters, f"{name}_pooled{c + 1}", bn_scale=bn_scale, dirac=dirac
+        )
+    if residual and pooled:
+        return layers.Add(name=f"{name}_residual")([x, branch])
+    return branch
+
+
 @register(
     "conv4_bn",
     learning_rate=1e-3,
@@ -77,6 +118,8 @@ def conv4_bn(
     bn_scale: bool = True,
     dirac: bool = False,
     pool_first: bool = False,
+    pooled_convs: int | Sequence[int] = 0,
+    residual: bool = False,
     name: str = "conv4_bn",
 ) -> keras.Model:
     """Conv-BN-ReLU blocks with 2x2 max pooling, global average pooling, dropout, logit.
@@ -94,34 +137,31 @@ def conv4_bn(
       bn_scale: Batch norm of the blocks learns a scale; False keeps only its shift (a
         ReLU after it makes the scale redundant with the next layer's kernel).
       dirac: The blocks' convolutions start as identities where they can
-        (:func:`dirac_init`).
+        (:func:`dirac_init`), the pooled ones too.
       pool_first: Each block pools right after its last convolution, before batch norm and
         ReLU, which then run on a quarter of the pixels (the order of the fast small-CNN
         recipes); False pools after the ReLU.
+      pooled_convs: Conv-BN-ReLU layers each block adds after its pooling, at the pooled
+        size (the order of airbench's blocks: a convolution at a quarter of the cost of one
+        before the pooling); one count for every block, or one per block.
+      residual: The pooled convolutions of a block form a residual branch, added to the
+        pooled input (ResNet-9's blocks).
       name: Model name.
     """
     inputs = keras.Input(input_shape, name="image")
     if stem_filters and whiten_stem:
         raise ValueError("give stem_filters or whiten_stem, not both")
+    after_pool = _per_block(pooled_convs, len(filters), "pooled_convs")
+    if residual and not any(after_pool):
+        raise ValueError("residual needs pooled_convs: the residual branch is made of them")
     x = inputs
     if stem_filters:
         x = _conv_bn_relu(x, stem_filters, name="stem", strides=2)
     if whiten_stem:
         x = whitening.whitening_stem(x)
     for b, f in enumerate(filters):
-        pool = f"block{b + 1}_pool"
-        for c in range(convs_per_block):
-            last = c == convs_per_block - 1
-            x = _conv_bn_relu(
-                x,
-                f,
-                name=f"block{b + 1}_{c + 1}",
-                bn_scale=bn_scale,
-                dirac=dirac,
-                pool=pool if pool_first and last else "",
-            )
-        if not pool_first:
-            x = layers.MaxPooling2D(2, name=pool)(x)
+        block = functools.partial(_block, bn_scale=bn_scale, dirac=dirac, residual=residual)
+        x = block(x, f"block{b + 1}", f, convs_per_block, pool_first, after_pool[b])
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     return keras.Model(inputs, _logit(x), name=name)
