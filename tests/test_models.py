@@ -161,6 +161,9 @@ def test_dirac_blocks_pass_their_input_channels_through_and_bn_scale_can_go():
         layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
     ]
     assert batch_norms and all(layer.gamma is None for layer in batch_norms)
+    pooled = models.build_model("conv4_bn", input_shape=(16, 16, 3), dirac=True, pooled_convs=1)
+    x = np.random.default_rng(1).normal(size=(2, 4, 4, 64)).astype(np.float32)
+    np.testing.assert_allclose(pooled.get_layer("block2_pooled1_conv")(x), x, atol=1e-6)
 
 
 def test_pooling_first_is_the_same_function_while_batch_norm_scales_are_positive():
