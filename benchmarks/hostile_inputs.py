@@ -466,7 +466,7 @@ def bad_file_cases(timeout: int) -> list[Case]:
 
 def value_cases(timeout: int) -> list[Case]:
     """Flags and config values out of range, of the wrong type, or contradicting."""
-    train, train_case = tiny_trainers(timeout)
+    _, train_case = tiny_trainers(timeout)
     cases = Cases("flags")
     add = cases.add
 
@@ -565,7 +565,7 @@ def runtime_flag_cases(timeout: int) -> list[Case]:
 
 def workdir_path_cases(timeout: int) -> list[Case]:
     """A run directory that is a file or inside one; --overwrite beside files not its own."""
-    train, train_case = tiny_trainers(timeout)
+    train, _ = tiny_trainers(timeout)
     cases = Cases("workdir")
     add = cases.add
     add(
@@ -618,7 +618,7 @@ def workdir_path_cases(timeout: int) -> list[Case]:
 
 def damaged_run_cases(timeout: int) -> list[Case]:
     """A run directory whose config.json or checkpoints are damaged, then a rerun."""
-    train, train_case = tiny_trainers(timeout)
+    train, _ = tiny_trainers(timeout)
     cases = Cases("workdir")
     add = cases.add
 
@@ -676,7 +676,7 @@ def damaged_run_cases(timeout: int) -> list[Case]:
 
 def shared_state_cases(timeout: int) -> list[Case]:
     """Data changed under a run; caches and lock files shared or left behind."""
-    train, train_case = tiny_trainers(timeout)
+    train, _ = tiny_trainers(timeout)
     cases = Cases("workdir")
     add = cases.add
 
@@ -1356,7 +1356,7 @@ def ignored_name_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
     return cases
 
 
-def cut_jpeg_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+def cut_jpeg_cases(timeout: int) -> list[Case]:
     """JPEGs cut in half, with and without an end marker: used and named."""
 
     def cut_jpeg(with_end_marker: bool) -> Callable[[str], Outcome]:
@@ -1490,7 +1490,7 @@ def export_act(timeout: int, *args: str) -> Callable[[str], Outcome]:
     return lambda t: run("export", *[a.replace("TMP", t) for a in args], timeout=timeout)
 
 
-def export_output_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
+def export_output_cases(timeout: int) -> list[Case]:
     """Exports of an unknown format, without calibration data, or over files not their own."""
     model = os.path.join(package_folder(), "weights", SHIPPED)
     export = functools.partial(export_act, timeout)
@@ -1591,10 +1591,10 @@ def all_cases(timeout: int, shared: dict[str, str]) -> list[Case]:
         *meaning_cases(timeout, shared),
         *ignored_flag_cases(timeout, shared),
         *ignored_name_cases(timeout, shared),
-        *cut_jpeg_cases(timeout, shared),
+        *cut_jpeg_cases(timeout),
         *wait_cases(timeout),
         *valid_cases(timeout),
-        *export_output_cases(timeout, shared),
+        *export_output_cases(timeout),
         *export_data_cases(timeout, shared),
     ]
 

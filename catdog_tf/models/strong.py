@@ -159,8 +159,8 @@ def conv4_bn(
         x = _conv_bn_relu(x, stem_filters, name="stem", strides=2)
     if whiten_stem:
         x = whitening.whitening_stem(x)
+    block = functools.partial(_block, bn_scale=bn_scale, dirac=dirac, residual=residual)
     for b, f in enumerate(filters):
-        block = functools.partial(_block, bn_scale=bn_scale, dirac=dirac, residual=residual)
         x = block(x, f"block{b + 1}", f, convs_per_block, pool_first, after_pool[b])
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
