@@ -212,6 +212,12 @@ def test_pooled_convs_run_at_the_pooled_size_and_can_be_residual(residual):
     assert model.get_layer("block2_pooled1_conv").output.shape[1:3] == pooled[1:3]
     adds = [n for n in names if n.endswith("_residual")]
     assert adds == (["block2_residual", "block4_residual"] if residual else [])
+    if residual:  # The block's pooled input plus its branch.
+        parts = ["block2_1_relu", "block2_pooled1_relu", "block2_residual"]
+        probe = keras.Model(model.input, [model.get_layer(n).output for n in parts])
+        x = np.random.default_rng(0).uniform(size=(2, *shape)).astype(np.float32)
+        pooled_input, branch, total = (keras.ops.convert_to_numpy(t) for t in probe(x))
+        np.testing.assert_allclose(total, pooled_input + branch, rtol=1e-5, atol=1e-6)
     plain = models.build_model("conv5_wh", input_shape=shape, pool_first=True)
     assert models.count_flops(model) > models.count_flops(plain)
 
