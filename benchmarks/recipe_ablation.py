@@ -20,10 +20,11 @@ from __future__ import annotations
 from catdog_tf.cli import script  # isort: skip
 
 import collections
+import json
 import os
 import shlex
 import statistics
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from absl import flags
@@ -54,7 +55,16 @@ def _wh_at_2e3(*overrides: str) -> Row:
     return Row("fast_progressive_wh", [*overrides, "learning_rate=0.002"], model="conv5_wh")
 
 
-_POOL_FIRST = 'model_kwargs={"pool_first": true}'
+def _pool_first(**kwargs: Any) -> str:
+    """The ``--set`` of conv5_wh's ``model_kwargs``: ``pool_first`` blocks, and ``kwargs``.
+
+    ``--set`` replaces ``model_kwargs`` whole, so a row that changes the blocks further gives
+    ``pool_first`` again through this.
+    """
+    return "model_kwargs=" + json.dumps({"pool_first": True, **kwargs})
+
+
+_POOL_FIRST = _pool_first()
 
 
 def _wh_short(epochs: int, *overrides: str) -> Row:
@@ -73,17 +83,6 @@ def _wh_best(*overrides: str) -> Row:
         [_POOL_FIRST, "label_smoothing=0.2", *overrides],
         model="conv5_wh",
     )
-
-
-def _pooled_convs(counts: str, residual: bool = False) -> str:
-    """The ``--set`` giving conv5_wh ``pool_first`` blocks with ``counts`` pooled convs."""
-    extra = ', "residual": true' if residual else ""
-    return f'model_kwargs={{"pool_first": true, "pooled_convs": {counts}{extra}}}'
-
-
-def _filters(filters: str) -> str:
-    """The ``--set`` giving conv5_wh ``pool_first`` blocks of ``filters`` kernels."""
-    return f'model_kwargs={{"pool_first": true, "filters": {filters}}}'
 
 
 # Each ablation row changes one thing of a recipe.
@@ -213,16 +212,22 @@ ROWS: dict[str, Row] = {
     # Depth at the same compute: one more conv-BN-ReLU in each block, after its pooling
     # (airbench's order), in the last two blocks (1.15x the FLOPs per image; 26 epochs, 14
     # shrunk) or in all four (1.38x; 21 epochs, 11 shrunk), and all four as residual branches.
-    "wh_pooled_0011": _wh_best("epochs=26", "low_res_epochs=14", _pooled_convs("[0, 0, 1, 1]")),
-    "wh_pooled_1111": _wh_best("epochs=21", "low_res_epochs=11", _pooled_convs("1")),
+    "wh_pooled_0011": _wh_best(
+        "epochs=26", "low_res_epochs=14", _pool_first(pooled_convs=[0, 0, 1, 1])
+    ),
+    "wh_pooled_1111": _wh_best("epochs=21", "low_res_epochs=11", _pool_first(pooled_convs=1)),
     "wh_pooled_1111_residual": _wh_best(
-        "epochs=21", "low_res_epochs=11", _pooled_convs("1", residual=True)
+        "epochs=21", "low_res_epochs=11", _pool_first(pooled_convs=1, residual=True)
     ),
     # Narrower early blocks, where the pixels are many, and the FLOPs saved spent on epochs:
     # 16 kernels in the first block (0.71x the FLOPs per image; 41 epochs, 21 shrunk), and
     # 16 and 32 in the first two (0.54x; 53 epochs, 27 shrunk).
-    "wh_narrow16": _wh_best("epochs=41", "low_res_epochs=21", _filters("[16, 64, 128, 256]")),
-    "wh_narrow16_32": _wh_best("epochs=53", "low_res_epochs=27", _filters("[16, 32, 128, 256]")),
+    "wh_narrow16": _wh_best(
+        "epochs=41", "low_res_epochs=21", _pool_first(filters=[16, 64, 128, 256])
+    ),
+    "wh_narrow16_32": _wh_best(
+        "epochs=53", "low_res_epochs=27", _pool_first(filters=[16, 32, 128, 256])
+    ),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(
@@ -252,8 +257,7 @@ ROWS: dict[str, Row] = {
     # One change each to wh_25_pool_first (quick_wh as it was with the recipe's label
     # smoothing, 0.1): no dropout before the logit; label smoothing 0.2 (quick_wh as it is);
     # Lookahead with its paper's defaults (k = 5, slow weights halfway to the fast ones).
-    # --set replaces model_kwargs whole, so pool_first is given again.
-    "quick_wh_dropout0": _wh_short(25, 'model_kwargs={"pool_first": true, "dropout": 0}'),
+    "quick_wh_dropout0": _wh_short(25, _pool_first(dropout=0)),
     "quick_wh_ls02": _wh_short(25, _POOL_FIRST, "label_smoothing=0.2"),
     "quick_wh_lookahead": _wh_short(25, _POOL_FIRST, "ema_decay=0.5", "lookahead_steps=5"),
     # full's own default model is conv3; these rows are the conv5_bn baselines.
