@@ -498,6 +498,8 @@ def value_cases(timeout: int) -> list[Case]:
         '--set=model_kwargs={"pooled_convs": [1, 1, 1]}',
     )
     flag_case("residual without pooled_convs", *conv5_wh, '--set=model_kwargs={"residual": true}')
+    flag_case("bn_momentum=1", *conv5_wh, '--set=model_kwargs={"bn_momentum": 1}')
+    flag_case("logit_scale=0", *conv5_wh, '--set=model_kwargs={"logit_scale": 0}')
     flag_case("lookahead_steps without ema_decay", "--set=lookahead_steps=5")
     flag_case("lookahead_steps=-1", "--set=ema_decay=0.5", "--set=lookahead_steps=-1")
     flag_case("unknown model", "--model=nope")

@@ -228,6 +228,12 @@ ROWS: dict[str, Row] = {
     "wh_narrow16_32": _wh_best(
         "epochs=53", "low_res_epochs=27", _pool_first(filters=[16, 32, 128, 256])
     ),
+    # Batch norm's statistics following the weights faster (Keras's momentum is 0.99;
+    # airbench's is 0.6 in these terms), and the logit scaled down (same FLOPs, same epochs).
+    "wh_bn_momentum09": _wh_best(_pool_first(bn_momentum=0.9)),
+    "wh_bn_momentum06": _wh_best(_pool_first(bn_momentum=0.6)),
+    "wh_logit_scale01": _wh_best(_pool_first(logit_scale=0.1)),
+    "wh_logit_scale03": _wh_best(_pool_first(logit_scale=0.3)),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(

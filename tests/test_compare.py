@@ -1,8 +1,12 @@
 """The smoke preset of catdog-compare, end to end: every file and column."""
 
 import csv
+import importlib.util
 import os
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from catdog_tf import compare, summary
 from catdog_tf.config import smoke
@@ -44,3 +48,36 @@ def test_smoke_compare_end_to_end(tmp_path):
     # A second call skips finished runs (no retraining: same objects back).
     again = compare.compare(make_config, names[:1], ["mse"], workdir, verbose=False)
     assert again[0]["total_train_seconds"] == results[0]["total_train_seconds"]
+
+
+def _benchmark(name: str):
+    """``benchmarks/NAME.py`` imported as a module."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_ensemble_scores_as_its_run_and_its_members_must_share_a_split(finished_run, tmp_path):
+    ensembles = _benchmark("ensembles")
+    run = ensembles.load(finished_run.workdir)
+    result = read_json(os.path.join(finished_run.workdir, "result.json"))
+    expected = (result["validation"]["accuracy_at_0.5"], result["test"]["best_accuracy"])
+    assert ensembles.accuracies((run,), tta=False) == pytest.approx(expected)
+    # A run twice is the run; a second member's test logits move the mean logit, judged at
+    # the threshold the (unchanged) validation logits chose.
+    assert ensembles.accuracies((run, run), tta=False) == pytest.approx(expected)
+    logits = -3 * run.saved["test_logits"]
+    second = run._replace(saved={**run.saved, "test_logits": logits})
+    p_dog = 1 / (1 + np.exp(-(run.saved["test_logits"] + logits) / 2))
+    right = (p_dog > result["validation"]["best_threshold"]) == (run.saved["test_labels"] == 1)
+    assert right.mean() != expected[1]
+    assert ensembles.accuracies((run, second), tta=False)[1] == pytest.approx(right.mean())
+    compute, line = ensembles.row((run, run), reference=run.training_flops)
+    assert compute == 2.0 and line.count("|") == 7
+    other = np.roll(run.saved["test_paths"], 1)
+    with pytest.raises(SystemExit, match="does not hold out the test images of"):
+        ensembles.check_same_split([run, run._replace(saved={**run.saved, "test_paths": other})])
+    with pytest.raises(SystemExit, match="is not a finished run"):
+        ensembles.load(str(tmp_path))

@@ -236,6 +236,49 @@ def test_bad_pooled_convs_are_one_config_error(kwargs):
         models.build_model("conv5_wh", input_shape=(48, 64, 3), **kwargs)
 
 
+def test_bn_momentum_sets_how_far_one_training_batch_moves_the_statistics():
+    model = models.build_model("conv5_bn", input_shape=(32, 32, 3), bn_momentum=0.75)
+    batch_norms = [
+        layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert {layer.name for layer in batch_norms} >= {"stem_bn", "block1_1_bn"}
+    assert all(layer.momentum == 0.75 for layer in batch_norms)
+    x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype(np.float32)
+    probe = keras.Model(model.input, model.get_layer("block1_1_bn").input)
+    batch_mean = np.mean(keras.ops.convert_to_numpy(probe(x, training=True)), axis=(0, 1, 2))
+    model(x, training=True)
+    moved = keras.ops.convert_to_numpy(model.get_layer("block1_1_bn").moving_mean)
+    np.testing.assert_allclose(moved, 0.25 * batch_mean, rtol=1e-4, atol=1e-6)
+
+
+def test_logit_scale_multiplies_the_logit_and_survives_saving(tmp_path):
+    shape = (32, 32, 3)
+    model = models.build_model("conv5_wh", input_shape=shape, logit_scale=0.125)
+    x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
+    head = keras.Model(model.input, model.get_layer("logit").output)
+    np.testing.assert_allclose(model(x), 0.125 * head(x).numpy(), rtol=1e-5, atol=1e-7)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path)(x), model(x), rtol=1e-6)
+    plain = models.build_model("conv5_wh", input_shape=shape)
+    assert "logit_scale" not in [layer.name for layer in plain.layers]
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"bn_momentum": 1.0}, "bn_momentum"),
+        ({"bn_momentum": -0.1}, "bn_momentum"),
+        ({"logit_scale": 0}, "logit_scale"),
+        ({"logit_scale": float("nan")}, "logit_scale"),
+        ({"logit_scale": "0.1"}, "logit_scale"),
+    ],
+)
+def test_bad_bn_momentum_or_logit_scale_is_one_config_error(kwargs, field):
+    with pytest.raises(ConfigError, match=field):
+        models.build_model("conv5_wh", input_shape=(32, 32, 3), **kwargs)
+
+
 def _train_step(model, x, y):
     """Loss, gradients of every trainable variable and of the input: one training call."""
     with tf.GradientTape(persistent=True) as tape:

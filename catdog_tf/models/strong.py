@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import layers
@@ -29,10 +31,11 @@ def _conv_bn_relu(
     filters: int,
     name: str,
     strides: int = 1,
-    bn_scale: bool = True,
+    bn: dict[str, Any] | None = None,
     dirac: bool = False,
     pool: str = "",
 ):
+    """A 3x3 convolution, max pooling if ``pool`` names it, batch norm (``bn``) and ReLU."""
     conv = layers.Conv2D(
         filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
     )
@@ -42,7 +45,7 @@ def _conv_bn_relu(
     if pool:
         # Batch norm and ReLU then run on a quarter of the elements.
         x = layers.MaxPooling2D(2, name=pool)(x)
-    x = layers.BatchNormalization(scale=bn_scale, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn", **(bn or {}))(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -79,25 +82,23 @@ def _block(
     convs: int,
     pool_first: bool,
     pooled: int,
-    bn_scale: bool,
+    bn: dict[str, Any],
     dirac: bool,
     residual: bool,
 ):
     """``convs`` conv-BN-ReLU, 2x2 max pooling, then ``pooled`` more at the pooled size.
 
-    The arguments are :func:`conv4_bn`'s, for one block; ``residual`` adds the pooled
-    convolutions' output to their input.
+    The arguments are :func:`conv4_bn`'s, for one block; ``bn`` is batch norm's keyword
+    arguments, and ``residual`` adds the pooled convolutions' output to their input.
     """
     for c in range(convs):
         pool = f"{name}_pool" if pool_first and c == convs - 1 else ""
-        x = _conv_bn_relu(x, filters, f"{name}_{c + 1}", bn_scale=bn_scale, dirac=dirac, pool=pool)
+        x = _conv_bn_relu(x, filters, f"{name}_{c + 1}", bn=bn, dirac=dirac, pool=pool)
     if not pool_first:
         x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     branch = x
     for c in range(pooled):
-        branch = _conv_bn_relu(
-            branch, filters, f"{name}_pooled{c + 1}", bn_scale=bn_scale, dirac=dirac
-        )
+        branch = _conv_bn_relu(branch, filters, f"{name}_pooled{c + 1}", bn=bn, dirac=dirac)
     if residual and pooled:
         return layers.Add(name=f"{name}_residual")([x, branch])
     return branch
@@ -116,10 +117,12 @@ def conv4_bn(
     whiten_stem: bool = False,
     dropout: float = 0.3,
     bn_scale: bool = True,
+    bn_momentum: float = 0.99,
     dirac: bool = False,
     pool_first: bool = False,
     pooled_convs: int | Sequence[int] = 0,
     residual: bool = False,
+    logit_scale: float = 1.0,
     name: str = "conv4_bn",
 ) -> keras.Model:
     """Conv-BN-ReLU blocks with 2x2 max pooling, global average pooling, dropout, logit.
@@ -136,6 +139,8 @@ def conv4_bn(
       dropout: Dropout before the logit.
       bn_scale: Batch norm of the blocks learns a scale; False keeps only its shift (a
         ReLU after it makes the scale redundant with the next layer's kernel).
+      bn_momentum: Momentum of every batch norm's moving mean and variance (Keras's default
+        0.99); lower makes the statistics used for evaluation follow the weights faster.
       dirac: The blocks' convolutions start as identities where they can
         (:func:`dirac_init`), the pooled ones too.
       pool_first: Each block pools right after its last convolution, before batch norm and
@@ -146,6 +151,9 @@ def conv4_bn(
         before the pooling); one count for every block, or one per block.
       residual: The pooled convolutions of a block form a residual branch, added to the
         pooled input (ResNet-9's blocks).
+      logit_scale: The logit is multiplied by this constant (the fast small-CNN recipes scale
+        it down): with Adam, whose steps do not depend on the gradient's scale, it scales
+        how fast the head moves the logit, and the logits it starts from.
       name: Model name.
     """
     inputs = keras.Input(input_shape, name="image")
@@ -154,17 +162,25 @@ def conv4_bn(
     after_pool = _per_block(pooled_convs, len(filters), "pooled_convs")
     if residual and not any(after_pool):
         raise ValueError("residual needs pooled_convs: the residual branch is made of them")
+    if not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum}")
+    if not 0.0 < logit_scale < math.inf:
+        raise ValueError(f"logit_scale must be a finite number > 0, got {logit_scale}")
     x = inputs
     if stem_filters:
-        x = _conv_bn_relu(x, stem_filters, name="stem", strides=2)
+        x = _conv_bn_relu(x, stem_filters, name="stem", strides=2, bn={"momentum": bn_momentum})
     if whiten_stem:
         x = whitening.whitening_stem(x)
-    block = functools.partial(_block, bn_scale=bn_scale, dirac=dirac, residual=residual)
+    bn = {"scale": bn_scale, "momentum": bn_momentum}
+    block = functools.partial(_block, bn=bn, dirac=dirac, residual=residual)
     for b, f in enumerate(filters):
         x = block(x, f"block{b + 1}", f, convs_per_block, pool_first, after_pool[b])
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    return keras.Model(inputs, _logit(x), name=name)
+    logit = _logit(x)
+    if logit_scale != 1.0:
+        logit = layers.Rescaling(logit_scale, dtype="float32", name="logit_scale")(logit)
+    return keras.Model(inputs, logit, name=name)
 
 
 conv5_bn = register(
