@@ -6,10 +6,12 @@ recipe). Each combination of the ``--runs`` is one row: its compute (the members
 ``training_flops`` summed, a fraction of
 :func:`catdog_tf.models.reference_training_flops`), its validation accuracy at 0.5, and its
 test accuracy at the threshold its own validation logits choose, without and with flip TTA
-(where every member has TTA logits). Choose a row on validation, never on test::
+(where every member has TTA logits). With ``--seeds``, each run is a pattern whose
+``{seed}`` names one run per seed; a row is then the mean over the seeds (± the 95% t
+interval's half-width). Choose a row on validation, never on test::
 
-    python benchmarks/ensembles.py \
-        --runs=runs/conv5_bn-full_progressive-seed2,runs/ablation/wh_pool_first_ls02-seed2
+    python benchmarks/ensembles.py --seeds=0,1,2 \
+        --runs='runs/ablation/wh_pool_first_ls02-seed{seed},runs/ablation/wh_best_60-seed{seed}'
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ from typing import NamedTuple
 import numpy as np
 from absl import flags
 
-from catdog_tf import models, rundir
+from catdog_tf import models, rundir, stats
 from catdog_tf.train import metrics
 from catdog_tf.utils import read_json
 
-_RUNS = flags.DEFINE_list("runs", [], "Finished run directories, the candidate members.")
+_RUNS = flags.DEFINE_list(
+    "runs", [], "Finished run directories, the candidate members; with --seeds, patterns."
+)
+_SEEDS = flags.DEFINE_list(
+    "seeds", [], "Seeds whose runs each pattern's {seed} names: one ensemble per seed."
+)
 _MAX_MEMBERS = flags.DEFINE_integer(
     "max_members", 0, "Largest ensemble in the table; 0 for all the runs.", lower_bound=0
 )
@@ -96,33 +103,63 @@ def accuracies(members: tuple[Member, ...], tta: bool) -> tuple[float, float] | 
     )
 
 
-def row(members: tuple[Member, ...], reference: float) -> tuple[float, str]:
-    """(compute, the table's line) of one ensemble."""
-    compute = sum(m.training_flops for m in members) / reference
-    plain = accuracies(members, tta=False)
-    flipped = accuracies(members, tta=True)
-    tta = f"{100 * flipped[1]:.2f}" if flipped else "-"
+def interval(values: list[float]) -> str:
+    """``mean ± half-width`` in percent over the seeds, or the one value."""
+    i = stats.t_interval([100 * v for v in values])
+    return f"{i.mean:.2f}" if len(values) < 2 else f"{i.mean:.2f} ± {i.high - i.mean:.2f}"
+
+
+def row(per_seed: list[tuple[Member, ...]], names: list[str], reference: float) -> tuple:
+    """(compute, the table's line) of one ensemble, ``per_seed`` its members on each seed."""
+    compute = np.mean([sum(m.training_flops for m in members) for members in per_seed])
+    plain = [accuracies(members, tta=False) for members in per_seed]
+    flipped = [accuracies(members, tta=True) for members in per_seed]
+    tta = "-" if None in flipped else interval([f[1] for f in flipped])
     line = (
-        f"| {' + '.join(m.name for m in members)} | {len(members)} | {compute:.2f} "
-        f"| {100 * plain[0]:.2f} | {100 * plain[1]:.2f} | {tta} |"
+        f"| {' + '.join(names)} | {len(names)} | {compute / reference:.2f} "
+        f"| {interval([p[0] for p in plain])} | {interval([p[1] for p in plain])} | {tta} |"
     )
     return compute, line
+
+
+def members_per_seed(patterns: list[str], seeds: list[str]) -> list[list[Member]]:
+    """The runs of every seed (one list per seed, in ``patterns``' order), split alike.
+
+    Raises:
+      SystemExit: one line, for a pattern without ``{seed}`` when seeds are given, or as
+        :func:`load` and :func:`check_same_split` do.
+    """
+    if not seeds:
+        runs = [patterns]
+    elif all("{seed}" in p for p in patterns):
+        runs = [[p.replace("{seed}", seed) for p in patterns] for seed in seeds]
+    else:
+        raise SystemExit("ensembles: with --seeds, every --runs entry names its {seed}")
+    per_seed = [[load(run) for run in seed_runs] for seed_runs in runs]
+    for members in per_seed:
+        check_same_split(members)
+    return per_seed
 
 
 def main(argv: list[str]) -> None:
     del argv
     if not _RUNS.value:
         raise SystemExit("ensembles: give --runs, the finished run directories to combine")
-    members = [load(run) for run in _RUNS.value]
-    check_same_split(members)
-    largest = _MAX_MEMBERS.value or len(members)
+    per_seed = members_per_seed(_RUNS.value, _SEEDS.value)
+    names = [os.path.basename(os.path.normpath(p)).replace("{seed}", "N") for p in _RUNS.value]
+    largest = _MAX_MEMBERS.value or len(names)
     reference = models.reference_training_flops()
     rows = [
-        row(combination, reference)
+        row(
+            [tuple(members[i] for i in chosen) for members in per_seed],
+            [names[i] for i in chosen],
+            reference,
+        )
         for size in range(1, largest + 1)
-        for combination in itertools.combinations(members, size)
+        for chosen in itertools.combinations(range(len(names)), size)
     ]
-    print("| members | n | compute | val acc@0.5 | test acc@thr | test acc@thr, flip TTA |")
+    seeds = f" (means over seeds {', '.join(_SEEDS.value)})" if _SEEDS.value else ""
+    print(f"| members{seeds} | n | compute | val acc@0.5 | test acc@thr | with flip TTA |")
     print("|---|---:|---:|---:|---:|---:|")
     for _, line in sorted(rows, key=lambda r: r[0]):
         print(line)

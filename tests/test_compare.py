@@ -74,8 +74,16 @@ def test_an_ensemble_scores_as_its_run_and_its_members_must_share_a_split(finish
     right = (p_dog > result["validation"]["best_threshold"]) == (run.saved["test_labels"] == 1)
     assert right.mean() != expected[1]
     assert ensembles.accuracies((run, second), tta=False)[1] == pytest.approx(right.mean())
-    compute, line = ensembles.row((run, run), reference=run.training_flops)
-    assert compute == 2.0 and line.count("|") == 7
+    # A pattern names one run per seed; a row is the mean over the seeds.
+    for seed in (0, 1):
+        os.symlink(finished_run.workdir, tmp_path / f"run-seed{seed}")
+    per_seed = ensembles.members_per_seed([str(tmp_path / "run-seed{seed}")] * 2, ["0", "1"])
+    assert [len(members) for members in per_seed] == [2, 2]
+    compute, line = ensembles.row([tuple(m) for m in per_seed], ["a", "b"], reference=1.0)
+    assert compute == 2 * run.training_flops
+    assert f"| a + b | 2 | {compute:.2f} | {100 * expected[0]:.2f} ± 0.00 |" in line
+    with pytest.raises(SystemExit, match="names its {seed}"):
+        ensembles.members_per_seed([finished_run.workdir], ["0"])
     other = np.roll(run.saved["test_paths"], 1)
     with pytest.raises(SystemExit, match="does not hold out the test images of"):
         ensembles.check_same_split([run, run._replace(saved={**run.saved, "test_paths": other})])

@@ -104,6 +104,18 @@ def _block(
     return branch
 
 
+def _pooled_head(x, dropout: float, logit_scale: float):
+    """Global average pooling, dropout, the logit, and the logit times ``logit_scale``."""
+    if not 0.0 < logit_scale < math.inf:
+        raise ValueError(f"logit_scale must be a finite number > 0, got {logit_scale}")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    logit = _logit(x)
+    if logit_scale == 1.0:
+        return logit
+    return layers.Rescaling(logit_scale, dtype="float32", name="logit_scale")(logit)
+
+
 @register(
     "conv4_bn",
     learning_rate=1e-3,
@@ -164,8 +176,6 @@ def conv4_bn(
         raise ValueError("residual needs pooled_convs: the residual branch is made of them")
     if not 0.0 <= bn_momentum < 1.0:
         raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum}")
-    if not 0.0 < logit_scale < math.inf:
-        raise ValueError(f"logit_scale must be a finite number > 0, got {logit_scale}")
     x = inputs
     if stem_filters:
         x = _conv_bn_relu(x, stem_filters, name="stem", strides=2, bn={"momentum": bn_momentum})
@@ -175,12 +185,7 @@ def conv4_bn(
     block = functools.partial(_block, bn=bn, dirac=dirac, residual=residual)
     for b, f in enumerate(filters):
         x = block(x, f"block{b + 1}", f, convs_per_block, pool_first, after_pool[b])
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    logit = _logit(x)
-    if logit_scale != 1.0:
-        logit = layers.Rescaling(logit_scale, dtype="float32", name="logit_scale")(logit)
-    return keras.Model(inputs, logit, name=name)
+    return keras.Model(inputs, _pooled_head(x, dropout, logit_scale), name=name)
 
 
 conv5_bn = register(
