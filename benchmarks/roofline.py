@@ -8,7 +8,8 @@ train step counted as 3 forward passes, as ``training_flops`` counts it) and as 
 of the best ceiling of the step's precision. Each train step is timed as training runs
 it (batch norm fused, :func:`catdog_tf.models.training_twin`) and through Keras's own
 batch norm (``--keras_batch_norm=false`` leaves that out), and once per ``--also_with``
-config override (a variant of the model, say). Batches are random uint8 images
+config override (a variant of the model, the batch size or the precision, each timed with
+its own batches, model FLOPs and plan). Batches are random uint8 images
 already in memory, so the input pipeline costs nothing; each figure is the median of
 ``--repeats`` timings, the cells taking turns. Usage::
 
@@ -34,7 +35,7 @@ from absl import flags
 
 from catdog_tf import machine, models
 from catdog_tf import plan as plan_lib
-from catdog_tf.config import get_preset, parse_override
+from catdog_tf.config import Config, get_preset, parse_override
 from catdog_tf.train.steps import Steps, measure_train_speeds
 
 _PRESETS = flags.DEFINE_list(
@@ -94,45 +95,74 @@ def _reduced(fn: Callable[[], tf.Tensor]) -> Callable[[], float]:
     return lambda: float(tf.reduce_sum(tf.cast(fn(), tf.float32)))
 
 
-def step_cells(preset: str) -> dict[str, tuple[Callable[[], object], int, float, str]]:
-    """Name -> (run ``--steps`` steps, images they see, FLOPs per image, precision)."""
-    config = get_preset(preset)
-    images = config.batch_size * _STEPS.value
-    # ``auto`` resolved as a training run resolves it, calibrating where the flags do not decide.
-    plan = plan_lib.resolve(config, train_images=images, measure=measure_train_speeds)
-    steps = Steps(config, plan)
-    variants = {"": steps}
-    if _KERAS_BN.value:
-        variants[", Keras batch norm"] = Steps(config, plan, fuse_batch_norm=False)
-    for assignment in _ALSO_WITH.value:
-        # Counted at the preset's FLOPs per image: the variants compared here keep them.
-        variants[f", {assignment}"] = Steps(parse_override(config, assignment).validate(), plan)
-    rng = np.random.default_rng(0)
-    labels = tf.constant(rng.integers(0, 2, config.batch_size), tf.int32)
-    cells = {}
-    for size, model in steps.train_models.items():
-        batch = tf.constant(rng.integers(0, 256, (config.batch_size, *size, 3), np.uint8))
-        flops = 3.0 * models.count_flops(model)
-        for suffix, variant in variants.items():
-            cells[f"train {size[0]}x{size[1]}{suffix}"] = (
-                _loop(lambda b=batch, s=size, v=variant: v.train_step(b, labels, s)[0]),
-                images,
-                flops,
-                plan.precision,
+def planned(config: Config, steps: int) -> plan_lib.Plan:
+    """``config``'s plan as a training run resolves it, calibrating where flags do not decide."""
+    return plan_lib.resolve(
+        config, train_images=config.batch_size * steps, measure=measure_train_speeds
+    )
+
+
+def step_cells(
+    config: Config, also_with: list[str], steps: int, keras_batch_norm: bool = True
+) -> dict[str, tuple[Callable[[], object], int, float, str]]:
+    """Name -> (run ``steps`` steps, images they see, FLOPs per image, precision).
+
+    Every train step of ``config`` (one per image size it trains at), each also through
+    Keras's batch norm (with ``keras_batch_norm``) and with each ``also_with`` override, and
+    its eval step. Each variant runs with its own plan (precision and XLA as ``auto``
+    decides them for it), on batches of its own size and shapes, and counts the FLOPs of
+    its own model: an override of any of them changes what is timed and counted.
+    """
+    variants = [("", config, Steps(config, planned(config, steps)))]
+    if keras_batch_norm:
+        variants.append(
+            (
+                ", Keras batch norm",
+                config,
+                Steps(config, variants[0][2].plan, fuse_batch_norm=False),
             )
-    full = tf.constant(rng.integers(0, 256, (config.batch_size, *config.image_size, 3), np.uint8))
+        )
+    for assignment in also_with:
+        changed = parse_override(config, assignment).validate()
+        variants.append((f", {assignment}", changed, Steps(changed, planned(changed, steps))))
+    rng = np.random.default_rng(0)
+    cells = {}
+    sizes = dict.fromkeys(size for *_, v in variants for size in v.train_models)
+    for size in sizes:  # Grouped by image size, the preset's own sizes first.
+        for suffix, variant_config, variant in variants:
+            if size in variant.train_models:
+                cells[f"train {size[0]}x{size[1]}{suffix}"] = _train_cell(
+                    variant_config, variant, size, steps, rng
+                )
+    n = config.batch_size
+    full = tf.constant(rng.integers(0, 256, (n, *config.image_size, 3), np.uint8))
+    labels = tf.constant(rng.integers(0, 2, n), tf.int32)
+    own = variants[0][2]
     cells[f"eval {config.image_height}x{config.image_width}"] = (
-        _loop(lambda: steps.eval_step(full, labels)[0]),
-        images,
-        float(models.count_flops(steps.model)),
-        plan.precision,
+        _loop(lambda: own.eval_step(full, labels)[0], steps),
+        n * steps,
+        float(models.count_flops(own.model)),
+        own.plan.precision,
     )
     return cells
 
 
-def _loop(step: Callable[[], tf.Tensor]) -> Callable[[], object]:
+def _train_cell(config: Config, steps_of: Steps, size: tuple[int, int], steps: int, rng):
+    """(run, images, FLOPs per image, precision) of ``steps_of``'s train step at ``size``."""
+    n = config.batch_size
+    batch = tf.constant(rng.integers(0, 256, (n, *size, 3), np.uint8))
+    labels = tf.constant(rng.integers(0, 2, n), tf.int32)
+    return (
+        _loop(lambda: steps_of.train_step(batch, labels, size)[0], steps),
+        n * steps,
+        3.0 * models.count_flops(steps_of.train_models[size]),
+        steps_of.plan.precision,
+    )
+
+
+def _loop(step: Callable[[], tf.Tensor], steps: int) -> Callable[[], object]:
     def run() -> float:
-        for _ in range(_STEPS.value):
+        for _ in range(steps):
             out = step()
         return float(tf.reduce_sum(out))  # Wait for the last step.
 
@@ -163,7 +193,7 @@ def main(argv):
         "| of the ceiling |\n|---|---|---|---:|---:|---:|"
     )
     for preset in _PRESETS.value:
-        cells = step_cells(preset)
+        cells = step_cells(get_preset(preset), _ALSO_WITH.value, _STEPS.value, _KERAS_BN.value)
         times = {name: [] for name in cells}
         for run, *_ in cells.values():
             run()  # Trace and warm up every cell before any is timed.

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Calibrations made by the tests go to a folder of its own, never the user's cache.
@@ -48,6 +50,15 @@ def make_class_folders(
         for i in range(n_per_class):
             make_image(os.path.join(root, name, f"{i}.jpg"), label, size, seed=label * 50 + i)
     return root
+
+
+def import_benchmark(name: str):
+    """``benchmarks/NAME.py`` imported as a module, for tests of its functions."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

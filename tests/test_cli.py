@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image, make_kaggle_folder
+from conftest import import_benchmark, make_image, make_kaggle_folder
 
 import catdog_tf
 from catdog_tf.evaluate import predict_files
@@ -290,3 +290,30 @@ def test_recipe_ablation_prints_each_runs_command_with_every_set_last():
         "--set=label_smoothing=0.2",
         "--set=precision=float32",
     ]
+
+
+def test_roofline_times_each_variant_with_its_own_batch_model_and_flops():
+    from catdog_tf.config import get_preset
+
+    roofline = import_benchmark("roofline")
+    config = get_preset("quick_wh").replace(
+        precision="float32", jit_compile="off", batch_size=4, image_height=64, image_width=96
+    )
+    pooled = 'model_kwargs={"pool_first": true, "pooled_convs": 1}'
+    cells = roofline.step_cells(config, [pooled, "batch_size=8"], steps=1, keras_batch_norm=False)
+    assert list(cells) == [
+        "train 64x96",
+        f"train 64x96, {pooled}",
+        "train 64x96, batch_size=8",
+        "train 32x48",
+        f"train 32x48, {pooled}",
+        "train 32x48, batch_size=8",
+        "eval 64x96",
+    ]
+    run, images, flops, precision = cells["train 64x96, batch_size=8"]
+    assert (images, flops, precision) == (8, cells["train 64x96"][2], "float32")
+    assert cells["train 64x96"][1] == 4
+    assert cells[f"train 64x96, {pooled}"][2] > 1.2 * cells["train 64x96"][2]
+    assert cells["train 32x48"][2] < cells["train 64x96"][2] / 3
+    assert cells["eval 64x96"][2] == pytest.approx(cells["train 64x96"][2] / 3)
+    assert np.isfinite(run())  # The variant's step runs on its own 8-image batches.

@@ -1,12 +1,12 @@
 """The smoke preset of catdog-compare, end to end: every file and column."""
 
 import csv
-import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import import_benchmark
 
 from catdog_tf import compare, summary
 from catdog_tf.config import smoke
@@ -50,17 +50,8 @@ def test_smoke_compare_end_to_end(tmp_path):
     assert again[0]["total_train_seconds"] == results[0]["total_train_seconds"]
 
 
-def _benchmark(name: str):
-    """``benchmarks/NAME.py`` imported as a module."""
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_an_ensemble_scores_as_its_run_and_its_members_must_share_a_split(finished_run, tmp_path):
-    ensembles = _benchmark("ensembles")
+    ensembles = import_benchmark("ensembles")
     run = ensembles.load(finished_run.workdir)
     result = read_json(os.path.join(finished_run.workdir, "result.json"))
     expected = (result["validation"]["accuracy_at_0.5"], result["test"]["best_accuracy"])
