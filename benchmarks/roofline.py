@@ -25,6 +25,7 @@ from __future__ import annotations
 # lines hidden unless asked for (catdog_tf.cli.script).
 from catdog_tf.cli import script  # isort: skip
 
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -180,6 +181,11 @@ def check_flags() -> None:
 def main(argv):
     del argv
     check_flags()
+    # Each variant and image size traces the same step code anew, on purpose: TensorFlow's
+    # warning about that retracing is not news to the reader of these tables.
+    logging.getLogger("tensorflow").addFilter(
+        lambda record: "triggered tf.function retracing" not in record.getMessage()
+    )
     probe = machine.probe()
     print(f"{probe.describe()}; oneDNN: {script.ONEDNN_DECISION}\n")
     dtypes = [tf.float32] + ([tf.bfloat16] if probe.native_bf16 else [])
