@@ -63,8 +63,10 @@ def load(run: str) -> Member:
         raise SystemExit(f"ensembles: {run} is not a finished run with {rundir.PREDICTIONS}")
     with np.load(predictions) as saved:
         arrays = dict(saved)
-    result = read_json(rundir.path(run, rundir.RESULT))
-    return Member(os.path.basename(os.path.normpath(run)), result["training_flops"], arrays)
+    flops = read_json(rundir.path(run, rundir.RESULT)).get("training_flops")
+    if not flops:
+        raise SystemExit(f"ensembles: {run}'s result.json does not count its training_flops")
+    return Member(os.path.basename(os.path.normpath(run)), flops, arrays)
 
 
 def check_same_split(members: list[Member]) -> None:
@@ -109,7 +111,9 @@ def interval(values: list[float]) -> str:
     return f"{i.mean:.2f}" if len(values) < 2 else f"{i.mean:.2f} ± {i.high - i.mean:.2f}"
 
 
-def row(per_seed: list[tuple[Member, ...]], names: list[str], reference: float) -> tuple:
+def row(
+    per_seed: list[tuple[Member, ...]], names: list[str], reference: float
+) -> tuple[float, str]:
     """(compute, the table's line) of one ensemble, ``per_seed`` its members on each seed."""
     compute = np.mean([sum(m.training_flops for m in members) for members in per_seed])
     plain = [accuracies(members, tta=False) for members in per_seed]

@@ -114,15 +114,11 @@ def step_cells(
     decides them for it), on batches of its own size and shapes, and counts the FLOPs of
     its own model: an override of any of them changes what is timed and counted.
     """
-    variants = [("", config, Steps(config, planned(config, steps)))]
+    plan = planned(config, steps)
+    variants = [("", config, Steps(config, plan))]
     if keras_batch_norm:
-        variants.append(
-            (
-                ", Keras batch norm",
-                config,
-                Steps(config, variants[0][2].plan, fuse_batch_norm=False),
-            )
-        )
+        unfused = Steps(config, plan, fuse_batch_norm=False)
+        variants.append((", Keras batch norm", config, unfused))
     for assignment in also_with:
         changed = parse_override(config, assignment).validate()
         variants.append((f", {assignment}", changed, Steps(changed, planned(changed, steps))))
