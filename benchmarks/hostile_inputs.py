@@ -506,6 +506,8 @@ def value_cases(timeout: int) -> list[Case]:
     flag_case("batch_size=0", "--batch_size=0")
     flag_case("batch larger than data", "--batch_size=100000")
     flag_case("unknown --set field", "--set=bogus=1")
+    flag_case("--epochs that is not a number", "--epochs=abc")
+    flag_case("unknown flag", "--bogus=1")
     flag_case("--set without =", "--set=epochs")
     flag_case("epochs=-3", "--epochs=-3")
     flag_case("val_size=0", "--set=val_size=0")

@@ -86,6 +86,9 @@ def test_help_and_version_answer_without_tensorflow(module):
         (["--epochs=-1"], "epochs must be positive"),
         (["--data=/does/not/exist", "--epochs=1"], "no such file or folder"),
         (["--set=colour=red"], "unknown config field 'colour'"),
+        # Refused by absl's parser, before the command runs.
+        (["--epochs=abc"], "flag --epochs=abc: invalid literal for int()"),
+        (["--colour=red"], "Unknown command line flag 'colour'"),
     ],
 )
 def test_bad_flags_give_one_clear_line(tmp_path, args, message):
@@ -262,6 +265,11 @@ def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
         ("augmentation_cost", "--shrink=1.5", "low_res_scale must be in (0, 1), got 1.5"),
         # Checked before the ceilings are timed: nothing printed, no seconds spent.
         ("roofline", "--also_with=batch_size=0", "batch_size must be positive, got 0"),
+        (
+            "ensembles",
+            "--max_members=-1",
+            "flag --max_members=-1: -1 is not a non-negative integer (--helpshort lists the flags)",
+        ),
     ],
 )
 def test_a_benchmark_script_prints_only_its_own_lines(script, flag, message):

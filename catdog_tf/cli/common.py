@@ -8,6 +8,7 @@ every failure to one line (:func:`error_line`).
 
 from __future__ import annotations
 
+import functools
 import logging as std_logging
 import os
 import re
@@ -205,7 +206,21 @@ def run(main: Callable[[list[str]], None]) -> None:
             print(f"{prog}: error: {line}", file=sys.stderr)
             sys.exit(status)
 
-    app.run(guarded)
+    app.run(guarded, flags_parser=functools.partial(parse_flags, prog_name(main)))
+
+
+def parse_flags(prog: str, argv: list[str]) -> list[str]:
+    """Parses the flags as absl does; a flag it cannot parse is one line, exit status 2.
+
+    absl's own parser prints two lines (``FATAL Flags parsing error: ...`` and a pointer to
+    ``--helpshort``) where every other error of a command is one ``PROG: error: ...`` line.
+    """
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        line = f"{first_line(e, limit=None)} (--helpshort lists the flags)"
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _show_help_of(main: Callable[[list[str]], None]) -> None:
