@@ -94,15 +94,17 @@ def accuracies(members: tuple[Member, ...], tta: bool) -> tuple[float, float] | 
     suffix = "_tta_logits" if tta else "_logits"
     if any(f"test{suffix}" not in m.saved for m in members):
         return None
-    mean = {s: np.mean([m.saved[s + suffix] for m in members], axis=0) for s in SPLITS}
-    labels = {s: members[0].saved[f"{s}_labels"] for s in SPLITS}
-    validation = metrics.probabilities(mean["validation"])
-    threshold, _ = metrics.best_threshold(validation, labels["validation"])
-    test = metrics.probabilities(mean["test"])
-    return (
-        metrics.accuracy_at(validation, labels["validation"], 0.5),
-        metrics.accuracy_at(test, labels["test"], threshold),
+    # The mean logit of each split, scored as a run's are: the threshold chosen on validation.
+    validation, test = metrics.validation_and_test(
+        {
+            s: (
+                np.mean([m.saved[s + suffix] for m in members], axis=0),
+                members[0].saved[f"{s}_labels"],
+            )
+            for s in SPLITS
+        }
     )
+    return validation["accuracy_at_0.5"], test["best_accuracy"]
 
 
 def interval(values: list[float]) -> str:

@@ -150,6 +150,10 @@ def test_whitening_stem_model_is_frozen_and_set_from_images():
         models.init_whitening(models.build_model("conv5_bn"), images)
 
 
+def _batch_norms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def test_dirac_blocks_pass_their_input_channels_through_and_bn_scale_can_go():
     model = models.build_model("conv4_bn", input_shape=(16, 16, 3), dirac=True, bn_scale=False)
     conv = model.get_layer("block2_1_conv")  # 32 -> 64 channels
@@ -157,9 +161,7 @@ def test_dirac_blocks_pass_their_input_channels_through_and_bn_scale_can_go():
     out = conv(x).numpy()
     np.testing.assert_allclose(out[..., :32], x, atol=1e-6)
     assert np.abs(out[..., 32:]).max() > 0.1  # The others keep their random start.
-    batch_norms = [
-        layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    batch_norms = _batch_norms(model)
     assert batch_norms and all(layer.gamma is None for layer in batch_norms)
     pooled = models.build_model("conv4_bn", input_shape=(16, 16, 3), dirac=True, pooled_convs=1)
     x = np.random.default_rng(1).normal(size=(2, 4, 4, 64)).astype(np.float32)
@@ -238,9 +240,7 @@ def test_bad_pooled_convs_are_one_config_error(kwargs):
 
 def test_bn_momentum_sets_how_far_one_training_batch_moves_the_statistics():
     model = models.build_model("conv5_bn", input_shape=(32, 32, 3), bn_momentum=0.75)
-    batch_norms = [
-        layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    batch_norms = _batch_norms(model)
     assert {layer.name for layer in batch_norms} >= {"stem_bn", "block1_1_bn"}
     assert all(layer.momentum == 0.75 for layer in batch_norms)
     x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype(np.float32)
