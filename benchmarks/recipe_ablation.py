@@ -238,6 +238,9 @@ ROWS: dict[str, Row] = {
     # rate and at it times the square root of 2.
     "wh_batch128": _wh_best("batch_size=128"),
     "wh_batch128_lr42": _wh_best("batch_size=128", "learning_rate=0.0042"),
+    # The batch norms' shifts at a multiple of the peak rate (airbench's bias rate).
+    "wh_bn_bias_lr4": _wh_best("bn_bias_lr_scale=4"),
+    "wh_bn_bias_lr16": _wh_best("bn_bias_lr_scale=16"),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(

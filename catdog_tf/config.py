@@ -135,6 +135,13 @@ class Config:
         "makes a conv kernel's scale irrelevant to its output, so decay keeps the kernels "
         "small and their effective learning rate high.",
     )
+    bn_bias_lr_scale: float = _field(
+        1.0,
+        "The batch norms' shifts (beta) learn at this multiple of the learning rate, through "
+        "a second optimizer of the same kind (its decoupled decay scaled with it); ``1`` for "
+        "one rate for every weight. Needs a model with batch norm, and no ``mixed_float16``: "
+        "its loss scale covers one optimizer.",
+    )
     label_smoothing: float = _field(
         0.0,
         "Targets move from {0, 1} to {eps/2, 1 - eps/2} (Keras's ``label_smoothing``): "
@@ -237,6 +244,7 @@ class Config:
         self._check_types()
         self._check_choices()
         self._check_ranges()
+        self._check_companions()
         self._check_schedule()
         self._check_splits()
         from catdog_tf import models  # Local import: models imports TensorFlow.
@@ -267,7 +275,8 @@ class Config:
 
     def _check_ranges(self) -> None:
         """Sizes, counts, rates and the seed are within their bounds."""
-        for name in ("image_height", "image_width", "batch_size", "epochs", "synthetic_size"):
+        positive = ("image_height", "image_width", "batch_size", "epochs", "synthetic_size")
+        for name in (*positive, "bn_bias_lr_scale"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("image_height", "image_width"):
@@ -297,6 +306,11 @@ class Config:
             raise ConfigError(
                 f"ema_start={self.ema_start} must be in [0, {self.epochs}): an epoch of the run"
             )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
+
+    def _check_companions(self) -> None:
+        """Fields that only mean something beside another field's setting have it."""
         for name, why in (
             ("alternating_flip", "it replaces its random flip"),
             ("cutout", "it is one of the training transforms"),
@@ -306,8 +320,11 @@ class Config:
         for name in ("ema_start", "lookahead_steps"):
             if getattr(self, name) and not self.ema_decay:
                 raise ConfigError(f"{name} needs ema_decay > 0: there is no average")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
+        if self.bn_bias_lr_scale != 1 and self.precision == "mixed_float16":
+            raise ConfigError(
+                "bn_bias_lr_scale trains the batch norms' shifts with a second optimizer, which "
+                "mixed_float16's loss scale does not cover: use float32 or mixed_bfloat16"
+            )
 
     def _check_schedule(self) -> None:
         """The warm-up and the shrunk epochs leave full-size epochs to train."""

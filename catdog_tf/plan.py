@@ -202,10 +202,13 @@ def _precision_candidates(config: Config, machine: machine_lib.Machine) -> tuple
     if machine.has_gpu:
         capability = machine.gpu_compute_capability
         tensor_cores = capability is not None and tuple(capability) >= (7, 0)
-        return ["mixed_float16" if tensor_cores else "float32"], (
-            f"GPU with compute capability {capability}: "
-            + ("tensor cores run float16" if tensor_cores else "no tensor cores")
+        why = f"GPU with compute capability {capability}: " + (
+            "tensor cores run float16" if tensor_cores else "no tensor cores"
         )
+        if tensor_cores and config.bn_bias_lr_scale != 1:
+            second = "bn_bias_lr_scale adds a second optimizer, which float16's loss scale misses"
+            return ["float32"], f"{why}, but {second}"
+        return ["mixed_float16" if tensor_cores else "float32"], why
     if not machine.native_bf16:
         return ["float32"], (
             f"oneDNN limited to {machine.onednn_max_isa}, below AVX512_BF16/AMX: bfloat16 "

@@ -150,8 +150,14 @@ def test_whitening_stem_model_is_frozen_and_set_from_images():
         models.init_whitening(models.build_model("conv5_bn"), images)
 
 
-def _batch_norms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+def test_batch_norms_lists_nested_models_layers_too():
+    inner = models.build_model("conv4_bn", input_shape=(16, 16, 3))
+    outer_input = keras.Input((16, 16, 3))
+    extra = keras.layers.BatchNormalization(name="outer_bn")
+    outer = keras.Model(outer_input, extra(inner(outer_input)))
+    listed = models.batch_norms(outer)
+    assert listed[:-1] == models.batch_norms(inner) and listed[-1] is extra
+    assert len(listed) > 2 and all(isinstance(bn, keras.layers.BatchNormalization) for bn in listed)
 
 
 def test_dirac_blocks_pass_their_input_channels_through_and_bn_scale_can_go():
@@ -161,7 +167,7 @@ def test_dirac_blocks_pass_their_input_channels_through_and_bn_scale_can_go():
     out = conv(x).numpy()
     np.testing.assert_allclose(out[..., :32], x, atol=1e-6)
     assert np.abs(out[..., 32:]).max() > 0.1  # The others keep their random start.
-    batch_norms = _batch_norms(model)
+    batch_norms = models.batch_norms(model)
     assert batch_norms and all(layer.gamma is None for layer in batch_norms)
     pooled = models.build_model("conv4_bn", input_shape=(16, 16, 3), dirac=True, pooled_convs=1)
     x = np.random.default_rng(1).normal(size=(2, 4, 4, 64)).astype(np.float32)
@@ -240,7 +246,7 @@ def test_bad_pooled_convs_are_one_config_error(kwargs):
 
 def test_bn_momentum_sets_how_far_one_training_batch_moves_the_statistics():
     model = models.build_model("conv5_bn", input_shape=(32, 32, 3), bn_momentum=0.75)
-    batch_norms = _batch_norms(model)
+    batch_norms = models.batch_norms(model)
     assert {layer.name for layer in batch_norms} >= {"stem_bn", "block1_1_bn"}
     assert all(layer.momentum == 0.75 for layer in batch_norms)
     x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype(np.float32)

@@ -199,8 +199,13 @@ def test_two_workers_agree_shard_and_match_one_process_then_resume(tmp_path):
 
 
 def test_mirrored_on_two_logical_cpus_matches_one_process(tmp_path):
-    mirrored = start(tmp_path, "m", config("mirrored"), str(tmp_path / "m_run"), logical_cpus=2)
-    single = start(tmp_path, "single", config("default"), str(tmp_path / "single_run"))
+    # With a second optimizer for the batch norms' shifts: each optimizer reduces its own
+    # gradients across the replicas.
+    mirrored_config, single_config = (
+        config(strategy).replace(bn_bias_lr_scale=4.0) for strategy in ("mirrored", "default")
+    )
+    mirrored = start(tmp_path, "m", mirrored_config, str(tmp_path / "m_run"), logical_cpus=2)
+    single = start(tmp_path, "single", single_config, str(tmp_path / "single_run"))
     assert wait(mirrored) == 0, log_of(mirrored)[-3000:]
     assert wait(single) == 0, log_of(single)[-3000:]
     assert read_json(str(tmp_path / "m_run" / "result.json"))["replicas"] == 2

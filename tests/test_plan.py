@@ -143,6 +143,12 @@ def test_gpu_decides_without_timing(machine, precision):
     assert (plan.precision, plan.jit_compile, plan.calibration) == (precision, True, None)
 
 
+def test_gpu_keeps_float32_for_a_second_optimizer():
+    plan = plan_lib.resolve(auto(bn_bias_lr_scale=8.0), 16000, GPU, FakeSpeeds({}))
+    assert plan.precision == "float32"
+    assert "bn_bias_lr_scale" in plan.why["precision"]
+
+
 def test_multi_worker_never_times_so_workers_agree():
     plan = plan_lib.resolve(auto(strategy="multi_worker"), 16000, XEON, FakeSpeeds({}))
     assert (plan.precision, plan.jit_compile, plan.calibration) == ("float32", False, None)

@@ -194,6 +194,40 @@ def test_weight_decay_shrinks_each_weight_by_rate_times_decay_before_the_update(
     assert any(np.abs(rate * decay * w0).max() > 1e-3 for w0 in before)
 
 
+def test_bn_bias_lr_scale_steps_the_shifts_that_many_times_as_far():
+    # Adam's first step is the rate times the gradient's sign, so four times the rate moves
+    # each shift four times as far; every other weight takes the step it takes without it.
+    plain = tiny_config(model="conv4_bn", model_kwargs={"dropout": 0.0})
+    runs = [
+        Steps(c, resolve(c, train_images=64)) for c in (plain, plain.replace(bn_bias_lr_scale=4.0))
+    ]
+    runs[1].model.set_weights(runs[0].model.get_weights())
+    shifts = {v.path for v in runs[1].shifts}
+    assert shifts == {bn.beta.path for bn in models.batch_norms(runs[1].model)}
+    before = [v.numpy() for v in runs[0].model.trainable_variables]
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, (16, 24, 32, 3)), tf.uint8)
+    labels = tf.constant(rng.integers(0, 2, 16), tf.int32)
+    for steps in runs:
+        steps.train_step(images, labels)
+    after = [[v.numpy() for v in steps.model.trainable_variables] for steps in runs]
+    variables = runs[1].model.trainable_variables
+    for v, w0, plain_w, scaled_w in zip(variables, before, *after, strict=True):
+        factor = 4.0 if v.path in shifts else 1.0
+        np.testing.assert_allclose(scaled_w - w0, factor * (plain_w - w0), rtol=1e-4, atol=1e-7)
+    assert runs[1].shift_optimizer.iterations.numpy() == 1
+
+
+def test_bn_bias_lr_scale_needs_batch_norm_and_one_loss_scale():
+    config = tiny_config(bn_bias_lr_scale=2.0)
+    with pytest.raises(ConfigError, match="the _tiny model trains none"):
+        Steps(config, resolve(config, train_images=64))
+    with pytest.raises(ConfigError, match="mixed_float16"):
+        config.replace(model="conv4_bn", precision="mixed_float16").validate()
+    with pytest.raises(ConfigError, match="must be positive"):
+        config.replace(bn_bias_lr_scale=0.0).validate()
+
+
 def test_flip_tta_is_the_mean_of_the_image_and_its_mirror():
     config = tiny_config()
     steps = Steps(config, resolve(config, train_images=64))
@@ -212,6 +246,8 @@ def test_flip_tta_is_the_mean_of_the_image_and_its_mirror():
 
 def test_recipe_run_reports_tta_and_compute_and_resumes_exactly(tmp_path):
     config = tiny_config(
+        model="conv4_bn",
+        bn_bias_lr_scale=4.0,
         epochs=3,
         warmup_epochs=1.0,
         label_smoothing=0.1,

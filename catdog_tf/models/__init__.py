@@ -9,7 +9,7 @@ Register your own with :func:`register`; variants are ``functools.partial`` of a
 """
 
 from catdog_tf.models import pretrained, reference, strong  # noqa: F401  (registers builders)
-from catdog_tf.models.fused import training_twin
+from catdog_tf.models.fused import batch_norms, training_twin
 from catdog_tf.models.registry import (
     INPUT_SHAPE,
     ModelSpec,
@@ -30,6 +30,7 @@ __all__ = [
     "ModelSpec",
     "at_image_size",
     "available_models",
+    "batch_norms",
     "build_model",
     "check_kwargs",
     "count_flops",

@@ -20,7 +20,18 @@ import tensorflow as tf
 
 from catdog_tf.models.registry import rebuilt
 
-__all__ = ["FusedBatchNorm", "fusable", "training_twin"]
+__all__ = ["FusedBatchNorm", "batch_norms", "fusable", "training_twin"]
+
+
+def batch_norms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """Every ``BatchNormalization`` of ``model``, nested models' too, in layer order."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found += batch_norms(layer)
+    return found
 
 
 def fusable(layer: keras.layers.Layer) -> bool:

@@ -32,6 +32,7 @@ from absl import logging
 
 from catdog_tf import watchdog
 from catdog_tf.errors import ConfigError
+from catdog_tf.models import batch_norms
 
 # Seconds a multi_worker process waits for every task of its cluster to start.
 WORKER_TIMEOUT_ENV = "CATDOG_TF_WORKER_TIMEOUT"
@@ -251,11 +252,7 @@ def synchronize_batch_norm(model: keras.Model) -> int:
     With several replicas, each would otherwise normalize by the statistics of its own slice
     of the batch. Keras reads the flag at call time. Returns how many layers were changed.
     """
-    changed = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
-            layer.synchronized = True
-            changed += 1
-        elif isinstance(layer, keras.Model):
-            changed += synchronize_batch_norm(layer)
-    return changed
+    changed = [layer for layer in batch_norms(model) if not layer.synchronized]
+    for layer in changed:
+        layer.synchronized = True
+    return len(changed)

@@ -70,6 +70,7 @@ class _State:
             # through the model misses; without them a resumed run draws other dropout masks.
             non_trainable=list(steps.model.non_trainable_variables),
             optimizer=steps.optimizer,
+            **({"shift_optimizer": steps.shift_optimizer} if steps.shift_optimizer else {}),
             **({"average": steps.average.variables} if steps.average else {}),
             epoch=self.epoch,
             best_val_loss=self.best_val_loss,

@@ -20,38 +20,43 @@ from catdog_tf.build import build_configured_model, precision_policy
 from catdog_tf.calibration import time_interleaved
 from catdog_tf.config import Config
 from catdog_tf.data import normalize
-from catdog_tf.models import at_image_size, training_twin
+from catdog_tf.errors import ConfigError
+from catdog_tf.models import at_image_size, batch_norms, training_twin
 from catdog_tf.plan import Plan
 from catdog_tf.train import distributed
 from catdog_tf.train.averaging import WeightAverage
 
 
-def learning_rate_schedule(plan: Plan) -> float | keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate_schedule(
+    plan: Plan, scale: float = 1.0
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """The plan's learning rate: constant or cosine, after an optional linear warm-up.
 
     Both are Keras's ``CosineDecay``: with a warm-up it rises linearly from 0 to the peak over
     ``warmup_steps``; a constant rate after the warm-up is a cosine with ``alpha=1`` (no decay).
+    ``scale`` multiplies the whole schedule (its peak).
     """
     cosine, warmup = plan.lr_schedule == "cosine", plan.warmup_steps
+    peak = plan.learning_rate * scale
     if not (cosine or warmup):
-        return plan.learning_rate
+        return peak
     return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else plan.learning_rate,
+        0.0 if warmup else peak,
         decay_steps=max(1, plan.decay_steps) if cosine else 1,
         alpha=0.0 if cosine else 1.0,
-        warmup_target=plan.learning_rate if warmup else None,
+        warmup_target=peak if warmup else None,
         warmup_steps=warmup,
     )
 
 
-def make_optimizer(config: Config, plan: Plan) -> keras.optimizers.Optimizer:
+def make_optimizer(config: Config, plan: Plan, lr_scale: float = 1.0) -> keras.optimizers.Optimizer:
     """The plan's Adam (AdamW with weight decay), RMSprop or SGD with momentum.
 
-    The learning rate follows :func:`learning_rate_schedule`. ``mixed_float16`` wraps the
-    optimizer in a ``LossScaleOptimizer``, the TensorFlow mixed-precision guide's custom-loop
-    recipe.
+    The learning rate follows :func:`learning_rate_schedule`, times ``lr_scale``.
+    ``mixed_float16`` wraps the optimizer in a ``LossScaleOptimizer``, the TensorFlow
+    mixed-precision guide's custom-loop recipe.
     """
-    lr = learning_rate_schedule(plan)
+    lr = learning_rate_schedule(plan, lr_scale)
     name = plan.optimizer
     if name == "adam":
         optimizer = (
@@ -204,6 +209,10 @@ class Steps:
         and with progressive resizing the same layers at each of ``config.shrunk_sizes``
         (:func:`catdog_tf.models.at_image_size`), each with its batch norms fused for
         training (:func:`catdog_tf.models.training_twin`).
+      shifts: With ``config.bn_bias_lr_scale``, the batch norms' shifts (beta), which
+        :attr:`shift_optimizer` trains at that multiple of the learning rate; else empty.
+      shift_optimizer: Their optimizer (the same kind as :attr:`optimizer`, which trains
+        every other weight), or None.
       average: With ``config.ema_decay``, the moving average of every weight
         (:class:`~catdog_tf.train.averaging.WeightAverage`), updated after each step; else
         None.
@@ -235,8 +244,9 @@ class Steps:
             self.model = model or build_configured_model(config, plan)
             if self.strategy.num_replicas_in_sync > 1:
                 distributed.synchronize_batch_norm(self.model)
+            self.shifts, self.shift_optimizer = self._shift_group()
             self.optimizer = make_optimizer(config, plan)
-            self.optimizer.build(self.model.trainable_variables)
+            self.optimizer.build(self._others(self.model.trainable_variables))
             self.average = (
                 WeightAverage(
                     self.model,
@@ -257,8 +267,31 @@ class Steps:
         self._train = {size: self._make_train_step(m) for size, m in self.train_models.items()}
         self._eval = {tta: self._make_eval_step(tta) for tta in (False, True)}
 
+    def _shift_group(self) -> tuple[list[keras.Variable], keras.optimizers.Optimizer | None]:
+        """With ``config.bn_bias_lr_scale``: the batch norms' shifts and their own optimizer."""
+        scale = self.config.bn_bias_lr_scale
+        if scale == 1:
+            return [], None
+        shifts = [bn.beta for bn in batch_norms(self.model) if bn.center and bn.trainable]
+        if not shifts:
+            raise ConfigError(
+                f"bn_bias_lr_scale={scale} needs batch norms to train, and the "
+                f"{self.config.model} model trains none"
+            )
+        optimizer = make_optimizer(self.config, self.plan, lr_scale=scale)
+        optimizer.build(shifts)
+        return shifts, optimizer
+
+    def _others(self, variables: list[keras.Variable]) -> list[keras.Variable]:
+        """``variables`` without the shifts that :attr:`shift_optimizer` trains."""
+        shift_ids = {id(v) for v in self.shifts}
+        return [v for v in variables if id(v) not in shift_ids]
+
     def _make_train_step(self, model: keras.Model):
         optimizer, loss_name = self.optimizer, self.config.loss
+        # The shifts go last, so one gradient call serves both optimizers.
+        variables = self._others(model.trainable_variables) + self.shifts
+        split = len(variables) - len(self.shifts)
         smoothing = self.config.label_smoothing
         global_batch = float(self.config.batch_size)
         scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
@@ -274,8 +307,10 @@ class Steps:
                 if model.losses:
                     loss += tf.add_n(model.losses) / self.strategy.num_replicas_in_sync
                 scaled = optimizer.scale_loss(loss) if scales_loss else loss
-            grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply(grads, model.trainable_variables)
+            grads = tape.gradient(scaled, variables)
+            optimizer.apply(grads[:split], variables[:split])
+            if self.shift_optimizer:
+                self.shift_optimizer.apply(grads[split:], variables[split:])
             correct = tf.reduce_sum(
                 tf.cast(
                     (tf.reshape(logits, [-1]) > 0) == (tf.reshape(labels, [-1]) == 1), tf.float32
