@@ -241,6 +241,12 @@ ROWS: dict[str, Row] = {
     # The batch norms' shifts at a multiple of the peak rate (airbench's bias rate).
     "wh_bn_bias_lr4": _wh_best("bn_bias_lr_scale=4"),
     "wh_bn_bias_lr16": _wh_best("bn_bias_lr_scale=16"),
+    "wh_bn_bias_lr64": _wh_best("bn_bias_lr_scale=64"),
+    # Distilled from the same seed's wh_best_60 (full_progressive_wh with pool_first and
+    # smoothing 0.2, at 0.53 of the compute, which counts): half the loss against its
+    # probability, or all of it.
+    "wh_distill05": _wh_best("teacher={workdir}/wh_best_60-seed{seed}", "distill_weight=0.5"),
+    "wh_distill1": _wh_best("teacher={workdir}/wh_best_60-seed{seed}", "distill_weight=1"),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(
@@ -315,14 +321,21 @@ def model_of(row: str) -> str:
     return ROWS[row].model or _MODEL.value or get_preset(ROWS[row].preset).model
 
 
-def overrides(row: str) -> list[str]:
-    """The ``--set`` assignments of a row: its own, then those of --set."""
-    return [*ROWS[row].overrides, *_SET.value]
+def overrides(row: str, seed: int) -> list[str]:
+    """The ``--set`` assignments of a run of a row: its own, then those of --set.
+
+    ``{workdir}`` and ``{seed}`` in a row's own stand for --workdir and the run's seed.
+    """
+    own = [
+        o.replace("{workdir}", _WORKDIR.value).replace("{seed}", str(seed))
+        for o in ROWS[row].overrides
+    ]
+    return [*own, *_SET.value]
 
 
 def command(row: str, seed: int) -> str:
     """The catdog-train command of one run of a row."""
-    sets = "".join(f" {shlex.quote(f'--set={o}')}" for o in overrides(row))
+    sets = "".join(f" {shlex.quote(f'--set={o}')}" for o in overrides(row, seed))
     return (
         f"catdog-train --preset={ROWS[row].preset} --model={model_of(row)} --seed={seed}{sets} "
         f"--data={_DATA.value} --workdir={_WORKDIR.value}/{row}-seed{seed}"
@@ -332,7 +345,7 @@ def command(row: str, seed: int) -> str:
 def row_config(row: str, seed: int) -> Config:
     """The checked configuration of one run of ``row`` (raises ConfigError if it is bad)."""
     config = get_preset(ROWS[row].preset, model_of(row)).replace(data=_DATA.value, seed=seed)
-    for assignment in overrides(row):
+    for assignment in overrides(row, seed):
         config = parse_override(config, assignment)
     return config.validate()
 

@@ -207,10 +207,14 @@ def _limitations() -> str:
 
 
 def _compute(result: dict[str, Any], about: dict[str, Any]) -> str:
+    how = "images trained x 3 x forward FLOPs"
+    if "teacher" in result:
+        teacher = result["teacher"]["training_flops"]
+        how += f", the teacher's forward passes, and the teacher's training: {teacher:.2e}"
     return (
         "## Compute\n\n"
-        f"- Training: {result['training_flops']:.2e} FLOPs (images trained x 3 x forward "
-        f"FLOPs), {result['epochs_run']} epochs.\n"
+        f"- Training: {result['training_flops']:.2e} FLOPs ({how}), "
+        f"{result['epochs_run']} epochs.\n"
         f"- Wall time: {about.get('wall_time', '?')}.\n"
         f"- CPU: {about.get('cpu', 'not recorded')}.\n"
         f"- Precision: {about.get('precision', '?')}."

@@ -112,6 +112,19 @@ class Config:
         "A finished run directory whose ``model.keras`` weights initialize this model "
         "(matched by name): fine-tuning starts from a bottleneck run this way.",
     )
+    teacher: str = _field(
+        "",
+        "A finished run directory whose model teaches this one (knowledge distillation): "
+        "part of each training image's loss is the cross-entropy against the teacher's "
+        "probability for the same augmented image. It must hold out this run's validation "
+        "and test images; its training compute and its forward passes count in this run's "
+        "``training_flops``.",
+    )
+    distill_weight: float = _field(
+        0.0,
+        "With ``teacher``: the share of the loss, in (0, 1], whose target is the teacher's "
+        "probability; the rest targets the labels.",
+    )
     loss: str = _field(
         "cross_entropy",
         "``mse`` (on the sigmoid probability, as the article) or ``cross_entropy``.",
@@ -302,6 +315,8 @@ class Config:
         for name in ("label_smoothing", "ema_decay", "cutout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.distill_weight <= 1:
+            raise ConfigError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
         if not 0 <= self.ema_start < self.epochs:
             raise ConfigError(
                 f"ema_start={self.ema_start} must be in [0, {self.epochs}): an epoch of the run"
@@ -320,6 +335,11 @@ class Config:
         for name in ("ema_start", "lookahead_steps"):
             if getattr(self, name) and not self.ema_decay:
                 raise ConfigError(f"{name} needs ema_decay > 0: there is no average")
+        if bool(self.teacher) != bool(self.distill_weight):
+            raise ConfigError(
+                "teacher and distill_weight go together: a teacher needs distill_weight in "
+                "(0, 1], and distill_weight a teacher run directory"
+            )
         if self.bn_bias_lr_scale != 1 and self.precision == "mixed_float16":
             raise ConfigError(
                 "bn_bias_lr_scale trains the batch norms' shifts with a second optimizer, which "

@@ -298,6 +298,11 @@ def test_recipe_ablation_prints_each_runs_command_with_every_set_last():
         "--set=label_smoothing=0.2",
         "--set=precision=float32",
     ]
+    # A row's teacher is the same seed's run of another row, in the same --workdir.
+    assert (
+        "--set=teacher=runs/ablation/wh_best_60-seed3"
+        in by_workdir["runs/ablation/wh_distill05-seed3"]
+    )
 
 
 def test_roofline_times_each_variant_with_its_own_batch_model_and_flops():

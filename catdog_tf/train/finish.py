@@ -167,7 +167,21 @@ def _about(
         "seconds_per_epoch": _steady(history, "seconds"),
         "train_images_per_second": _steady(history, "images_per_second"),
         "total_train_seconds": sum(h["seconds"] for h in history),
-        "training_flops": training_flops(description, history),
+        **_compute(prepared, description, history),
+    }
+
+
+def _compute(
+    prepared: Prepared, description: dict[str, Any], history: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``training_flops``, the teacher's training included; with a teacher, its record."""
+    flops = training_flops(description, history)
+    teacher = prepared.teacher
+    if teacher is None:
+        return {"training_flops": flops}
+    return {
+        "training_flops": None if flops is None else flops + teacher.training_flops,
+        "teacher": {"run_dir": teacher.run_dir, "training_flops": teacher.training_flops},
     }
 
 
@@ -202,12 +216,15 @@ def training_flops(description: dict[str, Any], history: list[dict[str, Any]]) -
     A training step costs about three forward passes (the forward, and a backward pass of
     twice its cost), the usual estimate (Kaplan et al. 2020). Machine-independent, so runs on
     different CPUs compare. An epoch at another image size (progressive resizing) records its
-    own ``flops_per_image``. None when the FLOPs are unknown, the history is empty, or an
+    own ``flops_per_image``; with a teacher, each epoch adds one forward pass of the teacher
+    per image (``teacher_flops_per_image``). The teacher's own training is not in here
+    (:func:`finish` adds it). None when the FLOPs are unknown, the history is empty, or an
     epoch's image count cannot be recovered (:func:`epoch_images`).
     """
     flops = description.get("flops")
     images = [epoch_images(h) for h in history]
     per_image = [h.get("flops_per_image", flops) for h in history]
-    if not flops or not images or None in images or None in per_image:
+    taught = [h.get("teacher_flops_per_image", 0) for h in history]
+    if not flops or not images or None in images or None in per_image or None in taught:
         return None
-    return 3.0 * sum(f * n for f, n in zip(per_image, images, strict=True))
+    return sum((3.0 * f + t) * n for f, t, n in zip(per_image, taught, images, strict=True))

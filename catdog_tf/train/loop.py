@@ -256,7 +256,7 @@ def _train_and_evaluate(
     on_epoch_end, on_finished = hooks
     prepared = prepare(config, workdir, overwrite)
     plan = prepared.plan
-    trainee = TRAINEES[plan.mode](config, plan, prepared.splits, workdir, prepared.strategy)
+    trainee = TRAINEES[plan.mode](prepared, workdir)
     description = models.describe(trainee.model)
     logging.info(
         "%s; %s, XLA %s, %d replica(s)",
@@ -304,13 +304,11 @@ def fit(
         for split in ("train", "validation")
     }
     patience = config.early_stopping_patience
-    shrunk_flops = {
-        size: models.count_flops(steps.train_models[size]) for size in config.shrunk_sizes
-    }
+    flops = _epoch_flops(config, steps)
     for epoch in range(first_epoch, config.epochs):
         if patience and int(state.bad_epochs) >= patience:
             break  # A resumed run that had already stopped early.
-        entry = _run_epoch(prepared, trainee, epoch, state, progress, shrunk_flops)
+        entry = _run_epoch(prepared, trainee, epoch, state, progress, flops)
         history.append(entry)
         state.epoch.assign(epoch + 1)
         state.history.assign(json.dumps(history))
@@ -333,13 +331,29 @@ def fit(
     return history
 
 
+def _epoch_flops(config: Config, steps: Steps) -> dict[tuple[int, int] | None, dict[str, Any]]:
+    """The FLOPs each epoch's history entry records, by its image size (None: full size).
+
+    A shrunk epoch records its model's forward FLOPs per image; with a teacher, every epoch
+    records the teacher's at its size (:func:`catdog_tf.train.finish.training_flops`).
+    """
+    records: dict[tuple[int, int] | None, dict[str, Any]] = {}
+    for size in (None, *config.shrunk_sizes):
+        record = {"flops_per_image": models.count_flops(steps.train_models[size])} if size else {}
+        if steps.teachers:
+            teacher = steps.teachers[size or config.image_size]
+            record["teacher_flops_per_image"] = models.count_flops(teacher)
+        records[size] = record
+    return records
+
+
 def _run_epoch(
     prepared: Prepared,
     trainee: Trainee,
     epoch: int,
     state: _State,
     progress: _Progress,
-    shrunk_flops: dict[tuple[int, int], float | None],
+    flops: dict[tuple[int, int] | None, dict[str, Any]],
 ) -> dict[str, Any]:
     """Trains and validates epoch ``epoch`` (0-based); saves the best weights; its entry."""
     config, steps = prepared.config, trainee.steps
@@ -351,7 +365,7 @@ def _run_epoch(
     entry.update(_train_epoch(steps, train_ds, prepared.plan.steps_per_epoch, progress.bar, size))
     if size:
         entry["image_size"] = list(size)
-        entry["flops_per_image"] = shrunk_flops[size]
+    entry.update(flops[size])
     # convert_to_numpy reads a plain or a distributed (mirrored) variable alike.
     entry["learning_rate"] = float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate))
     # With ema_decay the moving average is what is validated, kept as best and exported.

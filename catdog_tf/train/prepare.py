@@ -21,6 +21,7 @@ from catdog_tf.errors import ConfigError
 from catdog_tf.plan import Plan
 from catdog_tf.train import distributed
 from catdog_tf.train.steps import measure_train_speeds
+from catdog_tf.train.teacher import Teacher, read_teacher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Prepared:
       splits: ``{"train", "validation", "test"}`` examples.
       skipped: ``(path, reason)`` of every file that does not decode.
       strategy: The ``tf.distribute`` strategy the run trains under.
+      teacher: With ``config.teacher``, the checked teacher run; else None.
     """
 
     config: Config
@@ -40,6 +42,7 @@ class Prepared:
     splits: dict[str, data.Examples]
     skipped: list[tuple[str, str]]
     strategy: tf.distribute.Strategy
+    teacher: Teacher | None = None
 
 
 def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
@@ -47,7 +50,8 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
 
     Raises:
       ConfigError: The workdir holds another run, or the batch does not fit the data or the
-        replicas; the plan refuses a resume (see :func:`catdog_tf.plan.check_resume`).
+        replicas; the plan refuses a resume (see :func:`catdog_tf.plan.check_resume`); the
+        teacher is not a finished run that held out this run's validation and test images.
       DataSourceError: The data cannot be loaded or split.
     """
     saved_plan = rundir.check_workdir(workdir, config, overwrite)
@@ -71,11 +75,24 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
         config, n_train, measure=measure_train_speeds, data_fingerprint=fingerprint
     )
     plan_lib.check_resume(saved_plan, plan, workdir)
+    teacher = _teacher(config, plan, splits)
     os.makedirs(workdir, exist_ok=True)
     rundir.write_config(workdir, config, plan.to_dict())
     for name, reason in plan.why.items():
         logging.info("plan: %s = %s (%s)", name, getattr(plan, name), reason)
-    return Prepared(config, plan, splits, skipped, strategy)
+    return Prepared(config, plan, splits, skipped, strategy, teacher)
+
+
+def _teacher(config: Config, plan: Plan, splits: dict[str, data.Examples]) -> Teacher | None:
+    """The config's teacher, checked (:func:`catdog_tf.train.teacher.read_teacher`)."""
+    if not config.teacher:
+        return None
+    if plan.mode == "bottleneck":
+        raise ConfigError(
+            f"teacher: {config.model} trains a head on cached features, which a teacher of "
+            "augmented images cannot label"
+        )
+    return read_teacher(config.teacher, splits)
 
 
 def _process_set_up(config: Config) -> tf.distribute.Strategy:

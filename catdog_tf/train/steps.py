@@ -76,22 +76,37 @@ def make_optimizer(config: Config, plan: Plan, lr_scale: float = 1.0) -> keras.o
 
 
 def per_example_loss(
-    name: str, labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0
+    name: str,
+    labels: tf.Tensor,
+    logits: tf.Tensor,
+    label_smoothing: float = 0.0,
+    teacher_probs: tf.Tensor | None = None,
+    distill_weight: float = 0.0,
 ) -> tf.Tensor:
     """Loss of each example, float32, shape (batch,).
 
     ``mse``: squared error of the sigmoid probability (the article's loss).
     ``cross_entropy``: binary cross-entropy from logits (stable for any logit).
     ``label_smoothing`` moves the targets halfway-to-0.5 by that fraction, as Keras's
-    ``BinaryCrossentropy(label_smoothing=...)`` does.
+    ``BinaryCrossentropy(label_smoothing=...)`` does. With ``teacher_probs`` (knowledge
+    distillation), ``distill_weight`` of the loss takes them as targets instead.
     """
     labels = tf.cast(tf.reshape(labels, [-1]), tf.float32)
     logits = tf.cast(tf.reshape(logits, [-1]), tf.float32)
     if label_smoothing:
         labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    loss = _loss_against(name, labels, logits)
+    if teacher_probs is None:
+        return loss
+    soft = _loss_against(name, tf.cast(tf.reshape(teacher_probs, [-1]), tf.float32), logits)
+    return (1.0 - distill_weight) * loss + distill_weight * soft
+
+
+def _loss_against(name: str, targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """``name``'s loss of each logit against a target probability."""
     if name == "mse":
-        return tf.square(tf.sigmoid(logits) - labels)
-    return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.square(tf.sigmoid(logits) - targets)
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
 
 
 def collect_logits(
@@ -213,6 +228,8 @@ class Steps:
         :attr:`shift_optimizer` trains at that multiple of the learning rate; else empty.
       shift_optimizer: Their optimizer (the same kind as :attr:`optimizer`, which trains
         every other weight), or None.
+      teachers: ``{(height, width): teacher}`` of each size the run trains at, with a
+        teacher (the same model, at that size); else empty.
       average: With ``config.ema_decay``, the moving average of every weight
         (:class:`~catdog_tf.train.averaging.WeightAverage`), updated after each step; else
         None.
@@ -225,6 +242,7 @@ class Steps:
         strategy: tf.distribute.Strategy | None = None,
         model: keras.Model | None = None,
         fuse_batch_norm: bool = True,
+        teacher: keras.Model | None = None,
     ):
         """Builds (or takes) the model, its optimizer and the compiled steps.
 
@@ -236,6 +254,8 @@ class Steps:
             instead of ``config.model`` (the head of a bottleneck model, on cached features).
           fuse_batch_norm: Train through :func:`catdog_tf.models.training_twin` (False:
             through the model's own Keras batch norm, to compare).
+          teacher: A model built under ``strategy``'s scope whose probabilities are the
+            targets of ``config.distill_weight`` of the loss (``config.teacher``'s model).
         """
         self.config = config
         self.plan = plan
@@ -264,7 +284,13 @@ class Steps:
             for size in config.shrunk_sizes:
                 # Built now: a model that cannot shrink fails before the first epoch.
                 self.train_models[size] = twin(at_image_size(self.model, size))
-        self._train = {size: self._make_train_step(m) for size, m in self.train_models.items()}
+            self.teachers = {
+                size: at_image_size(teacher, size) for size in self.train_models if teacher
+            }
+        self._train = {
+            size: self._make_train_step(m, self.teachers.get(size))
+            for size, m in self.train_models.items()
+        }
         self._eval = {tta: self._make_eval_step(tta) for tta in (False, True)}
 
     def _shift_group(self) -> tuple[list[keras.Variable], keras.optimizers.Optimizer | None]:
@@ -287,8 +313,9 @@ class Steps:
         shift_ids = {id(v) for v in self.shifts}
         return [v for v in variables if id(v) not in shift_ids]
 
-    def _make_train_step(self, model: keras.Model):
+    def _make_train_step(self, model: keras.Model, teacher: keras.Model | None):
         optimizer, loss_name = self.optimizer, self.config.loss
+        distill_weight = self.config.distill_weight
         # The shifts go last, so one gradient call serves both optimizers.
         variables = self._others(model.trainable_variables) + self.shifts
         split = len(variables) - len(self.shifts)
@@ -299,9 +326,14 @@ class Steps:
         @tf.function(jit_compile=self.plan.jit_compile)
         def replica_step(images, labels):
             images = normalize(images)  # The pipeline's last stage, fused into the step.
+            taught = None
+            if teacher is not None:
+                taught = tf.sigmoid(tf.cast(teacher(images, training=False), tf.float32))
             with tf.GradientTape() as tape:
                 logits = model(images, training=True)
-                losses = per_example_loss(loss_name, labels, logits, smoothing)
+                losses = per_example_loss(
+                    loss_name, labels, logits, smoothing, taught, distill_weight
+                )
                 # Sum / global batch size: correct gradient scale under any replica count.
                 loss = tf.reduce_sum(losses) / global_batch
                 if model.losses:

@@ -21,8 +21,8 @@ from catdog_tf import data, models, rundir
 from catdog_tf.build import build_configured_model, check_memory, precision_policy
 from catdog_tf.config import Config
 from catdog_tf.models import pretrained, whitening
-from catdog_tf.plan import Plan
-from catdog_tf.train import features
+from catdog_tf.train import features, teacher
+from catdog_tf.train.prepare import Prepared
 from catdog_tf.train.steps import Steps
 
 # Locks of the file caches this process writes, held until it exits (see cache_arg).
@@ -90,19 +90,23 @@ class Trainee:
     features_info: dict[str, Any] | None = None
 
 
-def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) -> Trainee:
+def image_trainee(prepared: Prepared, workdir: str) -> Trainee:
     """The model trains on decoded (cached, optionally augmented) image batches.
 
     The epochs of :meth:`catdog_tf.config.Config.epoch_image_size` train on the images shrunk
-    once (:func:`catdog_tf.data.shrunk_dataset`), augmented at that size.
+    once (:func:`catdog_tf.data.shrunk_dataset`), augmented at that size. A teacher, if the
+    config names one, labels every training batch as it trains.
     """
+    config, plan, splits = prepared.config, prepared.plan, prepared.splits
     decoded = {
         name: data.decoded_dataset(
             ex, config.image_size, cache=cache_arg(config, ex, workdir, name)
         )
         for name, ex in splits.items()
     }
-    steps = Steps(config, plan, strategy)
+    with precision_policy(plan.precision), prepared.strategy.scope():
+        teacher_model = teacher.load_model(prepared.teacher) if prepared.teacher else None
+    steps = Steps(config, plan, prepared.strategy, teacher=teacher_model)
     check_memory(steps.model, config, sum(len(ex) for ex in splits.values()), len(splits["train"]))
     if models.whitening_layer(steps.model) is not None and not config.init_from:
         # Set before the first step; a resumed run's checkpoint restores the same kernel,
@@ -145,8 +149,10 @@ def image_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) ->
     )
 
 
-def bottleneck_trainee(config: Config, plan: Plan, splits, workdir: str, strategy) -> Trainee:
+def bottleneck_trainee(prepared: Prepared, workdir: str) -> Trainee:
     """A frozen backbone runs once per split (features cached); only the head trains."""
+    config, plan, splits = prepared.config, prepared.plan, prepared.splits
+    strategy = prepared.strategy
     # Each image is read once, to extract its features: no image cache.
     decoded = {
         name: data.decoded_dataset(ex, config.image_size, cache="") for name, ex in splits.items()
@@ -171,7 +177,7 @@ def bottleneck_trainee(config: Config, plan: Plan, splits, workdir: str, strateg
     )
 
 
-TRAINEES: dict[str, Callable[[Config, Plan, Any, str, Any], Trainee]] = {
+TRAINEES: dict[str, Callable[[Prepared, str], Trainee]] = {
     "scratch": image_trainee,
     "finetune": image_trainee,
     "bottleneck": bottleneck_trainee,
