@@ -3,7 +3,7 @@ r"""Ensembles of finished runs: test accuracy against their summed training comp
 An ensemble's logit is the mean of its members' logits. The members must hold out the same
 validation and test images (runs with the same seed split the data alike, whatever their
 recipe). Each combination of the ``--runs`` is one row: its compute (the members'
-``training_flops`` summed, a fraction of
+``training_flops`` summed, a distilled member's teacher counted once, a fraction of
 :func:`catdog_tf.models.reference_training_flops`), its validation accuracy at 0.5, and its
 test accuracy at the threshold its own validation logits choose, without and with flip TTA
 (where every member has TTA logits). With ``--seeds``, each run is a pattern whose
@@ -45,11 +45,25 @@ SPLITS = ("validation", "test")
 
 
 class Member(NamedTuple):
-    """A finished run's saved logits, labels and image paths, and its training FLOPs."""
+    """A finished run's saved logits, labels and image paths, and its training FLOPs.
+
+    ``training_flops`` is all of the run's compute, a distilled run's teacher's included;
+    ``teacher`` is then that teacher's (real path, ``training_flops``).
+    """
 
     name: str
     training_flops: float
     saved: dict[str, np.ndarray]
+    path: str = ""
+    teacher: tuple[str, float] | None = None
+
+
+def compute(members: tuple[Member, ...]) -> float:
+    """The members' training FLOPs, each teacher counted once, member or not."""
+    paths = {m.path for m in members}
+    teachers = {m.teacher for m in members if m.teacher}
+    own = sum(m.training_flops - (m.teacher[1] if m.teacher else 0.0) for m in members)
+    return own + sum(flops for path, flops in teachers if path not in paths)
 
 
 def load(run: str) -> Member:
@@ -63,10 +77,17 @@ def load(run: str) -> Member:
         raise SystemExit(f"ensembles: {run} is not a finished run with {rundir.PREDICTIONS}")
     with np.load(predictions) as saved:
         arrays = dict(saved)
-    flops = read_json(rundir.path(run, rundir.RESULT)).get("training_flops")
-    if not flops:
+    result = read_json(rundir.path(run, rundir.RESULT))
+    if not result.get("training_flops"):
         raise SystemExit(f"ensembles: {run}'s result.json does not count its training_flops")
-    return Member(os.path.basename(os.path.normpath(run)), flops, arrays)
+    teacher = result.get("teacher")
+    return Member(
+        os.path.basename(os.path.normpath(run)),
+        result["training_flops"],
+        arrays,
+        os.path.realpath(run),
+        (os.path.realpath(teacher["run_dir"]), teacher["training_flops"]) if teacher else None,
+    )
 
 
 def check_same_split(members: list[Member]) -> None:
@@ -117,15 +138,15 @@ def row(
     per_seed: list[tuple[Member, ...]], names: list[str], reference: float
 ) -> tuple[float, str]:
     """(compute, the table's line) of one ensemble, ``per_seed`` its members on each seed."""
-    compute = np.mean([sum(m.training_flops for m in members) for members in per_seed])
+    flops = np.mean([compute(members) for members in per_seed])
     plain = [accuracies(members, tta=False) for members in per_seed]
     flipped = [accuracies(members, tta=True) for members in per_seed]
     tta = "-" if None in flipped else interval([f[1] for f in flipped])
     line = (
-        f"| {' + '.join(names)} | {len(names)} | {compute / reference:.2f} "
+        f"| {' + '.join(names)} | {len(names)} | {flops / reference:.2f} "
         f"| {interval([p[0] for p in plain])} | {interval([p[1] for p in plain])} | {tta} |"
     )
-    return compute, line
+    return flops, line
 
 
 def members_per_seed(patterns: list[str], seeds: list[str]) -> list[list[Member]]:

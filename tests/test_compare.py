@@ -73,6 +73,12 @@ def test_an_ensemble_scores_as_its_run_and_its_members_must_share_a_split(finish
     compute, line = ensembles.row([tuple(m) for m in per_seed], ["a", "b"], reference=1.0)
     assert compute == 2 * run.training_flops
     assert f"| a + b | 2 | {compute:.2f} | {100 * expected[0]:.2f} ± 0.00 |" in line
+    # A distilled member's teacher counts once: in it, or as a member itself.
+    teacher = run._replace(path="/t", training_flops=9.0)
+    student = run._replace(path="/s", training_flops=14.0, teacher=("/t", 9.0))
+    assert ensembles.compute((student,)) == 14.0
+    assert ensembles.compute((student, teacher)) == 14.0
+    assert ensembles.compute((student, student._replace(path="/s2"))) == 5.0 + 5.0 + 9.0
     with pytest.raises(SystemExit, match="names its {seed}"):
         ensembles.members_per_seed([finished_run.workdir], ["0"])
     other = np.roll(run.saved["test_paths"], 1)

@@ -173,22 +173,29 @@ def test_lookahead_steps_the_average_every_k_steps_and_trains_on_from_it():
     assert not all(np.allclose(a, w.numpy()) for a, w in zip(average, floats[1], strict=True))
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_weight_decay_shrinks_each_weight_by_rate_times_decay_before_the_update(optimizer):
-    # Decoupled (AdamW) decay: the same step without decay, minus lr x decay x the weight.
-    decay, rate = 0.5, 3e-2
-    plain = tiny_config(optimizer=optimizer, learning_rate=rate)
-    runs = [
-        Steps(c, resolve(c, train_images=64)) for c in (plain, plain.replace(weight_decay=decay))
-    ]
-    runs[1].model.set_weights(runs[0].model.get_weights())
+def _one_step_each(*configs: Config) -> tuple[list[Steps], list[np.ndarray], list[list]]:
+    """One step of each config's run on one batch, all from the first's weights.
+
+    Returns (the runs' steps, the trainable weights before, each run's after).
+    """
+    runs = [Steps(c, resolve(c, train_images=64)) for c in configs]
+    for steps in runs[1:]:
+        steps.model.set_weights(runs[0].model.get_weights())
     before = [v.numpy() for v in runs[0].model.trainable_variables]
     rng = np.random.default_rng(0)
     images = tf.constant(rng.integers(0, 256, (16, 24, 32, 3)), tf.uint8)
     labels = tf.constant(rng.integers(0, 2, 16), tf.int32)
     for steps in runs:
         steps.train_step(images, labels)
-    after = [[v.numpy() for v in steps.model.trainable_variables] for steps in runs]
+    return runs, before, [[v.numpy() for v in steps.model.trainable_variables] for steps in runs]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_weight_decay_shrinks_each_weight_by_rate_times_decay_before_the_update(optimizer):
+    # Decoupled (AdamW) decay: the same step without decay, minus lr x decay x the weight.
+    decay, rate = 0.5, 3e-2
+    plain = tiny_config(optimizer=optimizer, learning_rate=rate)
+    _, before, after = _one_step_each(plain, plain.replace(weight_decay=decay))
     for w0, undecayed, decayed in zip(before, *after, strict=True):
         np.testing.assert_allclose(decayed, undecayed - rate * decay * w0, rtol=1e-5, atol=1e-7)
     assert any(np.abs(rate * decay * w0).max() > 1e-3 for w0 in before)
@@ -198,19 +205,9 @@ def test_bn_bias_lr_scale_steps_the_shifts_that_many_times_as_far():
     # Adam's first step is the rate times the gradient's sign, so four times the rate moves
     # each shift four times as far; every other weight takes the step it takes without it.
     plain = tiny_config(model="conv4_bn", model_kwargs={"dropout": 0.0})
-    runs = [
-        Steps(c, resolve(c, train_images=64)) for c in (plain, plain.replace(bn_bias_lr_scale=4.0))
-    ]
-    runs[1].model.set_weights(runs[0].model.get_weights())
+    runs, before, after = _one_step_each(plain, plain.replace(bn_bias_lr_scale=4.0))
     shifts = {v.path for v in runs[1].shifts}
     assert shifts == {bn.beta.path for bn in models.batch_norms(runs[1].model)}
-    before = [v.numpy() for v in runs[0].model.trainable_variables]
-    rng = np.random.default_rng(0)
-    images = tf.constant(rng.integers(0, 256, (16, 24, 32, 3)), tf.uint8)
-    labels = tf.constant(rng.integers(0, 2, 16), tf.int32)
-    for steps in runs:
-        steps.train_step(images, labels)
-    after = [[v.numpy() for v in steps.model.trainable_variables] for steps in runs]
     variables = runs[1].model.trainable_variables
     for v, w0, plain_w, scaled_w in zip(variables, before, *after, strict=True):
         factor = 4.0 if v.path in shifts else 1.0
