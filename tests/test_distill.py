@@ -82,7 +82,11 @@ def test_a_teacher_that_trained_on_the_scored_images_is_refused(finished_run, tm
 
 @pytest.mark.parametrize(
     ("damage", "message"),
-    [("predictions.npz", "has no predictions.npz"), ("model.keras", "model.keras does not load")],
+    [
+        ("predictions.npz", "has no predictions.npz"),
+        ("model.keras", "model.keras does not load"),
+        ("result.json", "result.json does not read"),
+    ],
 )
 def test_a_damaged_teacher_is_one_clear_error(
     finished_run, finished_copy, tmp_path, damage, message
@@ -90,6 +94,9 @@ def test_a_damaged_teacher_is_one_clear_error(
     target = os.path.join(finished_copy, damage)
     if damage == "predictions.npz":
         os.remove(target)
+    elif damage == "result.json":
+        with open(target, "w") as f:
+            f.write('{"training_flops": ')
     else:
         with open(target, "r+b") as f:
             f.truncate(100)

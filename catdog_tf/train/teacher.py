@@ -47,9 +47,12 @@ def read_teacher(run_dir: str, splits: dict[str, data.Examples]) -> Teacher:
     where = f"teacher={run_dir!r}"
     if not rundir.is_finished(run_dir):
         raise ConfigError(f"{where} is not a finished run (it has no result.json and model.keras)")
-    flops = read_json(rundir.path(run_dir, rundir.RESULT)).get("training_flops")
-    if not flops:
-        raise ConfigError(f"{where}: its result.json does not say its training compute")
+    try:
+        flops = read_json(rundir.path(run_dir, rundir.RESULT)).get("training_flops")
+    except (OSError, ValueError, AttributeError) as e:  # Unreadable, not JSON, not an object.
+        raise ConfigError(f"{where}: its {rundir.RESULT} does not read ({e})") from None
+    if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not flops > 0:
+        raise ConfigError(f"{where}: its {rundir.RESULT} does not say its training compute")
     predictions = rundir.path(run_dir, rundir.PREDICTIONS)
     if not os.path.exists(predictions):
         raise ConfigError(
