@@ -29,7 +29,6 @@ from absl import flags
 
 from catdog_tf import models, rundir, stats
 from catdog_tf.train import metrics
-from catdog_tf.utils import read_json
 
 _RUNS = flags.DEFINE_list(
     "runs", [], "Finished run directories, the candidate members; with --seeds, patterns."
@@ -77,7 +76,7 @@ def load(run: str) -> Member:
         raise SystemExit(f"ensembles: {run} is not a finished run with {rundir.PREDICTIONS}")
     with np.load(predictions) as saved:
         arrays = dict(saved)
-    result = read_json(rundir.path(run, rundir.RESULT))
+    result = rundir.read_result(run)
     if not result.get("training_flops"):
         raise SystemExit(f"ensembles: {run}'s result.json does not count its training_flops")
     teacher = result.get("teacher")

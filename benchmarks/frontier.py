@@ -49,7 +49,7 @@ def shipped_points(reference: float) -> list[Point]:
     points = []
     for name in shipped.available():
         folder = shipped.path(name)
-        result = read_json(rundir.path(folder, rundir.RESULT))
+        result = rundir.read_result(folder)
         seeds = read_json(rundir.path(folder, rundir.SHIPPED_MARK)).get("seeds") or [
             {
                 "test": result["test"]["best_accuracy"],
@@ -70,9 +70,7 @@ def shipped_points(reference: float) -> list[Point]:
 def group_point(label: str, pattern: str, reference: float) -> Point | None:
     """One point over the finished runs ``pattern`` matches (None if it matches none)."""
     results = [
-        read_json(rundir.path(run, rundir.RESULT))
-        for run in sorted(glob.glob(pattern))
-        if rundir.is_finished(run)
+        rundir.read_result(run) for run in sorted(glob.glob(pattern)) if rundir.is_finished(run)
     ]
     if not results:
         return None

@@ -21,9 +21,8 @@ import sys
 
 from absl import flags
 
-from catdog_tf import machine
+from catdog_tf import machine, rundir
 from catdog_tf.train import distributed
-from catdog_tf.utils import read_json
 
 _DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Image folder.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/multi_worker", "Where the runs go.")
@@ -69,7 +68,7 @@ def main(argv: list[str]) -> None:
         ("one process", single_dir, "default"),
         ("two workers, 127.0.0.1", workers_dir, "multi_worker"),
     ):
-        result = read_json(os.path.join(folder, "result.json"))
+        result = rundir.read_result(folder)
         print(
             f"| {name} | {result['replicas']} | {result['seconds_per_epoch']:.0f} | "
             f"{result['train_images_per_second']:.0f} | {result['test']['best_accuracy']:.4f} | "

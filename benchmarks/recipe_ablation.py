@@ -355,7 +355,7 @@ def run_row(row: str, seed: int) -> dict | None:
     config = row_config(row, seed)
     run_dir = os.path.join(_WORKDIR.value, f"{row}-seed{seed}")
     if finished_under(run_dir, config):
-        return read_json(rundir.path(run_dir, rundir.RESULT))
+        return rundir.read_result(run_dir)
     if not _TRAIN.value:
         return None
     print(f"=== {command(row, seed)}", flush=True)
@@ -371,7 +371,7 @@ def correct_on_test(row: str, seed: int, tta: bool) -> np.ndarray | None:
     key = "test_tta_logits" if tta else "test_logits"
     if key not in saved:
         return None
-    result = read_json(rundir.path(run_dir, rundir.RESULT))
+    result = rundir.read_result(run_dir)
     threshold = result["validation_tta" if tta else "validation"]["best_threshold"]
     return metrics.correct_at(metrics.probabilities(saved[key]), saved["test_labels"], threshold)
 

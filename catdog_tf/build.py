@@ -1,8 +1,9 @@
-"""A run's model: its precision policy, kwargs, starting weights and memory.
+"""A run's model: its precision policy, kwargs, starting weights, memory, and its saved files.
 
 Used by training (:mod:`catdog_tf.train.steps`) and by export (:mod:`catdog_tf.export`),
 which both build the configured model and must agree on how; training checks the memory a
-run will take (:func:`check_memory`) before its first step.
+run will take (:func:`check_memory`) before its first step. Every saved model a run's files
+hold (its own, a teacher's, an ``init_from`` run's) is loaded by :func:`load_model_file`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import contextlib
 import os
 
 import keras
+import numpy as np
 from absl import logging
 
 from catdog_tf import machine, rundir
 from catdog_tf.config import Config
-from catdog_tf.errors import ConfigError
-from catdog_tf.models import build_model
+from catdog_tf.errors import ConfigError, RunFilesError, first_line
+from catdog_tf.models import build_model, get_spec
 from catdog_tf.plan import Plan
 
 
@@ -56,6 +58,45 @@ def build_configured_model(config: Config, plan: Plan) -> keras.Model:
     return model
 
 
+def in_precision(model: keras.Model, config: Config, precision: str) -> keras.Model:
+    """``model``, a trained ``config.model``, built again under ``precision``, its weights copied.
+
+    A saved model keeps the precision it was trained in; this gives its function in another
+    (float32 to serve it, the student's precision for a teacher).
+    """
+    kwargs = dict(config.model_kwargs)
+    if get_spec(config.model).pretrained:
+        kwargs["weights"] = "none"  # The trained weights are copied in below.
+    with precision_policy(precision):
+        twin = build_model(config.model, (*config.image_size, 3), **kwargs)
+    # Same builder, same arguments: the same weights in the same order. Every precision keeps
+    # float32 variables.
+    twin.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+    return twin
+
+
+def load_model_file(model_path: str, workdir: str, compile: bool = True) -> keras.Model:
+    """Loads one of run ``workdir``'s Keras files (``model.keras``, ``serving.keras``).
+
+    Args:
+      model_path: The file.
+      workdir: The run it belongs to (named in the error, with how to write the file again).
+      compile: Whether to restore the saved loss and metrics; a model that is only evaluated
+        needs neither.
+
+    Raises:
+      RunFilesError: The file cannot be loaded (truncated, damaged or missing).
+    """
+    try:
+        return keras.saving.load_model(model_path, compile=compile)
+    except Exception as e:  # zipfile, h5py, JSON and Keras errors: the file is damaged.
+        raise RunFilesError(
+            f"{model_path} cannot be loaded ({type(e).__name__}: {first_line(e)}); is it "
+            f"truncated? Run catdog-train again on {workdir} to export it from the best "
+            "checkpoint"
+        ) from e
+
+
 def copy_weights(run_dir: str, model: keras.Model) -> None:
     """Sets every weight of ``model`` from the same-named weight of ``run_dir``'s model.keras.
 
@@ -64,11 +105,12 @@ def copy_weights(run_dir: str, model: keras.Model) -> None:
 
     Raises:
       ConfigError: ``run_dir`` has no model.keras, or lacks a weight ``model`` needs.
+      RunFilesError: Its model.keras does not load.
     """
     path = rundir.path(run_dir, rundir.MODEL)
     if not os.path.exists(path):
         raise ConfigError(f"init_from={run_dir!r} has no model.keras: is it a finished run?")
-    source = {v.path: v for v in keras.saving.load_model(path).weights}
+    source = {v.path: v for v in load_model_file(path, run_dir, compile=False).weights}
     for variable in model.weights:
         found = source.get(variable.path)
         if found is None or tuple(found.shape) != tuple(variable.shape):
@@ -86,9 +128,12 @@ _WEIGHT_COPIES = 8
 # Bytes per activation element in a step: float32 kept for the backward pass, plus its
 # gradient, plus room for the kernels' temporaries.
 _ACTIVATION_BYTES = 4 * 3
+# Bytes per activation element of a teacher's forward pass: float32, nothing kept for a
+# backward pass, so at most every layer's output at once.
+_FORWARD_BYTES = 4
 # Share of the available memory a run may plan to take: the rest is for TensorFlow itself,
 # the input pipeline's buffers and the allocator's fragmentation.
-_MEMORY_SHARE = 0.8
+MEMORY_SHARE = 0.8
 
 
 def _activations(model: keras.Model) -> int:
@@ -110,9 +155,13 @@ def _activations(model: keras.Model) -> int:
 
 
 def memory_needed(
-    model: keras.Model, config: Config, cached_images: int, train_images: int
+    model: keras.Model,
+    config: Config,
+    cached_images: int,
+    train_images: int,
+    teacher: keras.Model | None = None,
 ) -> dict[str, int]:
-    """Bytes a run of ``model`` will hold, by part: weights, activations, image caches.
+    """Bytes a run of ``model`` will hold, by part: weights, activations, image caches, teacher.
 
     Args:
       model: The built model.
@@ -120,28 +169,41 @@ def memory_needed(
       cached_images: Images the in-memory cache will hold (every split's).
       train_images: Training images, held once more at each progressive-resizing size
         (:func:`catdog_tf.data.shrunk_dataset`) when the cache is in memory.
+      teacher: The model that labels each training batch (distillation), if any: its
+        weights and one batch's forward pass.
     """
     height, width = config.image_size
     in_memory = config.cache == "memory"
     shrunk_pixels = sum(h * w for h, w in config.shrunk_sizes) if in_memory else 0
-    return {
+    needed = {
         "weights and optimizer": model.count_params() * 4 * _WEIGHT_COPIES,
         "activations": _activations(model) * config.batch_size * _ACTIVATION_BYTES,
         "image cache": cached_images * height * width * 3 if in_memory else 0,
         "shrunk image cache": train_images * shrunk_pixels * 3,
     }
+    if teacher is not None:
+        needed["teacher"] = (
+            teacher.count_params() * 4 + _activations(teacher) * config.batch_size * _FORWARD_BYTES
+        )
+    return needed
 
 
-def check_memory(model: keras.Model, config: Config, cached_images: int, train_images: int) -> None:
+def check_memory(
+    model: keras.Model,
+    config: Config,
+    cached_images: int,
+    train_images: int,
+    teacher: keras.Model | None = None,
+) -> None:
     """Refuses a run whose :func:`memory_needed` exceeds what the machine has free.
 
     Raises:
-      ConfigError: The estimate is above :data:`_MEMORY_SHARE` of the available memory; the
+      ConfigError: The estimate is above :data:`MEMORY_SHARE` of the available memory; the
         message gives the parts and what would bring them down.
     """
     available = machine.available_memory()
-    needed = memory_needed(model, config, cached_images, train_images)
-    if available is None or sum(needed.values()) <= _MEMORY_SHARE * available:
+    needed = memory_needed(model, config, cached_images, train_images, teacher)
+    if available is None or sum(needed.values()) <= MEMORY_SHARE * available:
         return
     gib = 1024**3
     parts = ", ".join(f"{name} {value / gib:.1f}" for name, value in needed.items())

@@ -28,7 +28,7 @@ def model_card(model_dir: str, name: str | None = None) -> str:
     """
     name = name or os.path.basename(os.path.abspath(model_dir))
     config, _ = rundir.read_config(model_dir)
-    result = read_json(rundir.path(model_dir, rundir.RESULT))
+    result = rundir.read_result(model_dir)
     mark = rundir.path(model_dir, rundir.SHIPPED_MARK)
     about = read_json(mark) if os.path.exists(mark) else {}
     sections = [

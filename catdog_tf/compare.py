@@ -108,7 +108,7 @@ def compare(
         if not rerun and finished_under(run_dir, config):
             if verbose:
                 print(f"{name}: finished, skipped (use --rerun)")
-            result = read_json(rundir.path(run_dir, rundir.RESULT))
+            result = rundir.read_result(run_dir)
         else:
             if verbose:
                 print(f"=== {name} ===")
@@ -153,7 +153,7 @@ def finished_under(run_dir: str, config: Config) -> bool:
     if not rundir.is_finished(run_dir):
         return False
     try:
-        if read_json(rundir.path(run_dir, rundir.RESULT))["config"]["epochs"] != config.epochs:
+        if rundir.read_result(run_dir)["config"]["epochs"] != config.epochs:
             return False  # To be trained longer (or was trained for more epochs).
         old, saved = rundir.read_config(run_dir)
         if saved is None or rundir.config_differences(old, config):

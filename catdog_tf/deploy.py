@@ -31,13 +31,19 @@ from typing import Any
 import keras
 import numpy as np
 
-from catdog_tf import card, rundir, shipped
+from catdog_tf import card, rundir
+from catdog_tf.build import load_model_file
 from catdog_tf.config import Config
 from catdog_tf.errors import ConfigError, RunFilesError
-from catdog_tf.evaluate import check_run, images_unseen_and_seen, load_model_file, predict_files
+from catdog_tf.evaluate import check_run, images_unseen_and_seen, predict_files
 from catdog_tf.portable import load_image
 from catdog_tf.train import metrics
-from catdog_tf.utils import atomic_write_json, atomic_write_text, captured_stderr, read_json
+from catdog_tf.utils import (
+    atomic_write_json,
+    atomic_write_text,
+    captured_stderr,
+    sha256,
+)
 
 # --format name -> the file or folder it writes in --output.
 FORMATS = {
@@ -199,7 +205,7 @@ def check_exports(run_dir: str, written: dict[str, str], data_spec: str) -> dict
         fails on it.
     """
     config = check_run(run_dir)
-    threshold = read_json(rundir.path(run_dir, rundir.RESULT))["validation"]["best_threshold"]
+    threshold = rundir.read_result(run_dir)["validation"]["best_threshold"]
     test, seen_images, skipped = images_unseen_and_seen(run_dir, config, data_spec)
     if test.encoded:
         raise ConfigError(f"--data={data_spec}: the check runs on image files; give a folder")
@@ -243,7 +249,7 @@ def _check_one(
     worst = int(np.argmax(np.abs(p_dog - served)))
     return {
         "file": os.path.basename(path),
-        "sha256": shipped.sha256(path),
+        "sha256": sha256(path),
         "runtime": runtime,
         "accuracy": metrics.accuracy_at(p_dog, labels, threshold),
         "max_difference": float(abs(p_dog[worst] - served[worst])),

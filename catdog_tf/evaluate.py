@@ -16,6 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from catdog_tf import data, rundir, shipped
+from catdog_tf.build import load_model_file
 from catdog_tf.config import Config
 from catdog_tf.data import seen
 from catdog_tf.errors import ConfigError, OutputPathError, RunFilesError, first_line
@@ -44,22 +45,6 @@ def check_run(workdir: str) -> Config:
     return rundir.read_config(workdir)[0]
 
 
-def load_model_file(model_path: str, workdir: str) -> keras.Model:
-    """Loads one of run ``workdir``'s Keras files.
-
-    Raises:
-      RunFilesError: The file cannot be loaded (truncated, damaged or missing).
-    """
-    try:
-        return keras.saving.load_model(model_path)
-    except Exception as e:  # zipfile, h5py, JSON and Keras errors: the file is damaged.
-        first = first_line(e)
-        raise RunFilesError(
-            f"{model_path} cannot be loaded ({type(e).__name__}: {first}); is it truncated? "
-            f"Run catdog-train again on {workdir} to export it from the best checkpoint"
-        ) from e
-
-
 def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
     """(config, best model, result) of a finished run.
 
@@ -76,20 +61,7 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
             f"{rundir.path(workdir, rundir.CONFIG)} says {config.image_size}: the two files "
             "are not of the same run"
         )
-    try:
-        result = read_json(rundir.path(workdir, rundir.RESULT))
-        for key in ("validation", "validation_tta"):
-            # validation_tta is None (or absent) for a run trained without tta.
-            if key == "validation" or result.get(key) is not None:
-                threshold = result[key]["best_threshold"]
-                if not isinstance(threshold, (int, float)):
-                    raise TypeError(f"{key} best_threshold is {threshold!r}")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise RunFilesError(
-            f"{rundir.path(workdir, rundir.RESULT)} is not a valid result ({e}); run "
-            f"catdog-train again on {workdir} to rewrite it"
-        ) from e
-    return config, model, result
+    return config, model, rundir.read_result(workdir)
 
 
 def _logits(

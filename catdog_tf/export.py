@@ -29,9 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf.build import precision_policy
+from catdog_tf.build import in_precision, precision_policy
 from catdog_tf.config import Config
-from catdog_tf.models import build_model, get_spec, pretrained
+from catdog_tf.models import pretrained
 
 
 def affine_channels_layer(
@@ -75,13 +75,8 @@ def serving_model(model: keras.Model, config: Config) -> keras.Model:
     Returns:
       A float32 Keras model mapping (batch, H, W, 3) images in 0..255, any H and W, to P(dog).
     """
-    kwargs = dict(config.model_kwargs)
-    if get_spec(config.model).pretrained:
-        kwargs["weights"] = "none"  # The trained weights are copied in below.
+    classifier = in_precision(model, config, "float32")
     with precision_policy("float32"):
-        classifier = build_model(config.model, (*config.image_size, 3), **kwargs)
-        # Same builder, same arguments: the same weights in the same order, cast to float32.
-        classifier.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
         plain = keras.models.clone_model(classifier, clone_function=_plain_layer)
         inputs = keras.Input((None, None, 3), name="image")
         x = keras.layers.Resizing(*config.image_size, interpolation="bilinear", name="resize")(

@@ -43,6 +43,7 @@ DECISIONS = (
     "steps_per_epoch",
     "strategy",
     "data_fingerprint",
+    "teacher_fingerprint",
 )
 
 
@@ -66,6 +67,8 @@ class Plan:
       strategy: ``default``, ``mirrored`` or ``multi_worker``.
       data_fingerprint: :func:`catdog_tf.data.fingerprint` of what the ``--data`` spec listed;
         files added, removed or replaced change it.
+      teacher_fingerprint: With a ``teacher``, the start of its ``model.keras``'s sha256
+        (:class:`catdog_tf.train.teacher.Teacher`); else "".
       threads: TensorFlow intra-op threads (the usable cores).
       data_parallelism: Parallel calls of the tf.data map stages.
       machine: :meth:`catdog_tf.machine.Machine.to_dict` of the machine that resolved it.
@@ -86,6 +89,7 @@ class Plan:
     train_images: int
     strategy: str
     data_fingerprint: str
+    teacher_fingerprint: str
     threads: int
     data_parallelism: int
     machine: dict[str, Any]
@@ -115,6 +119,7 @@ def resolve(
     machine: machine_lib.Machine | None = None,
     measure: Measure | None = None,
     data_fingerprint: str = "",
+    teacher_fingerprint: str = "",
 ) -> Plan:
     """Decides every open setting of ``config`` for this machine (see the module docstring).
 
@@ -126,6 +131,7 @@ def resolve(
         hook (training passes :func:`catdog_tf.train.steps.measure_train_speeds`); needed
         only when a candidate is neither cached nor decided by the machine's flags.
       data_fingerprint: What the splits hold (recorded, so a resumed run can check it).
+      teacher_fingerprint: Which teacher model labels the training images (likewise).
 
     Returns:
       The :class:`Plan`.
@@ -143,9 +149,19 @@ def resolve(
             f"{config.model} trains a head on features extracted once at the full size; "
             "progressive resizing does not apply"
         )
+    if config.teacher and spec.mode == "bottleneck":
+        raise ConfigError(
+            f"teacher: {config.model} trains a head on cached features, which a teacher of "
+            "augmented images cannot label"
+        )
     schedule, why = _schedule(config, spec, train_images)
     why["data_fingerprint"] = (
         "which images each split holds: files added, removed or replaced change it"
+    )
+    why["teacher_fingerprint"] = (
+        "which model teaches: retraining the teacher changes it"
+        if teacher_fingerprint
+        else "no teacher"
     )
     plan = Plan(
         mode=spec.mode,
@@ -157,6 +173,7 @@ def resolve(
         **schedule,
         strategy=config.strategy,
         data_fingerprint=data_fingerprint,
+        teacher_fingerprint=teacher_fingerprint,
         threads=machine.usable_cores,
         data_parallelism=machine.usable_cores,
         machine=machine.to_dict(),

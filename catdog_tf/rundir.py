@@ -40,6 +40,7 @@ from catdog_tf.config import PLANNED_FIELDS, Config
 from catdog_tf.errors import (
     CatdogError,
     OutputPathError,
+    RunFilesError,
     WorkdirBusyError,
     WorkdirConfigError,
 )
@@ -213,6 +214,34 @@ def read_config(workdir: str) -> tuple[Config, dict[str, Any] | None]:
     except (ValueError, TypeError, UnicodeDecodeError, CatdogError) as e:
         detail = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
         raise WorkdirConfigError(f"{file} is not a valid catdog_tf config ({detail})") from e
+
+
+def read_result(workdir: str) -> dict[str, Any]:
+    """A finished run's ``result.json``, once it is shown to hold a validation threshold.
+
+    Raises:
+      RunFilesError: The file does not read, is not a JSON object, or has no numeric
+        ``best_threshold`` under ``validation`` (nor under ``validation_tta``, if the run
+        trained with TTA); the message names the file and how to write it again.
+    """
+    file = path(workdir, RESULT)
+    try:
+        result = read_json(file)
+        if not isinstance(result, dict):
+            raise TypeError(f"a JSON object was expected, not {type(result).__name__}")
+        for key in ("validation", "validation_tta"):
+            # validation_tta is None (or absent) for a run trained without TTA.
+            if key == "validation" or result.get(key) is not None:
+                threshold = result[key]["best_threshold"]
+                if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+                    raise TypeError(f"{key} best_threshold is {threshold!r}")
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        detail = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+        raise RunFilesError(
+            f"{file} is not a valid result ({detail}); run catdog-train again on {workdir} "
+            "to rewrite it"
+        ) from e
+    return result
 
 
 def write_config(workdir: str, config: Config, plan: dict[str, Any]) -> None:

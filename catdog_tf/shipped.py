@@ -14,14 +14,13 @@ what each reached.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from typing import Any
 
 from catdog_tf import __version__, card, rundir
 from catdog_tf.errors import ConfigError, RunFilesError
-from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
+from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json, sha256
 
 # The files a checksum covers: everything of a shipped model but the checksums themselves.
 COVERED = (*rundir.SHIPPED_FILES, rundir.SHIPPED_MARK, rundir.MODEL_CARD)
@@ -104,15 +103,6 @@ def amend(model_dir: str, **facts: Any) -> None:
 def write_card(model_dir: str, name: str) -> None:
     """Writes ``MODEL_CARD.md`` of shipped model ``name`` from its own files."""
     atomic_write_text(rundir.path(model_dir, rundir.MODEL_CARD), card.model_card(model_dir, name))
-
-
-def sha256(file: str) -> str:
-    """The sha256 of ``file``'s bytes, in hex."""
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_checksums(model_dir: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import numbers
@@ -71,6 +72,15 @@ def atomic_write_json(path: str, value: Any) -> None:
     """Writes ``value`` as indented, strict JSON (NaN becomes null), atomically."""
     text = json.dumps(json_safe(value), indent=2, sort_keys=True, default=float, allow_nan=False)
     atomic_write_text(path, text + "\n")
+
+
+def sha256(path: str) -> str:
+    """The sha256 of the file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str) -> Any:

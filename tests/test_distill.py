@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from catdog_tf import models
-from catdog_tf.errors import ConfigError
+from catdog_tf import build, models
+from catdog_tf.errors import ConfigError, RunFilesError, WorkdirConfigError
 from catdog_tf.plan import resolve
 from catdog_tf.train import Steps, train_and_evaluate
 from catdog_tf.train import steps as steps_module
+from catdog_tf.train import teacher as teacher_lib
 from catdog_tf.utils import read_json
 
 
@@ -81,15 +82,15 @@ def test_a_teacher_that_trained_on_the_scored_images_is_refused(finished_run, tm
 
 
 @pytest.mark.parametrize(
-    ("damage", "message"),
+    ("damage", "error", "message"),
     [
-        ("predictions.npz", "has no predictions.npz"),
-        ("model.keras", "model.keras does not load"),
-        ("result.json", "result.json does not read"),
+        ("predictions.npz", ConfigError, "has no predictions.npz"),
+        ("model.keras", RunFilesError, "model.keras cannot be loaded"),
+        ("result.json", RunFilesError, "result.json is not a valid result"),
     ],
 )
 def test_a_damaged_teacher_is_one_clear_error(
-    finished_run, finished_copy, tmp_path, damage, message
+    finished_run, finished_copy, tmp_path, damage, error, message
 ):
     target = os.path.join(finished_copy, damage)
     if damage == "predictions.npz":
@@ -101,8 +102,63 @@ def test_a_damaged_teacher_is_one_clear_error(
         with open(target, "r+b") as f:
             f.truncate(100)
     config = finished_run.config.replace(teacher=finished_copy, distill_weight=0.5)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(error, match=message):
         train_and_evaluate(config, str(tmp_path / "student"), verbose=False)
+
+
+def test_a_student_resumes_only_under_the_teacher_it_started_with(
+    finished_run, finished_copy, tmp_path
+):
+    config = finished_run.config.replace(teacher=finished_copy, distill_weight=0.5)
+    student = str(tmp_path / "student")
+    train_and_evaluate(config, student, verbose=False)
+    saved = read_json(os.path.join(student, "config.json"))["plan"]["teacher_fingerprint"]
+    # The teacher retrained in place: another model.keras in the same folder.
+    teacher_file = os.path.join(finished_copy, "model.keras")
+    retrained = keras.saving.load_model(teacher_file)
+    retrained.weights[0].assign(retrained.weights[0] + 1.0)
+    retrained.save(teacher_file)
+    longer = config.replace(epochs=config.epochs + 1)
+    with pytest.raises(WorkdirConfigError, match=f"teacher_fingerprint: '{saved}' -> "):
+        train_and_evaluate(longer, student, verbose=False)
+
+
+def test_a_teacher_runs_in_the_students_precision(finished_run, finished_copy):
+    config = finished_run.config
+    trained = keras.saving.load_model(os.path.join(finished_run.workdir, "model.keras"))
+    # The same teacher as if trained in bfloat16: saved with that policy in every layer.
+    build.in_precision(trained, config, "mixed_bfloat16").save(
+        os.path.join(finished_copy, "model.keras")
+    )
+    saved = keras.saving.load_model(os.path.join(finished_copy, "model.keras"))
+    assert saved.layers[1].dtype_policy.compute_dtype == "bfloat16"  # Its first convolution.
+    teacher = teacher_lib.Teacher(finished_copy, 1.0, "", config)
+    images = np.random.default_rng(0).uniform(0, 1, (4, *config.image_size, 3)).astype("float32")
+    for precision, compute, tolerance in (
+        ("float32", "float32", 1e-6),
+        ("mixed_bfloat16", "bfloat16", 3e-2),
+    ):
+        model = teacher_lib.load_model(teacher, precision)
+        assert model.layers[1].dtype_policy.compute_dtype == compute
+        assert not model.trainable_weights
+        np.testing.assert_allclose(
+            np.asarray(model(images), np.float32), trained(images), rtol=tolerance, atol=tolerance
+        )
+
+
+def test_the_memory_estimate_counts_the_teachers_forward_pass(finished_run, monkeypatch):
+    config = finished_run.config
+    student = models.build_model(config.model, (*config.image_size, 3))
+    teacher = keras.saving.load_model(os.path.join(finished_run.workdir, "model.keras"))
+    alone = sum(build.memory_needed(student, config, 100, 80).values())
+    taught = build.memory_needed(student, config, 100, 80, teacher)
+    assert sum(taught.values()) > alone
+    # Enough memory for the student alone, too little with its teacher.
+    free = (alone + sum(taught.values())) / 2 / build.MEMORY_SHARE
+    monkeypatch.setattr(build.machine, "available_memory", lambda: free)
+    build.check_memory(student, config, 100, 80)
+    with pytest.raises(ConfigError, match="teacher"):
+        build.check_memory(student, config, 100, 80, teacher)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from catdog_tf import models
 from catdog_tf.build import copy_weights
 from catdog_tf.compare import compare
 from catdog_tf.config import ConfigError, smoke
+from catdog_tf.errors import RunFilesError
 from catdog_tf.models import pretrained
 from catdog_tf.plan import resolve
 from catdog_tf.train import Steps, train_and_evaluate
@@ -131,6 +132,10 @@ def test_finetune_starts_from_the_bottleneck_run(tmp_path):
         np.testing.assert_array_equal(value, expected[path])
     with pytest.raises(ConfigError, match="no model.keras"):
         copy_weights(str(tmp_path), target)
+    with open(tmp_path / "bottleneck" / "model.keras", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(RunFilesError, match="model.keras cannot be loaded"):
+        copy_weights(str(tmp_path / "bottleneck"), target)
 
 
 def test_compare_links_finetune_to_its_bottleneck_run(tmp_path):

@@ -15,14 +15,14 @@ import tensorflow as tf
 from conftest import make_image, make_kaggle_folder, tiny_config
 from PIL import Image, ImageOps
 
-from catdog_tf import card, compare, deploy, models, rundir, shipped
+from catdog_tf import card, compare, deploy, models, rundir
 from catdog_tf.cli.common import config_help
 from catdog_tf.config import Config, field_docs
 from catdog_tf.data import pipeline
 from catdog_tf.errors import ConfigError
 from catdog_tf.evaluate import evaluate_workdir, predict_files
 from catdog_tf.train import metrics, train_and_evaluate
-from catdog_tf.utils import read_json
+from catdog_tf.utils import read_json, sha256
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 BIN = os.path.dirname(sys.executable)
@@ -147,7 +147,7 @@ def test_every_export_runs_without_tensorflow_and_is_checked(finished_run, tmp_p
     assert report["catdog_tf"]["accuracy"] == pytest.approx(result["test"]["best_accuracy"])
     assert sorted(report["formats"]) == ["litert", "litert_int8", "onnx"]
     for name, checked in report["formats"].items():
-        assert checked["sha256"] == shipped.sha256(written[name])
+        assert checked["sha256"] == sha256(written[name])
         assert 0 <= checked["accuracy"] <= 1
     for name in ("onnx", "litert"):  # The float exports are serving.keras, to float noise.
         assert report["formats"][name]["max_difference"] < 1e-4

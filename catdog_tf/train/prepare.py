@@ -71,28 +71,20 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
     if len(splits["validation"]) == 0:
         raise ConfigError("the validation split is empty; set val_size > 0")
     logging.info("data:\n%s", data.describe(splits))
+    teacher = read_teacher(config.teacher, splits) if config.teacher else None
     plan = plan_lib.resolve(
-        config, n_train, measure=measure_train_speeds, data_fingerprint=fingerprint
+        config,
+        n_train,
+        measure=measure_train_speeds,
+        data_fingerprint=fingerprint,
+        teacher_fingerprint=teacher.fingerprint if teacher else "",
     )
     plan_lib.check_resume(saved_plan, plan, workdir)
-    teacher = _teacher(config, plan, splits)
     os.makedirs(workdir, exist_ok=True)
     rundir.write_config(workdir, config, plan.to_dict())
     for name, reason in plan.why.items():
         logging.info("plan: %s = %s (%s)", name, getattr(plan, name), reason)
     return Prepared(config, plan, splits, skipped, strategy, teacher)
-
-
-def _teacher(config: Config, plan: Plan, splits: dict[str, data.Examples]) -> Teacher | None:
-    """The config's teacher, checked (:func:`catdog_tf.train.teacher.read_teacher`)."""
-    if not config.teacher:
-        return None
-    if plan.mode == "bottleneck":
-        raise ConfigError(
-            f"teacher: {config.model} trains a head on cached features, which a teacher of "
-            "augmented images cannot label"
-        )
-    return read_teacher(config.teacher, splits)
 
 
 def _process_set_up(config: Config) -> tf.distribute.Strategy:

@@ -279,11 +279,7 @@ class Steps:
             )
             # The size a batch has unless a train step is told otherwise: read once, not per step.
             self._model_size = tuple(self.model.input_shape[1:3])
-            twin = training_twin if fuse_batch_norm else lambda m: m
-            self.train_models = {self._model_size: twin(self.model)}
-            for size in config.shrunk_sizes:
-                # Built now: a model that cannot shrink fails before the first epoch.
-                self.train_models[size] = twin(at_image_size(self.model, size))
+            self.train_models = self._sized_models(fuse_batch_norm)
             self.teachers = {
                 size: at_image_size(teacher, size) for size in self.train_models if teacher
             }
@@ -292,6 +288,17 @@ class Steps:
             for size, m in self.train_models.items()
         }
         self._eval = {tta: self._make_eval_step(tta) for tta in (False, True)}
+
+    def _sized_models(self, fuse_batch_norm: bool) -> dict[tuple[int, int], keras.Model]:
+        """:attr:`train_models`: the model at its own size and at each shrunk size.
+
+        Built now, so a model that cannot shrink fails before the first epoch.
+        """
+        twin = training_twin if fuse_batch_norm else lambda m: m
+        sized = {self._model_size: twin(self.model)}
+        for size in self.config.shrunk_sizes:
+            sized[size] = twin(at_image_size(self.model, size))
+        return sized
 
     def _shift_group(self) -> tuple[list[keras.Variable], keras.optimizers.Optimizer | None]:
         """With ``config.bn_bias_lr_scale``: the batch norms' shifts and their own optimizer."""

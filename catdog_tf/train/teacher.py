@@ -3,7 +3,9 @@
 A teacher must never have trained on the images its student is scored on, so
 :func:`read_teacher` compares the images the teacher held out (its ``predictions.npz``) with
 the student's validation and test splits, by file name and label, in order: the same
-``--data`` and ``seed`` give the same split wherever the folder was copied.
+``--data`` and ``seed`` give the same split wherever the folder was copied. The teacher's
+``model.keras`` is fingerprinted into the student's plan, so a student resumes only under the
+teacher it started with.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import keras
 import numpy as np
 
 from catdog_tf import data, rundir
-from catdog_tf.errors import ConfigError, first_line
+from catdog_tf.build import in_precision, load_model_file
+from catdog_tf.config import Config
+from catdog_tf.errors import ConfigError
 from catdog_tf.train.report import item_names
-from catdog_tf.utils import read_json
+from catdog_tf.utils import sha256
 
 HELD_OUT = ("validation", "test")
 
@@ -31,10 +35,15 @@ class Teacher:
       run_dir: Its run directory.
       training_flops: Its own ``training_flops`` (which, for a distilled teacher, include its
         teacher's).
+      fingerprint: The start of its ``model.keras``'s sha256: retraining the teacher in
+        place changes it.
+      config: Its config (which model it is, and at which size).
     """
 
     run_dir: str
     training_flops: float
+    fingerprint: str
+    config: Config
 
 
 def read_teacher(run_dir: str, splits: dict[str, data.Examples]) -> Teacher:
@@ -43,14 +52,14 @@ def read_teacher(run_dir: str, splits: dict[str, data.Examples]) -> Teacher:
     Raises:
       ConfigError: ``run_dir`` is not a finished run, its compute is unknown, or it trained
         on an image of the validation or test split.
+      RunFilesError: Its ``result.json`` does not read.
+      WorkdirConfigError: Its ``config.json`` does not read.
     """
     where = f"teacher={run_dir!r}"
     if not rundir.is_finished(run_dir):
         raise ConfigError(f"{where} is not a finished run (it has no result.json and model.keras)")
-    try:
-        flops = read_json(rundir.path(run_dir, rundir.RESULT)).get("training_flops")
-    except (OSError, ValueError, AttributeError) as e:  # Unreadable, not JSON, not an object.
-        raise ConfigError(f"{where}: its {rundir.RESULT} does not read ({e})") from None
+    config, _ = rundir.read_config(run_dir)
+    flops = rundir.read_result(run_dir).get("training_flops")
     if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not flops > 0:
         raise ConfigError(f"{where}: its {rundir.RESULT} does not say its training compute")
     predictions = rundir.path(run_dir, rundir.PREDICTIONS)
@@ -68,7 +77,8 @@ def read_teacher(run_dir: str, splits: dict[str, data.Examples]) -> Teacher:
                 f"{where} did not hold out this run's {split} images (it would have trained on "
                 "images this run is scored on): give a run of the same data and seed"
             )
-    return Teacher(run_dir, float(flops))
+    fingerprint = sha256(rundir.path(run_dir, rundir.MODEL))[:24]
+    return Teacher(run_dir, float(flops), fingerprint, config)
 
 
 def _same_images(saved: dict[str, np.ndarray], split: str, examples: data.Examples) -> bool:
@@ -81,18 +91,17 @@ def _same_images(saved: dict[str, np.ndarray], split: str, examples: data.Exampl
     return ours == theirs and np.array_equal(labels, examples.labels)
 
 
-def load_model(teacher: Teacher) -> keras.Model:
-    """The teacher's model (its ``model.keras``), frozen: it is only ever evaluated.
+def load_model(teacher: Teacher, precision: str) -> keras.Model:
+    """The teacher's model (its ``model.keras``) in ``precision``, frozen: it is only evaluated.
+
+    A teacher trained in another precision runs in the student's: a bfloat16 teacher on a
+    CPU without native bfloat16 would be emulated, slowly.
 
     Raises:
-      ConfigError: The file does not load (truncated or damaged).
+      RunFilesError: The file does not load (truncated or damaged).
     """
-    try:
-        model = keras.saving.load_model(rundir.path(teacher.run_dir, rundir.MODEL), compile=False)
-    except Exception as e:  # zipfile, h5py, JSON and Keras errors: the file is damaged.
-        raise ConfigError(
-            f"teacher={teacher.run_dir!r}: its {rundir.MODEL} does not load "
-            f"({type(e).__name__}: {first_line(e)})"
-        ) from None
+    path = rundir.path(teacher.run_dir, rundir.MODEL)
+    saved = load_model_file(path, teacher.run_dir, compile=False)
+    model = in_precision(saved, teacher.config, precision)
     model.trainable = False
     return model

@@ -104,10 +104,18 @@ def image_trainee(prepared: Prepared, workdir: str) -> Trainee:
         )
         for name, ex in splits.items()
     }
-    with precision_policy(plan.precision), prepared.strategy.scope():
-        teacher_model = teacher.load_model(prepared.teacher) if prepared.teacher else None
+    with prepared.strategy.scope():
+        teacher_model = (
+            teacher.load_model(prepared.teacher, plan.precision) if prepared.teacher else None
+        )
     steps = Steps(config, plan, prepared.strategy, teacher=teacher_model)
-    check_memory(steps.model, config, sum(len(ex) for ex in splits.values()), len(splits["train"]))
+    check_memory(
+        steps.model,
+        config,
+        sum(len(ex) for ex in splits.values()),
+        len(splits["train"]),
+        teacher=teacher_model,
+    )
     if models.whitening_layer(steps.model) is not None and not config.init_from:
         # Set before the first step; a resumed run's checkpoint restores the same kernel,
         # and a run that starts from another (init_from) keeps that run's.
