@@ -21,7 +21,7 @@ from catdog_tf import plan as plan_lib
 from catdog_tf.config import Config
 from catdog_tf.errors import CatdogError, ConfigError
 from catdog_tf.summary import format_markdown
-from catdog_tf.train import measure_train_speeds, metrics, train_and_evaluate
+from catdog_tf.train import measure_train_speeds, metrics, teacher, train_and_evaluate
 from catdog_tf.utils import atomic_write_json, atomic_write_text, read_json
 
 
@@ -164,6 +164,7 @@ def finished_under(run_dir: str, config: Config) -> bool:
             saved["train_images"],
             measure=measure_train_speeds,
             data_fingerprint=fingerprint,
+            teacher_fingerprint=teacher.fingerprint(config.teacher) if config.teacher else "",
         )
     except (OSError, KeyError, TypeError, ValueError, CatdogError):
         return False  # train_and_evaluate reports what is wrong.

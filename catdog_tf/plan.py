@@ -143,17 +143,8 @@ def resolve(
 
     machine = machine or machine_lib.probe()
     spec = models.get_spec(config.model)
-    if config.shrunk_sizes and spec.mode == "bottleneck":
-        raise ConfigError(
-            f"low_res_epochs={config.low_res_epochs}, mid_res_epochs={config.mid_res_epochs}: "
-            f"{config.model} trains a head on features extracted once at the full size; "
-            "progressive resizing does not apply"
-        )
-    if config.teacher and spec.mode == "bottleneck":
-        raise ConfigError(
-            f"teacher: {config.model} trains a head on cached features, which a teacher of "
-            "augmented images cannot label"
-        )
+    if spec.mode == "bottleneck":
+        _check_bottleneck(config)
     schedule, why = _schedule(config, spec, train_images)
     why["data_fingerprint"] = (
         "which images each split holds: files added, removed or replaced change it"
@@ -181,6 +172,21 @@ def resolve(
         why=why,
     )
     return _resolve_speed(config, plan, machine, measure)
+
+
+def _check_bottleneck(config: Config) -> None:
+    """Refuses what a model that trains a head on features extracted once cannot do."""
+    if config.shrunk_sizes:
+        raise ConfigError(
+            f"low_res_epochs={config.low_res_epochs}, mid_res_epochs={config.mid_res_epochs}: "
+            f"{config.model} trains a head on features extracted once at the full size; "
+            "progressive resizing does not apply"
+        )
+    if config.teacher:
+        raise ConfigError(
+            f"teacher: {config.model} trains a head on cached features, which a teacher of "
+            "augmented images cannot label"
+        )
 
 
 def speed_candidates(

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from catdog_tf import build, models
+from catdog_tf.compare import finished_under
 from catdog_tf.errors import ConfigError, RunFilesError, WorkdirConfigError
 from catdog_tf.plan import resolve
 from catdog_tf.train import Steps, train_and_evaluate
@@ -104,6 +105,7 @@ def test_a_damaged_teacher_is_one_clear_error(
     config = finished_run.config.replace(teacher=finished_copy, distill_weight=0.5)
     with pytest.raises(error, match=message):
         train_and_evaluate(config, str(tmp_path / "student"), verbose=False)
+    assert not os.path.exists(tmp_path / "student" / "config.json")  # Refused first.
 
 
 def test_a_student_resumes_only_under_the_teacher_it_started_with(
@@ -113,11 +115,13 @@ def test_a_student_resumes_only_under_the_teacher_it_started_with(
     student = str(tmp_path / "student")
     train_and_evaluate(config, student, verbose=False)
     saved = read_json(os.path.join(student, "config.json"))["plan"]["teacher_fingerprint"]
+    assert finished_under(student, config)  # What a comparison or an ablation reads again.
     # The teacher retrained in place: another model.keras in the same folder.
     teacher_file = os.path.join(finished_copy, "model.keras")
     retrained = keras.saving.load_model(teacher_file)
     retrained.weights[0].assign(retrained.weights[0] + 1.0)
     retrained.save(teacher_file)
+    assert not finished_under(student, config)
     longer = config.replace(epochs=config.epochs + 1)
     with pytest.raises(WorkdirConfigError, match=f"teacher_fingerprint: '{saved}' -> "):
         train_and_evaluate(longer, student, verbose=False)
@@ -132,13 +136,13 @@ def test_a_teacher_runs_in_the_students_precision(finished_run, finished_copy):
     )
     saved = keras.saving.load_model(os.path.join(finished_copy, "model.keras"))
     assert saved.layers[1].dtype_policy.compute_dtype == "bfloat16"  # Its first convolution.
-    teacher = teacher_lib.Teacher(finished_copy, 1.0, "", config)
+    teacher = teacher_lib.Teacher(finished_copy, 1.0, "", config, saved)
     images = np.random.default_rng(0).uniform(0, 1, (4, *config.image_size, 3)).astype("float32")
     for precision, compute, tolerance in (
         ("float32", "float32", 1e-6),
         ("mixed_bfloat16", "bfloat16", 3e-2),
     ):
-        model = teacher_lib.load_model(teacher, precision)
+        model = teacher_lib.frozen_model(teacher, precision)
         assert model.layers[1].dtype_policy.compute_dtype == compute
         assert not model.trainable_weights
         np.testing.assert_allclose(

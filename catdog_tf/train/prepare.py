@@ -52,6 +52,7 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
       ConfigError: The workdir holds another run, or the batch does not fit the data or the
         replicas; the plan refuses a resume (see :func:`catdog_tf.plan.check_resume`); the
         teacher is not a finished run that held out this run's validation and test images.
+      RunFilesError: The teacher's ``result.json`` or ``model.keras`` does not read.
       DataSourceError: The data cannot be loaded or split.
     """
     saved_plan = rundir.check_workdir(workdir, config, overwrite)

@@ -38,12 +38,15 @@ class Teacher:
       fingerprint: The start of its ``model.keras``'s sha256: retraining the teacher in
         place changes it.
       config: Its config (which model it is, and at which size).
+      saved: Its ``model.keras``, as saved (loaded before the student writes anything, so a
+        damaged file is refused first).
     """
 
     run_dir: str
     training_flops: float
     fingerprint: str
     config: Config
+    saved: keras.Model = dataclasses.field(compare=False, repr=False)
 
 
 def read_teacher(run_dir: str, splits: dict[str, data.Examples]) -> Teacher:
@@ -52,7 +55,7 @@ def read_teacher(run_dir: str, splits: dict[str, data.Examples]) -> Teacher:
     Raises:
       ConfigError: ``run_dir`` is not a finished run, its compute is unknown, or it trained
         on an image of the validation or test split.
-      RunFilesError: Its ``result.json`` does not read.
+      RunFilesError: Its ``result.json`` or ``model.keras`` does not read.
       WorkdirConfigError: Its ``config.json`` does not read.
     """
     where = f"teacher={run_dir!r}"
@@ -77,8 +80,13 @@ def read_teacher(run_dir: str, splits: dict[str, data.Examples]) -> Teacher:
                 f"{where} did not hold out this run's {split} images (it would have trained on "
                 "images this run is scored on): give a run of the same data and seed"
             )
-    fingerprint = sha256(rundir.path(run_dir, rundir.MODEL))[:24]
-    return Teacher(run_dir, float(flops), fingerprint, config)
+    saved_model = load_model_file(rundir.path(run_dir, rundir.MODEL), run_dir, compile=False)
+    return Teacher(run_dir, float(flops), fingerprint(run_dir), config, saved_model)
+
+
+def fingerprint(run_dir: str) -> str:
+    """The start of the sha256 of ``run_dir``'s ``model.keras``: retraining it changes it."""
+    return sha256(rundir.path(run_dir, rundir.MODEL))[:24]
 
 
 def _same_images(saved: dict[str, np.ndarray], split: str, examples: data.Examples) -> bool:
@@ -91,17 +99,12 @@ def _same_images(saved: dict[str, np.ndarray], split: str, examples: data.Exampl
     return ours == theirs and np.array_equal(labels, examples.labels)
 
 
-def load_model(teacher: Teacher, precision: str) -> keras.Model:
-    """The teacher's model (its ``model.keras``) in ``precision``, frozen: it is only evaluated.
+def frozen_model(teacher: Teacher, precision: str) -> keras.Model:
+    """The teacher's model in ``precision``, frozen: it is only evaluated.
 
     A teacher trained in another precision runs in the student's: a bfloat16 teacher on a
     CPU without native bfloat16 would be emulated, slowly.
-
-    Raises:
-      RunFilesError: The file does not load (truncated or damaged).
     """
-    path = rundir.path(teacher.run_dir, rundir.MODEL)
-    saved = load_model_file(path, teacher.run_dir, compile=False)
-    model = in_precision(saved, teacher.config, precision)
+    model = in_precision(teacher.saved, teacher.config, precision)
     model.trainable = False
     return model

@@ -90,23 +90,12 @@ class Trainee:
     features_info: dict[str, Any] | None = None
 
 
-def image_trainee(prepared: Prepared, workdir: str) -> Trainee:
-    """The model trains on decoded (cached, optionally augmented) image batches.
-
-    The epochs of :meth:`catdog_tf.config.Config.epoch_image_size` train on the images shrunk
-    once (:func:`catdog_tf.data.shrunk_dataset`), augmented at that size. A teacher, if the
-    config names one, labels every training batch as it trains.
-    """
+def _image_steps(prepared: Prepared) -> Steps:
+    """The run's :class:`Steps`, with its teacher, its memory checked, its whitening set."""
     config, plan, splits = prepared.config, prepared.plan, prepared.splits
-    decoded = {
-        name: data.decoded_dataset(
-            ex, config.image_size, cache=cache_arg(config, ex, workdir, name)
-        )
-        for name, ex in splits.items()
-    }
     with prepared.strategy.scope():
         teacher_model = (
-            teacher.load_model(prepared.teacher, plan.precision) if prepared.teacher else None
+            teacher.frozen_model(prepared.teacher, plan.precision) if prepared.teacher else None
         )
     steps = Steps(config, plan, prepared.strategy, teacher=teacher_model)
     check_memory(
@@ -121,6 +110,24 @@ def image_trainee(prepared: Prepared, workdir: str) -> Trainee:
         # and a run that starts from another (init_from) keeps that run's.
         sample = data.first_images(splits["train"], config.image_size, whitening.SAMPLE_IMAGES)
         models.init_whitening(steps.model, sample)
+    return steps
+
+
+def image_trainee(prepared: Prepared, workdir: str) -> Trainee:
+    """The model trains on decoded (cached, optionally augmented) image batches.
+
+    The epochs of :meth:`catdog_tf.config.Config.epoch_image_size` train on the images shrunk
+    once (:func:`catdog_tf.data.shrunk_dataset`), augmented at that size. A teacher, if the
+    config names one, labels every training batch as it trains.
+    """
+    config, splits = prepared.config, prepared.splits
+    decoded = {
+        name: data.decoded_dataset(
+            ex, config.image_size, cache=cache_arg(config, ex, workdir, name)
+        )
+        for name, ex in splits.items()
+    }
+    steps = _image_steps(prepared)
     augment = (
         data.AUGMENTATIONS[config.augment_ops](
             flip=not config.alternating_flip, cutout=config.cutout
