@@ -291,12 +291,15 @@ def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict
     Writes nothing: ``config.json`` is written once the plan is resolved
     (:func:`write_config`), so a run that fails before (bad data) leaves no trace.
 
+    With ``overwrite``, a run of ours in ``workdir`` (its ``config.json`` reads) is to be
+    replaced whatever its config: None is returned, and the caller deletes it
+    (:func:`remove_run`) once the new run is known to start.
+
     Raises:
       WorkdirConfigError: ``workdir`` holds a run with a different config and ``overwrite``
-        is False (with ``overwrite`` the old run's files are deleted and None is returned),
-        or a ``config.json`` that is not ours, or run files without a ``config.json``
-        (neither is ever deleted), or a run trained longer than ``config.epochs`` (a run is
-        never shortened).
+        is False, or a ``config.json`` that is not ours, or run files without a
+        ``config.json`` (neither is ever deleted), or a run trained longer than
+        ``config.epochs`` (a run is never shortened).
     """
     if not os.path.exists(path(workdir, CONFIG)):
         orphans = [name for name in RUN_FILES if os.path.lexists(path(workdir, name))]
@@ -311,28 +314,27 @@ def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict
     # An unreadable config.json is not provably a run of ours: never deleted, even with
     # --overwrite (read_config raises WorkdirConfigError).
     old, saved_plan = read_config(workdir)
+    if overwrite:
+        return None
     diff = config_differences(old, config)
     trained = _epochs_trained(workdir)
-    if not diff and trained > config.epochs and not overwrite:
+    if not diff and trained > config.epochs:
         raise WorkdirConfigError(
             f"{workdir} has trained {trained} epochs already, more than epochs="
             f"{config.epochs}: a run is never shortened; give epochs={trained} or more, "
             "another --workdir, or --overwrite to train it again"
         )
-    if not diff and trained <= config.epochs:
+    if not diff:
         return saved_plan
     if not any(os.path.lexists(path(workdir, name)) for name in RUN_FILES):
         # Only our config.json: the run failed before it trained (bad data, a model that
         # cannot be built). Nothing would be lost; the corrected command starts afresh.
         os.remove(path(workdir, CONFIG))
         return None
-    if not overwrite:
-        raise WorkdirConfigError(
-            f"{workdir} holds a run with a different config (old, new): {diff}; use "
-            "another --workdir, or --overwrite to delete the old run"
-        )
-    remove_run(workdir)
-    return None
+    raise WorkdirConfigError(
+        f"{workdir} holds a run with a different config (old, new): {diff}; use "
+        "another --workdir, or --overwrite to delete the old run"
+    )
 
 
 def _epochs_trained(workdir: str) -> int:

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from catdog_tf import data
+from catdog_tf import data, rundir
 from catdog_tf.config import Config, smoke
+from catdog_tf.errors import DataSourceError
 from catdog_tf.plan import resolve
 from catdog_tf.train import (
     NonFiniteLossError,
@@ -181,6 +182,30 @@ def test_workdir_with_other_config_is_refused(tmp_path):
         tiny_config(epochs=1, seed=5), workdir, overwrite=True, verbose=False
     )
     assert result["config"]["seed"] == 5
+
+
+def test_overwrite_trains_again_from_the_start_once_the_new_run_can_start(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = tiny_config(epochs=1)
+    train_and_evaluate(config, workdir, verbose=False)
+    first = read_json(os.path.join(workdir, "history.json"))
+    # The same config: without overwrite it would resume (and find nothing left to train).
+    train_and_evaluate(config, workdir, overwrite=True, verbose=False)
+    again = read_json(os.path.join(workdir, "history.json"))
+    assert [h["seconds"] for h in again] != [h["seconds"] for h in first]
+    # A planned field changed: refused, with --overwrite as the way out, which works.
+    faster = config.replace(learning_rate=0.05)
+    with pytest.raises(WorkdirConfigError, match="--overwrite to start again"):
+        train_and_evaluate(faster, workdir, verbose=False)
+    result = train_and_evaluate(faster, workdir, overwrite=True, verbose=False)
+    assert result["plan"]["learning_rate"] == 0.05
+    # A new run that cannot start (no such data) leaves the old one whole.
+    with pytest.raises(DataSourceError):
+        train_and_evaluate(
+            config.replace(data=str(tmp_path / "missing")), workdir, overwrite=True, verbose=False
+        )
+    assert rundir.is_finished(workdir)
+    assert read_json(os.path.join(workdir, "result.json"))["plan"]["learning_rate"] == 0.05
 
 
 def test_batch_larger_than_data_is_refused(tmp_path):

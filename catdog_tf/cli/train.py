@@ -15,7 +15,10 @@ from catdog_tf.cli import common
 common.define_config_flags()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.", required=True)
 _OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "Delete a run with a different config in --workdir."
+    "overwrite",
+    False,
+    "Delete the run in --workdir (only the files a run writes) and train from the start; "
+    "without it, a run of the same config resumes and one of another is refused.",
 )
 
 

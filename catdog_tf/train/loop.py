@@ -213,7 +213,8 @@ def train_and_evaluate(
     Args:
       config: The run's config (validated here).
       workdir: Run directory (created; see the module docstring for its contents).
-      overwrite: Delete a run with a different config in ``workdir`` instead of refusing.
+      overwrite: Delete the run in ``workdir`` (only its own files) and train from the
+        start; without it, a run of the same config and plan resumes and another is refused.
       verbose: Print a line per epoch.
       progress_bar: Also a ``keras.utils.Progbar`` per epoch; None: only when stdout is a
         terminal, so a log piped to a file holds plain lines, no carriage returns.

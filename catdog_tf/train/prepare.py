@@ -48,6 +48,9 @@ class Prepared:
 def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
     """Checks ``workdir``, sets the process up, splits the data and resolves the plan.
 
+    With ``overwrite``, the run in ``workdir`` is deleted once all of that succeeded, and
+    this run starts from its first epoch.
+
     Raises:
       ConfigError: The workdir holds another run, or the batch does not fit the data or the
         replicas; the plan refuses a resume (see :func:`catdog_tf.plan.check_resume`); the
@@ -81,6 +84,10 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
         teacher_fingerprint=teacher.fingerprint if teacher else "",
     )
     plan_lib.check_resume(saved_plan, plan, workdir)
+    if overwrite and os.path.exists(rundir.path(workdir, rundir.CONFIG)):
+        # A run of ours (check_workdir read its config), deleted only now: a bad config,
+        # data folder or teacher refused above loses nothing.
+        rundir.remove_run(workdir)
     os.makedirs(workdir, exist_ok=True)
     rundir.write_config(workdir, config, plan.to_dict())
     for name, reason in plan.why.items():
