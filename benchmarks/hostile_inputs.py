@@ -675,6 +675,61 @@ def damaged_run_cases(timeout: int) -> list[Case]:
 
     for damage, kept in (("garbage state file", 2), ("truncated newest", 1), ("missing newest", 1)):
         add(f"checkpoints: {damage}", "ok", damaged_checkpoints(damage), resumed(kept))
+    cases.extend(source_run_cases(train))
+    return cases
+
+
+def source_run_cases(train: Callable[..., Outcome]) -> list[Case]:
+    """A run that another names (``teacher``, ``init_from``) damaged, or retrained under it."""
+    cases = Cases("workdir")
+
+    def from_source(
+        flags: Callable[[str], tuple[str, ...]],
+        damage: Callable[[str], Outcome | None],
+        resume: bool = False,
+    ) -> Callable[[str], Outcome]:
+        def act(t):
+            data_dir = kaggle(f"{t}/d")
+            made = train(t, data_dir, workdir=f"{t}/source")
+            if resume and not made.status:
+                made = train(t, data_dir, *flags(f"{t}/source"))  # The student, before.
+            if made.status:
+                return made
+            failed = damage(t)
+            more = ("--epochs=3",) if resume else ()
+            return failed or train(t, data_dir, *flags(f"{t}/source"), *more)
+
+        return act
+
+    def truncated_model(t):
+        write(f"{t}/source/model.keras", read_bytes(f"{t}/source/model.keras")[:100])
+
+    def retrained(t):
+        again = train(t, f"{t}/d", "--set=learning_rate=0.05", "--overwrite", workdir=f"{t}/source")
+        return again if again.status else None
+
+    def nothing_written(t, _):
+        return "config.json written" if os.path.exists(f"{t}/run/config.json") else None
+
+    def teacher(source):
+        return (f"--set=teacher={source}", "--set=distill_weight=0.5")
+
+    def init_from(source):
+        return (f"--set=init_from={source}",)
+
+    cases.add(
+        "teacher: model.keras truncated",
+        "error",
+        from_source(teacher, truncated_model),
+        nothing_written,
+    )
+    cases.add(
+        "teacher retrained, then its student resumed",
+        "error",
+        from_source(teacher, retrained, resume=True),
+        keep=lambda t: [f"{t}/run/model.keras", f"{t}/run/result.json"],
+    )
+    cases.add("init_from: model.keras truncated", "error", from_source(init_from, truncated_model))
     return cases
 
 
