@@ -33,7 +33,6 @@ import dataclasses
 import fcntl
 import functools
 import glob
-import hashlib
 import importlib.util
 import json
 import os
@@ -52,6 +51,7 @@ from absl import flags
 from PIL import Image
 
 from catdog_tf import machine
+from catdog_tf.utils import sha256
 
 _ONLY = flags.DEFINE_string("only", "", "Run only cases whose name contains this.")
 _KINDS = flags.DEFINE_list("kinds", [], "Run only cases of these kinds (all when empty).")
@@ -215,7 +215,7 @@ PLANTED = "planted.json"
 
 def plant(tmp: str, *paths: str) -> None:
     """Records the bytes of ``paths`` before a command: any change to them is data lost."""
-    digests = {p: hashlib.sha256(read_bytes(p)).hexdigest() for p in paths}
+    digests = {p: sha256(p) for p in paths}
     write(os.path.join(tmp, PLANTED), json.dumps(digests))
 
 
@@ -224,11 +224,7 @@ def changed(tmp: str) -> list[str]:
     if not os.path.exists(os.path.join(tmp, PLANTED)):
         return []
     digests = json.loads(read_text(os.path.join(tmp, PLANTED)))
-    return [
-        p
-        for p, digest in digests.items()
-        if not os.path.exists(p) or hashlib.sha256(read_bytes(p)).hexdigest() != digest
-    ]
+    return [p for p, digest in digests.items() if not os.path.exists(p) or sha256(p) != digest]
 
 
 def classify(case: Case, tmp: str, outcome: Outcome) -> str:
