@@ -201,6 +201,10 @@ ROWS: dict[str, Row] = {
     "wh_sgd_lr005": _wh_best("optimizer=sgd", "learning_rate=0.05", "weight_decay=0.01"),
     "wh_sgd_lr01": _wh_best("optimizer=sgd", "learning_rate=0.1", "weight_decay=0.005"),
     "wh_sgd_lr02": _wh_best("optimizer=sgd", "learning_rate=0.2", "weight_decay=0.0025"),
+    # wh_pool_first_ls02 trained by Lion (sign updates) instead of AdamW: the rate 3 and 10
+    # times lower, the decay as many times higher, so each weight shrinks as much per step.
+    "wh_lion_lr1e3": _wh_best("optimizer=lion", "learning_rate=0.001", "weight_decay=0.9"),
+    "wh_lion_lr3e4": _wh_best("optimizer=lion", "learning_rate=0.0003", "weight_decay=3.0"),
     # wh_pool_first_ls02 with cutout: a grey rectangle of a quarter of each side.
     "wh_cutout025": _wh_best("cutout=0.25"),
     # Towards 97% at full's compute: wh_pool_first_ls02 stretched to 60 epochs (30 shrunk,

@@ -40,7 +40,7 @@ from catdog_tf import (
 )
 from catdog_tf import plan as plan_lib
 from catdog_tf.config import Config
-from catdog_tf.train.steps import Steps
+from catdog_tf.train.steps import Steps, measure_train_speeds
 
 _DATA = flags.DEFINE_string("data", "dogs-vs-cats/train", "Image folder.")
 _MODELS = flags.DEFINE_list(
@@ -177,7 +177,9 @@ def main(argv):
     print("\n| model | auto picks | its img/s | best explicit | best img/s | auto / best |")
     print("|---|---|---:|---|---:|---:|")
     for model_name in _MODELS.value:
-        plan = plan_lib.resolve(bench_config(model_name), train_images=n_images)
+        plan = plan_lib.resolve(
+            bench_config(model_name), train_images=n_images, measure=measure_train_speeds
+        )
         cells = {(r["precision"], r["xla"]): r["custom"] for r in rows if r["model"] == model_name}
         best = max(cells, key=cells.get)
         chosen = (plan.precision, "on" if plan.jit_compile else "off")

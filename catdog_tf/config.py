@@ -16,9 +16,10 @@ from typing import Any
 
 from catdog_tf.defaults import IMAGE_SIZE
 from catdog_tf.errors import ConfigError
+from catdog_tf.utils import is_number
 
 LOSSES = ("mse", "cross_entropy")
-OPTIMIZERS = ("auto", "adam", "rmsprop", "sgd")
+OPTIMIZERS = ("auto", "adam", "rmsprop", "sgd", "lion")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 JIT_MODES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
@@ -132,7 +133,8 @@ class Config:
     optimizer: str = _field(
         "auto",
         "``auto`` (the model's default: Adam, or SGD for fine-tuning), ``adam``, "
-        "``rmsprop`` or ``sgd`` (with momentum 0.9).",
+        "``rmsprop``, ``sgd`` (with Nesterov momentum 0.9) or ``lion`` (sign updates: a rate "
+        "several times lower than Adam's, a decay as many times higher).",
     )
     learning_rate: float = _field(0.0, "Peak learning rate; ``0`` means the model's default.")
     lr_schedule: str = _field("constant", "``constant`` or ``cosine`` decay over the whole run.")
@@ -396,10 +398,9 @@ class Config:
             if kind is bool:
                 ok = isinstance(value, bool)
             elif kind is int:
-                ok = isinstance(value, int) and not isinstance(value, bool)
+                ok = is_number(value, integer=True)
             elif kind is float:
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-                ok = ok and math.isfinite(value)
+                ok = is_number(value) and math.isfinite(value)
             else:
                 ok = isinstance(value, kind)
             if kind is dict and ok:

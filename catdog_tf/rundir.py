@@ -28,6 +28,7 @@ writes into a folder that has ``shipped.json``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -44,7 +45,7 @@ from catdog_tf.errors import (
     WorkdirBusyError,
     WorkdirConfigError,
 )
-from catdog_tf.utils import atomic_write_json, read_json
+from catdog_tf.utils import atomic_write_json, is_number, read_json
 
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -233,7 +234,7 @@ def read_result(workdir: str) -> dict[str, Any]:
             # validation_tta is None (or absent) for a run trained without TTA.
             if key == "validation" or result.get(key) is not None:
                 threshold = result[key]["best_threshold"]
-                if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+                if not is_number(threshold):
                     raise TypeError(f"{key} best_threshold is {threshold!r}")
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         detail = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
@@ -285,15 +286,27 @@ def _check_apart_from_data(workdir: str, data_spec: str) -> None:
         )
 
 
-def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict[str, Any] | None:
-    """Checks that ``workdir`` is free or holds a run of ``config``; returns its saved plan.
+@dataclasses.dataclass(frozen=True)
+class WorkdirState:
+    """What :func:`check_workdir` found in a run directory.
 
-    Writes nothing: ``config.json`` is written once the plan is resolved
-    (:func:`write_config`), so a run that fails before (bad data) leaves no trace.
+    Attributes:
+      saved_plan: The plan of a run of the same config, to resume; None to start afresh.
+      replace: A run of ours is there to be deleted (:func:`remove_run`) once the new run is
+        known to start: ``--overwrite`` was given, or a run of another config left only its
+        ``config.json`` (it failed before it trained, so nothing would be lost).
+    """
 
-    With ``overwrite``, a run of ours in ``workdir`` (its ``config.json`` reads) is to be
-    replaced whatever its config: None is returned, and the caller deletes it
-    (:func:`remove_run`) once the new run is known to start.
+    saved_plan: dict[str, Any] | None = None
+    replace: bool = False
+
+
+def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> WorkdirState:
+    """Checks that ``workdir`` is free, holds a run of ``config``, or a run to replace.
+
+    Writes and deletes nothing: the caller deletes a run to replace and writes
+    ``config.json`` (:func:`write_config`) once the plan is resolved, so a run that fails
+    before (bad data) leaves the workdir as it was.
 
     Raises:
       WorkdirConfigError: ``workdir`` holds a run with a different config and ``overwrite``
@@ -310,12 +323,12 @@ def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict
                 "config is unknown and resuming them could mix two configs; use another "
                 "--workdir, or delete them yourself"
             )
-        return None
+        return WorkdirState()
     # An unreadable config.json is not provably a run of ours: never deleted, even with
     # --overwrite (read_config raises WorkdirConfigError).
     old, saved_plan = read_config(workdir)
     if overwrite:
-        return None
+        return WorkdirState(replace=True)
     diff = config_differences(old, config)
     trained = _epochs_trained(workdir)
     if not diff and trained > config.epochs:
@@ -325,12 +338,9 @@ def check_workdir(workdir: str, config: Config, overwrite: bool = False) -> dict
             "another --workdir, or --overwrite to train it again"
         )
     if not diff:
-        return saved_plan
+        return WorkdirState(saved_plan=saved_plan)
     if not any(os.path.lexists(path(workdir, name)) for name in RUN_FILES):
-        # Only our config.json: the run failed before it trained (bad data, a model that
-        # cannot be built). Nothing would be lost; the corrected command starts afresh.
-        os.remove(path(workdir, CONFIG))
-        return None
+        return WorkdirState(replace=True)
     raise WorkdirConfigError(
         f"{workdir} holds a run with a different config (old, new): {diff}; use "
         "another --workdir, or --overwrite to delete the old run"

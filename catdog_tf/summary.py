@@ -19,7 +19,7 @@ import numpy as np
 
 from catdog_tf import figures, rundir, stats
 from catdog_tf.train import finish, metrics
-from catdog_tf.utils import read_json
+from catdog_tf.utils import is_number, read_json
 
 # What the reference article reports (validation set of 1,024 images, MSE loss), and the
 # Keras-blog row for conv3 (different set-up: 2,000 training images, 150x150, augmentation).
@@ -211,7 +211,7 @@ def summarize(results: list[dict[str, Any]], workdir: str) -> list[Row]:
 
 
 def _mean(values: list[Any]) -> Any:
-    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numbers = [v for v in values if is_number(v)]
     if len(numbers) == len(values) and numbers:
         mean = float(np.mean(numbers))
         return int(mean) if all(isinstance(v, int) for v in numbers) and mean.is_integer() else mean

@@ -49,6 +49,16 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def is_number(value: Any, *, integer: bool = False) -> bool:
+    """Whether ``value`` is a real ``int`` (or, unless ``integer``, a ``float``).
+
+    ``bool`` is a subclass of ``int``, so ``isinstance(True, int)`` holds; a JSON ``true`` where
+    a count or a threshold belongs is a mistake, not the number 1.
+    """
+    kinds = int if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
 def json_safe(value: Any) -> Any:
     """``value`` with every NaN or infinite float replaced by None (JSON's ``null``).
 

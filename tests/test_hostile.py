@@ -90,7 +90,14 @@ def test_model_kwargs_the_model_does_not_take_are_refused_before_any_data_is_rea
 
 def test_hand_edited_config_of_wrong_types_is_refused():
     values = smoke().to_dict()
-    for field, bad in (("model_kwargs", [1]), ("epochs", "3"), ("augment", 1), ("seed", 1.5)):
+    for field, bad in (
+        ("model_kwargs", [1]),
+        ("epochs", "3"),
+        ("epochs", True),
+        ("learning_rate", False),
+        ("augment", 1),
+        ("seed", 1.5),
+    ):
         with pytest.raises(ConfigError, match=field):
             Config.from_dict({**values, field: bad}).validate()
     with pytest.raises(ConfigError, match="JSON object"):

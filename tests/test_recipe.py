@@ -190,7 +190,7 @@ def _one_step_each(*configs: Config) -> tuple[list[Steps], list[np.ndarray], lis
     return runs, before, [[v.numpy() for v in steps.model.trainable_variables] for steps in runs]
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "lion"])
 def test_weight_decay_shrinks_each_weight_by_rate_times_decay_before_the_update(optimizer):
     # Decoupled (AdamW) decay: the same step without decay, minus lr x decay x the weight.
     decay, rate = 0.5, 3e-2
@@ -199,6 +199,10 @@ def test_weight_decay_shrinks_each_weight_by_rate_times_decay_before_the_update(
     for w0, undecayed, decayed in zip(before, *after, strict=True):
         np.testing.assert_allclose(decayed, undecayed - rate * decay * w0, rtol=1e-5, atol=1e-7)
     assert any(np.abs(rate * decay * w0).max() > 1e-3 for w0 in before)
+    if optimizer == "lion":  # Its first step is the rate times the gradient's sign.
+        for w0, w1 in zip(before, after[0], strict=True):
+            moved = np.abs(w1 - w0)
+            np.testing.assert_allclose(moved[moved > 0], rate, rtol=1e-5)
 
 
 def test_bn_bias_lr_scale_steps_the_shifts_that_many_times_as_far():

@@ -253,6 +253,9 @@ def test_a_config_that_never_trained_does_not_block_the_corrected_command(tmp_pa
     rundir.write_config(
         workdir, tiny_config(str(tmp_path / "wrong")), {}
     )  # Failed before training.
+    found = rundir.check_workdir(workdir, tiny_config(root))
+    assert found == rundir.WorkdirState(saved_plan=None, replace=True)
+    assert os.path.exists(rundir.path(workdir, rundir.CONFIG))  # Checking deletes nothing.
     assert train_and_evaluate(tiny_config(root), workdir, verbose=False)["epochs_run"] == 2
 
 

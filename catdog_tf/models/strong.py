@@ -24,6 +24,7 @@ from keras import layers
 from catdog_tf.models import whitening
 from catdog_tf.models.reference import _logit
 from catdog_tf.models.registry import INPUT_SHAPE, register
+from catdog_tf.utils import is_number
 
 
 def _conv_bn_relu(
@@ -69,7 +70,7 @@ def _per_block(counts: int | Sequence[int], blocks: int, name: str) -> list[int]
     """``counts`` as one non-negative int per block; a single int is every block's."""
     per_block = [counts] * blocks if isinstance(counts, int) else list(counts)
     if len(per_block) != blocks or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in per_block
+        is_number(n, integer=True) and n >= 0 for n in per_block
     ):
         raise ValueError(f"{name} takes one count >= 0, or one per block ({blocks}): {counts}")
     return per_block

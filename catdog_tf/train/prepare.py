@@ -58,7 +58,7 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
       RunFilesError: The teacher's ``result.json`` or ``model.keras`` does not read.
       DataSourceError: The data cannot be loaded or split.
     """
-    saved_plan = rundir.check_workdir(workdir, config, overwrite)
+    found = rundir.check_workdir(workdir, config, overwrite)
     strategy = _process_set_up(config)
     splits, skipped, fingerprint = data.prepare_splits(
         config.data,
@@ -83,10 +83,9 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
         data_fingerprint=fingerprint,
         teacher_fingerprint=teacher.fingerprint if teacher else "",
     )
-    plan_lib.check_resume(saved_plan, plan, workdir)
-    if overwrite and os.path.exists(rundir.path(workdir, rundir.CONFIG)):
-        # A run of ours (check_workdir read its config), deleted only now: a bad config,
-        # data folder or teacher refused above loses nothing.
+    plan_lib.check_resume(found.saved_plan, plan, workdir)
+    if found.replace:
+        # Deleted only now: a bad config, data folder or teacher refused above loses nothing.
         rundir.remove_run(workdir)
     os.makedirs(workdir, exist_ok=True)
     rundir.write_config(workdir, config, plan.to_dict())

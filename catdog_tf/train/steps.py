@@ -50,7 +50,7 @@ def learning_rate_schedule(
 
 
 def make_optimizer(config: Config, plan: Plan, lr_scale: float = 1.0) -> keras.optimizers.Optimizer:
-    """The plan's Adam (AdamW with weight decay), RMSprop or SGD with momentum.
+    """The plan's Adam (AdamW with weight decay), RMSprop, SGD with momentum or Lion.
 
     The learning rate follows :func:`learning_rate_schedule`, times ``lr_scale``.
     ``mixed_float16`` wraps the optimizer in a ``LossScaleOptimizer``, the TensorFlow
@@ -66,6 +66,8 @@ def make_optimizer(config: Config, plan: Plan, lr_scale: float = 1.0) -> keras.o
         )
     elif name == "rmsprop":
         optimizer = keras.optimizers.RMSprop(lr, weight_decay=config.weight_decay or None)
+    elif name == "lion":
+        optimizer = keras.optimizers.Lion(lr, weight_decay=config.weight_decay or None)
     else:
         optimizer = keras.optimizers.SGD(
             lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None

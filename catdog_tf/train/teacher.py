@@ -22,7 +22,7 @@ from catdog_tf.build import in_precision, load_model_file
 from catdog_tf.config import Config
 from catdog_tf.errors import ConfigError
 from catdog_tf.train.report import item_names
-from catdog_tf.utils import sha256
+from catdog_tf.utils import is_number, sha256
 
 HELD_OUT = ("validation", "test")
 
@@ -63,7 +63,7 @@ def read_teacher(run_dir: str, splits: dict[str, data.Examples]) -> Teacher:
         raise ConfigError(f"{where} is not a finished run (it has no result.json and model.keras)")
     config, _ = rundir.read_config(run_dir)
     flops = rundir.read_result(run_dir).get("training_flops")
-    if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not flops > 0:
+    if not is_number(flops) or not flops > 0:
         raise ConfigError(f"{where}: its {rundir.RESULT} does not say its training compute")
     predictions = rundir.path(run_dir, rundir.PREDICTIONS)
     if not os.path.exists(predictions):
