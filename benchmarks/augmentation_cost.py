@@ -46,9 +46,10 @@ _MODEL = flags.DEFINE_string("model", "conv5_bn", "Model trained in the training
 _IMAGES = flags.DEFINE_integer("images", 2048, "Images per epoch.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed epochs per variant; the median counts.")
-_PRECISION = flags.DEFINE_string(
+_PRECISION = flags.DEFINE_enum(
     "precision",
     "float32",
+    ["float32", "mixed_bfloat16", "mixed_float16"],
     "Training precision (not auto: no calibration run inside the benchmark).",
 )
 _JIT = flags.DEFINE_enum("jit", "off", ["on", "off"], "XLA for the train step.")

@@ -28,7 +28,7 @@ from catdog_tf.train.steps import Steps
 def main(argv: list[str]) -> None:
     print(script.ONEDNN_DECISION)
     config = article(argv[1] if len(argv) > 1 else "conv1")
-    base = plan_lib.resolve(config.replace(jit_compile="off"), 4096)
+    base = plan_lib.resolve(config.replace(precision="float32", jit_compile="off"), 4096)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.integers(0, 256, (32, *config.image_size, 3), dtype=np.uint8))
     labels = tf.constant(rng.integers(0, 2, (32,), dtype=np.int32))
