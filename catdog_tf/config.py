@@ -26,6 +26,8 @@ SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # Names of catdog_tf.data.AUGMENTATIONS (that module imports TensorFlow; this one must not).
 AUGMENT_OPS = ("affine", "flip_shift")
+# "none" and the names of catdog_tf.data.MIXES, for the same reason.
+MIXES = ("none", "mixup", "cutmix")
 # The built-in models, in catdog_tf.models.available_models()'s order, for help text that
 # must not import TensorFlow (tests keep it equal to the registry).
 MODELS = (
@@ -229,6 +231,17 @@ class Config:
         "the image's height by this fraction of its width hides a random part of each "
         "training image (cutout); ``0`` for none.",
     )
+    mix: str = _field(
+        "none",
+        "With ``augment``: after the other transforms, each training image is mixed with "
+        "another of its batch, its label in the same proportion: ``mixup`` blends the two "
+        "pixel by pixel, ``cutmix`` pastes a rectangle of the other in; ``none`` for neither.",
+    )
+    mix_alpha: float = _field(
+        1.0,
+        "With ``mix``: each image keeps a share of itself drawn from Beta(a, a) for this a; "
+        "``1`` draws it uniformly, smaller values leave most images nearly whole.",
+    )
     cache: str = _field(
         "memory",
         '``memory``, ``""`` (no cache) or a file path prefix for ``tf.data`` caching of the '
@@ -281,6 +294,7 @@ class Config:
             "lr_schedule": SCHEDULES,
             "strategy": STRATEGIES,
             "augment_ops": AUGMENT_OPS,
+            "mix": MIXES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -291,7 +305,7 @@ class Config:
     def _check_ranges(self) -> None:
         """Sizes, counts, rates and the seed are within their bounds."""
         positive = ("image_height", "image_width", "batch_size", "epochs", "synthetic_size")
-        for name in (*positive, "bn_bias_lr_scale"):
+        for name in (*positive, "bn_bias_lr_scale", "mix_alpha"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("image_height", "image_width"):
@@ -331,8 +345,9 @@ class Config:
         for name, why in (
             ("alternating_flip", "it replaces its random flip"),
             ("cutout", "it is one of the training transforms"),
+            ("mix", "it is one of the training transforms"),
         ):
-            if getattr(self, name) and not self.augment:
+            if getattr(self, name) not in (0, False, "none") and not self.augment:
                 raise ConfigError(f"{name} needs augment=true: {why}")
         for name in ("ema_start", "lookahead_steps"):
             if getattr(self, name) and not self.ema_decay:

@@ -74,6 +74,9 @@ def test_metrics_of_one_class_are_undefined_not_zero():
         ('model_kwargs={"pool_first": true}', "model conv3 takes no model_kwargs pool_first"),
         ('model_kwargs={"input_shape": [8, 8, 3]}', "comes from image_height"),
         ("augment_ops=cutout", "augment_ops='cutout' is not one of affine, flip_shift"),
+        ("mix=blend", "mix='blend' is not one of none, mixup, cutmix"),
+        ("mix_alpha=inf", "finite float"),
+        ("mix_alpha=-1", "mix_alpha must be positive"),
     ],
 )
 def test_bad_values_are_refused(override, message):

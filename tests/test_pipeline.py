@@ -4,11 +4,13 @@ import io
 import os
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import make_image
 from PIL import Image
+from scipy import stats
 
 from catdog_tf import data
 from catdog_tf.config import AUGMENT_OPS
@@ -185,6 +187,88 @@ def test_cutout_greys_one_clipped_rectangle_per_image_from_its_own_draw():
     # As a variant's last transform: the variant's own pixels elsewhere.
     moved = data.FlipShiftConfig(cutout=0.5)(images, seed).numpy()
     assert set(np.unique(moved)) == {7, 128}
+
+
+def test_beta_shares_follow_scipys_beta_distribution():
+    for alpha in (0.2, 1.0, 4.0):
+        shares = data.beta_shares(5000, tf.constant([1, 2], tf.int64), alpha).numpy()
+        assert shares.dtype == np.float32 and ((shares >= 0) & (shares <= 1)).all()
+        assert stats.kstest(shares, stats.beta(alpha, alpha).cdf).pvalue > 0.01
+
+
+def _own_shares(mixed_labels: np.ndarray) -> np.ndarray:
+    # Labels 1, 1, 0, 0 and reversed partners: images 0, 1 keep their label's share, 2, 3
+    # their partner's.
+    return np.concatenate([mixed_labels[:2], 1 - mixed_labels[2:]])
+
+
+def test_mixup_matches_keras_mixup_with_reversed_partners():
+    images = np.random.default_rng(0).integers(0, 256, (4, 6, 10, 3), np.uint8)
+    labels = tf.constant([1, 1, 0, 0], tf.int32)
+    seed = tf.constant([5, 6], tf.int64)
+    out, mixed = data.mixup(tf.constant(images), labels, seed, alpha=1.0)
+    assert out.dtype == tf.uint8 and mixed.dtype == tf.float32
+    # Keras's layer draws its own shares and partners; given ours, it must mix alike.
+    own = _own_shares(mixed.numpy())
+    keras_mixup = keras.layers.MixUp()
+    drawn = {"mix_weight": own, "permutation_order": np.arange(4)[::-1].copy()}
+    expected = keras_mixup.transform_images(images.astype(np.float32), drawn).numpy()
+    np.testing.assert_allclose(out.numpy(), expected, atol=0.51)
+    expected_labels = keras_mixup.transform_labels(np.float32([[1], [1], [0], [0]]), drawn)
+    np.testing.assert_allclose(mixed.numpy(), np.ravel(expected_labels), atol=1e-6)
+    same, _ = data.mixup(tf.constant(images), labels, seed, alpha=1.0)
+    np.testing.assert_array_equal(out.numpy(), same.numpy())
+    floats, _ = data.mixup(tf.constant(images / 255.0, tf.float32), labels, seed, alpha=1.0)
+    np.testing.assert_allclose(floats.numpy(), expected / 255.0, atol=1e-5)
+
+
+def test_cutmix_pastes_one_clipped_rectangle_and_labels_by_the_pixels_kept():
+    n = 64
+    # Image k is filled with k, so each output pixel says which image it came from.
+    images = tf.constant(
+        np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 12, 20, 3), np.uint8)
+    )
+    labels = tf.constant([1] * (n // 2) + [0] * (n // 2), tf.int32)
+    out, mixed = data.cutmix(images, labels, tf.constant([7, 8], tf.int64), alpha=1.0)
+    own = np.concatenate([mixed.numpy()[: n // 2], 1 - mixed.numpy()[n // 2 :]])
+    for k, image in enumerate(out.numpy()):
+        assert set(np.unique(image)) <= {k, n - 1 - k}
+        rows, cols = np.nonzero(image[..., 0] == n - 1 - k)
+        assert own[k] == pytest.approx(1 - len(rows) / (12 * 20), abs=1e-6)
+        if len(rows):
+            assert len(rows) == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)  # one rectangle
+    # Shares are spread over [0, 1]; rectangles clipped by the border leave images more of
+    # themselves than the uniform draw's half on average.
+    assert 0.5 < own.mean() < 0.85 and own.min() < 0.4 and own.max() > 0.9
+
+
+def test_train_batches_mix_each_augmented_batch_and_its_labels_alike():
+    images = np.random.default_rng(1).integers(0, 256, (8, 6, 8, 3), np.uint8)
+    labels = np.array([0, 1] * 4, np.int32)
+    decoded = tf.data.Dataset.from_tensor_slices((images, labels))
+    augment = data.FlipShiftConfig()
+
+    def batches(mix=None):
+        return list(data.train_batches(decoded, 8, 4, 1, 3, augment, mix=mix))
+
+    plain, mixed = batches(), batches(data.MixConfig("mixup"))
+    assert plain[0][1].dtype == tf.int32 and mixed[0][1].dtype == tf.float32
+    for (x, y), (mx, my) in zip(plain, mixed, strict=True):
+        x, mx, y = x.numpy().astype(np.float64), mx.numpy(), y.numpy()
+        partner = x[::-1]
+        # Each mixed image is own * image + (1 - own) * partner; solve for own.
+        diff = (x - partner).reshape(4, -1)
+        own = ((mx - partner).reshape(4, -1) * diff).sum(1) / (diff * diff).sum(1)
+        np.testing.assert_allclose(
+            mx,
+            np.round(own[:, None, None, None] * x + (1 - own[:, None, None, None]) * partner),
+            atol=1.01,
+        )
+        np.testing.assert_allclose(my.numpy(), own * y + (1 - own) * y[::-1], atol=0.01)
+    # The mix is seeded: the same epoch mixes the same way.
+    for (a, b), (c, d) in zip(mixed, batches(data.MixConfig("mixup")), strict=True):
+        np.testing.assert_array_equal(a.numpy(), c.numpy())
+        np.testing.assert_array_equal(b.numpy(), d.numpy())
 
 
 def test_downscale_is_the_block_mean_eagerly_and_in_tf_data():

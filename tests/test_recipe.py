@@ -89,6 +89,8 @@ def test_warmup_then_constant_schedule():
         {"alternating_flip": True},  # No augment.
         {"cutout": 0.25},  # No augment.
         {"cutout": 1.0, "augment": True},
+        {"mix": "mixup"},  # No augment.
+        {"mix": "cutmix", "augment": True, "mix_alpha": 0.0},
         {"warmup_epochs": 2.0, "epochs": 2},
         {"warmup_epochs": -1.0},
         {"low_res_epochs": 2, "epochs": 2},
@@ -105,6 +107,13 @@ def test_warmup_then_constant_schedule():
 def test_bad_recipe_values_are_refused(changes):
     with pytest.raises(ConfigError):
         tiny_config(**changes).validate()
+
+
+def test_a_config_saved_before_mixing_existed_reads_as_no_mixing():
+    values = tiny_config().to_dict()
+    del values["mix"], values["mix_alpha"]
+    assert Config.from_dict(values) == tiny_config()
+    assert Config.from_dict(values).mix == "none"
 
 
 @pytest.mark.parametrize("start", [0.0, 2.0])
@@ -259,6 +268,8 @@ def test_recipe_run_reports_tta_and_compute_and_resumes_exactly(tmp_path):
         augment=True,
         alternating_flip=True,
         cutout=0.3,
+        mix="mixup",
+        mix_alpha=0.4,
     )
     whole = train_and_evaluate(config, str(tmp_path / "whole"), verbose=False)
     for key in ("validation_tta", "test_tta"):

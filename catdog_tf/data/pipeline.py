@@ -19,18 +19,19 @@ Stage order (fixed; each choice is for speed or for exact reproducibility):
                  affine warp per image (flip, rotation, zoom, shift, shear) in a single
                  ``ImageProjectiveTransformV3`` op (:class:`AugmentConfig`), or the cheap
                  flip and whole-pixel shift of the fast small-CNN recipes, two gathers on
-                 uint8 with no interpolation (:class:`FlipShiftConfig`).
+                 uint8 with no interpolation (:class:`FlipShiftConfig`). Then, if asked,
+                 each image is mixed with a partner of its batch and its label with it
+                 (mixup or CutMix, :class:`MixConfig`): the labels become float32.
 8. ``prefetch``  two batches, so the input pipeline runs ahead of the train step.
 9. ``normalize`` uint8 -> float32 in [0, 1], inside the compiled train/eval step
                  (``catdog_tf.train.steps``), not here: batches stay uint8 through the
-                 pipeline, a quarter of the bytes to copy, cache-read and prefetch (the cached
-                 epoch ran ~2x faster than with float32 batches), and the cast fuses into
-                 the step's first op. TensorFlow's input-pipeline guide gives the same advice
-                 for accelerators.
+                 pipeline, a quarter of the bytes to copy, cache-read and prefetch, and the
+                 cast fuses into the step's first op. TensorFlow's input-pipeline guide
+                 gives the same advice for accelerators.
 
 Stages 1-3 run on chunks of 64 images in a parallel ``map``; 7 per batch. Parallelism is
-fixed to the core count and tf.data autotuning is off (:func:`pipeline_options`): measured
-faster and steadier here, see benchmarks/input_pipeline.py.
+fixed to the core count and tf.data autotuning is off (:func:`pipeline_options`): see
+benchmarks/input_pipeline.py for how the two compare.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ from catdog_tf.data.header import read_orientations
 from catdog_tf.data.sources import Examples, item_tensor_values
 from catdog_tf.machine import usable_cores
 
-# Fixed parallelism instead of AUTOTUNE: on a 2-core machine tf.data's autotuner sent some runs
-# into a stall at half speed (BENCHMARKS.md). The usable cores, not os.cpu_count(), which
+# Fixed parallelism instead of AUTOTUNE: tf.data's autotuner stalled some runs on 2-core
+# machines (BENCHMARKS.md). The usable cores, not os.cpu_count(), which
 # ignores the affinity mask and a container's CPU quota.
 PARALLELISM = usable_cores()
 PREFETCH_BATCHES = 2
@@ -74,7 +75,7 @@ def decode(contents: tf.Tensor, ratio: int = 1, dct_method: str = "INTEGER_FAST"
       contents: Encoded image bytes (scalar string tensor).
       ratio: JPEG only: DCT-domain downscaling by 1, 2, 4 or 8 (much cheaper than decoding
         full size and resizing, at some quality cost).
-      dct_method: JPEG only: ``INTEGER_FAST`` (~25% faster here) or ``INTEGER_ACCURATE``.
+      dct_method: JPEG only: ``INTEGER_FAST`` (the faster) or ``INTEGER_ACCURATE``.
 
     Returns:
       uint8 tensor of shape (height, width, 3).
@@ -263,6 +264,34 @@ def flip_shift(
     return tf.gather(shifted, cols, axis=2, batch_dims=1)
 
 
+def rectangles(height: tf.Tensor, width: tf.Tensor, u: tf.Tensor, sides: tf.Tensor) -> tf.Tensor:
+    """A rectangle per image: ``sides`` of its height by ``sides`` of its width, as a mask.
+
+    Each rectangle is centred on a pixel drawn from the whole image, so near a border only
+    part of it lies inside.
+
+    Args:
+      height: Image height.
+      width: Image width.
+      u: (N, 2) uniform draws in [0, 1): the centre's row and column as fractions.
+      sides: (N,) or scalar fraction of each side.
+
+    Returns:
+      bool (N, height, width, 1): True inside each image's rectangle.
+    """
+    sides = tf.reshape(tf.cast(sides, tf.float32), [-1, 1])
+
+    def inside(length: tf.Tensor, column: int) -> tf.Tensor:
+        # (N, length): whether each row (or column) index falls in the image's band.
+        length_f = tf.cast(length, tf.float32)
+        centre = tf.floor(u[:, column] * length_f)[:, None]
+        half = tf.round(sides * length_f) / 2
+        index = tf.cast(tf.range(length), tf.float32)[None, :]
+        return (index >= centre - half) & (index < centre + half)
+
+    return inside(height, 0)[:, :, None, None] & inside(width, 1)[:, None, :, None]
+
+
 def cutout(images: tf.Tensor, seed: tf.Tensor, size: float) -> tf.Tensor:
     """Cutout (DeVries and Taylor, 2017): a mid-grey rectangle in each image of a batch.
 
@@ -282,18 +311,104 @@ def cutout(images: tf.Tensor, seed: tf.Tensor, size: float) -> tf.Tensor:
         return images
     n, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
     u = tf.random.stateless_uniform([n, 2], seed=tf.random.experimental.stateless_fold_in(seed, 1))
-
-    def inside(length: tf.Tensor, column: int) -> tf.Tensor:
-        # (N, length): whether each row (or column) index falls in the image's cut band.
-        length_f = tf.cast(length, tf.float32)
-        centre = tf.floor(u[:, column] * length_f)[:, None]
-        half = tf.round(size * length_f) / 2
-        index = tf.cast(tf.range(length), tf.float32)[None, :]
-        return (index >= centre - half) & (index < centre + half)
-
-    mask = inside(height, 0)[:, :, None, None] & inside(width, 1)[:, None, :, None]
     grey = tf.cast(128 if images.dtype == tf.uint8 else 0.5, images.dtype)
-    return tf.where(mask, grey, images)
+    return tf.where(rectangles(height, width, u, size), grey, images)
+
+
+def beta_shares(n: tf.Tensor, seed: tf.Tensor, alpha: float) -> tf.Tensor:
+    """(n,) float32 draws from Beta(``alpha``, ``alpha``): each mixed image's own share.
+
+    A Beta variate is ``g1 / (g1 + g2)`` for independent Gamma(``alpha``) variates.
+    """
+    gammas = tf.random.stateless_gamma([2, n], seed=seed, alpha=alpha)
+    # Both Gammas can underflow to 0 for a tiny alpha: that image is then all partner.
+    return tf.math.divide_no_nan(gammas[0], gammas[0] + gammas[1])
+
+
+def _mixed_labels(labels: tf.Tensor, own: tf.Tensor) -> tf.Tensor:
+    """float32 labels: ``own`` of each image's label and the rest of its partner's."""
+    labels = tf.cast(tf.reshape(labels, [-1]), tf.float32)
+    return own * labels + (1.0 - own) * tf.reverse(labels, axis=[0])
+
+
+def mixup(
+    images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, alpha: float = 1.0
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup (Zhang et al., 2018): each image blended with a partner of its batch.
+
+    Image ``k``'s partner is image ``N - 1 - k`` (the batch reversed; the middle image of an
+    odd batch is its own). Its own share is drawn from Beta(``alpha``, ``alpha``) per image;
+    the label is mixed in the same proportion. A uint8 batch stays uint8 (rounded).
+
+    Args:
+      images: Batch (N, H, W, C), uint8 or float.
+      labels: (N,) labels in {0, 1} (or already soft).
+      seed: int32/int64 tensor of shape (2,): the batch's augmentation seed; this draw's own
+        is derived from it.
+      alpha: Concentration of the Beta draw, positive.
+
+    Returns:
+      The mixed batch (same shape and dtype) and its float32 labels.
+    """
+    own = beta_shares(tf.shape(images)[0], tf.random.experimental.stateless_fold_in(seed, 2), alpha)
+    weight = own[:, None, None, None]
+    blend = weight * tf.cast(images, tf.float32) + (1.0 - weight) * tf.cast(
+        tf.reverse(images, axis=[0]), tf.float32
+    )
+    if images.dtype == tf.uint8:
+        blend = tf.round(blend)
+    return tf.saturate_cast(blend, images.dtype), _mixed_labels(labels, own)
+
+
+def cutmix(
+    images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, alpha: float = 1.0
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """CutMix (Yun et al., 2019): a rectangle of a partner image pasted into each image.
+
+    Partners are paired as in :func:`mixup`. The rectangle's sides are ``sqrt(1 - share)``
+    of the image's for a share drawn from Beta(``alpha``, ``alpha``), centred anywhere in the
+    image; the label is mixed by the pixels each image really keeps (a rectangle clipped by
+    the border takes fewer).
+
+    Args:
+      images: Batch (N, H, W, C) of any dtype.
+      labels: (N,) labels in {0, 1} (or already soft).
+      seed: int32/int64 tensor of shape (2,), as for :func:`mixup`.
+      alpha: Concentration of the Beta draw, positive.
+
+    Returns:
+      The mixed batch (same shape and dtype) and its float32 labels.
+    """
+    n, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    seed = tf.random.experimental.stateless_fold_in(seed, 3)
+    share = beta_shares(n, seed, alpha)
+    u = tf.random.stateless_uniform([n, 2], seed=tf.random.experimental.stateless_fold_in(seed, 1))
+    pasted = rectangles(height, width, u, tf.sqrt(1.0 - share))
+    own = 1.0 - tf.reduce_mean(tf.cast(pasted, tf.float32), axis=[1, 2, 3])
+    return tf.where(pasted, tf.reverse(images, axis=[0]), images), _mixed_labels(labels, own)
+
+
+# The ``mix`` config values other than ``none``.
+MIXES = {"mixup": mixup, "cutmix": cutmix}
+
+
+@dataclasses.dataclass(frozen=True)
+class MixConfig:
+    """How each training batch's images are mixed in pairs, labels with them.
+
+    Attributes:
+      kind: A key of :data:`MIXES`.
+      alpha: Concentration of the Beta(alpha, alpha) draw of each image's own share.
+    """
+
+    kind: str
+    alpha: float = 1.0
+
+    def __call__(
+        self, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """This kind of mix (:data:`MIXES`) of the batch, at this concentration."""
+        return MIXES[self.kind](images, labels, seed, self.alpha)
 
 
 def alternating_flip(images: tf.Tensor, positions: tf.Tensor, seed: int, epoch: int) -> tf.Tensor:
@@ -401,8 +516,9 @@ def decoded_dataset(
     """Stages 1-4: (uint8 image, int32 label) pairs, decoded once, upright, and cached.
 
     Images are decoded in chunks of ``chunk_size`` (a ``tf.map_fn`` inside one parallel
-    ``map`` call) rather than one ``map`` call per image: per-element tf.data overhead made
-    the per-image version 25-30% slower here and prone to stalls (benchmarks/input_pipeline.py).
+    ``map`` call) rather than one ``map`` call per image: tf.data's per-element overhead makes
+    the per-image version slower and prone to stalls (benchmarks/input_pipeline.py compares
+    them).
 
     Args:
       examples: Paths or encoded bytes with labels.
@@ -493,6 +609,7 @@ def train_batches(
     num_shards: int = 1,
     shard_index: int = 0,
     alternate_flip: bool = False,
+    mix: MixConfig | None = None,
 ) -> tf.data.Dataset:
     """Stages 5-8 for one training epoch: shuffled, batched, augmented uint8 batches.
 
@@ -517,6 +634,8 @@ def train_batches(
       shard_index: This pipeline's shard, in ``[0, num_shards)``.
       alternate_flip: Mirror images by :func:`alternating_flip` before ``augment_config``
         (which should then not flip).
+      mix: Mix the images of each batch in pairs after the other transforms; the labels
+        become float32 shares of class 1.
     """
     s = epoch_seed(seed, epoch)
     # Each image's position in the split travels with it through the shuffle.
@@ -532,13 +651,15 @@ def train_batches(
             images = alternating_flip(images, positions, seed, epoch)
         else:
             images, labels = batch
+        # One augmentation seed per (epoch, global batch, shard): shards never share warps.
+        batch_seed = tf.stack([tf.constant(s, tf.int64), index * num_shards + shard_index])
         if augment_config is not None:
-            # One augmentation seed per (epoch, global batch, shard): shards never share warps.
-            stream = index * num_shards + shard_index
-            images = augment_config(images, tf.stack([tf.constant(s, tf.int64), stream]))
+            images = augment_config(images, batch_seed)
+        if mix is not None:
+            images, labels = mix(images, labels, batch_seed)
         return images, labels
 
-    if augment_config is not None or alternate_flip:
+    if augment_config is not None or alternate_flip or mix is not None:
         ds = ds.enumerate().map(per_batch, num_parallel_calls=num_parallel_calls)
     return ds.prefetch(PREFETCH_BATCHES)
 

@@ -352,11 +352,9 @@ class Steps:
             optimizer.apply(grads[:split], variables[:split])
             if self.shift_optimizer:
                 self.shift_optimizer.apply(grads[split:], variables[split:])
-            correct = tf.reduce_sum(
-                tf.cast(
-                    (tf.reshape(logits, [-1]) > 0) == (tf.reshape(labels, [-1]) == 1), tf.float32
-                )
-            )
+            # A mixed image's label counts as the class it holds the larger share of.
+            majority = tf.cast(tf.reshape(labels, [-1]), tf.float32) > 0.5
+            correct = tf.reduce_sum(tf.cast((tf.reshape(logits, [-1]) > 0) == majority, tf.float32))
             return tf.reduce_sum(losses), correct
 
         @tf.function(reduce_retracing=True)

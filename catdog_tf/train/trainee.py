@@ -135,6 +135,11 @@ def image_trainee(prepared: Prepared, workdir: str) -> Trainee:
         if config.augment
         else None
     )
+    mix = (
+        data.MixConfig(config.mix, config.mix_alpha)
+        if config.augment and config.mix != "none"
+        else None
+    )
     # The shrunk epochs' images, shrunk once, cached where the decoded images are.
     shrunk = {
         size: data.shrunk_dataset(
@@ -155,6 +160,7 @@ def image_trainee(prepared: Prepared, workdir: str) -> Trainee:
             num_shards=shards,
             shard_index=index,
             alternate_flip=config.alternating_flip,
+            mix=mix,
         ),
         eval_ds={
             name: data.eval_batches(decoded[name], config.batch_size)
