@@ -108,6 +108,24 @@ def test_a_damaged_teacher_is_one_clear_error(
     assert not os.path.exists(tmp_path / "student" / "config.json")  # Refused first.
 
 
+def test_a_teacher_replaced_while_it_loads_is_refused(
+    finished_run, finished_copy, tmp_path, monkeypatch
+):
+    load = teacher_lib.load_model_file
+
+    def load_then_retrain(path, *args, **kwargs):
+        model = load(path, *args, **kwargs)
+        with open(path, "ab") as f:  # Another model.keras lands as this one is read.
+            f.write(b"retrained")
+        return model
+
+    monkeypatch.setattr(teacher_lib, "load_model_file", load_then_retrain)
+    config = finished_run.config.replace(teacher=finished_copy, distill_weight=0.5)
+    with pytest.raises(ConfigError, match="model.keras changed while it was read"):
+        train_and_evaluate(config, str(tmp_path / "student"), verbose=False)
+    assert not os.path.exists(tmp_path / "student" / "config.json")
+
+
 def test_a_student_resumes_only_under_the_teacher_it_started_with(
     finished_run, finished_copy, tmp_path
 ):

@@ -53,8 +53,9 @@ def read_teacher(run_dir: str, splits: dict[str, data.Examples]) -> Teacher:
     """The teacher at ``run_dir``, once it is shown to hold out ``splits``' scored images.
 
     Raises:
-      ConfigError: ``run_dir`` is not a finished run, its compute is unknown, or it trained
-        on an image of the validation or test split.
+      ConfigError: ``run_dir`` is not a finished run, its compute is unknown, it trained
+        on an image of the validation or test split, or its ``model.keras`` changed while
+        it was read.
       RunFilesError: Its ``result.json`` or ``model.keras`` does not read.
       WorkdirConfigError: Its ``config.json`` does not read.
     """
@@ -80,8 +81,16 @@ def read_teacher(run_dir: str, splits: dict[str, data.Examples]) -> Teacher:
                 f"{where} did not hold out this run's {split} images (it would have trained on "
                 "images this run is scored on): give a run of the same data and seed"
             )
+    # Hashed before and after loading: a file replaced in between (a teacher retrained as
+    # its student starts) would otherwise pair one model with another's fingerprint.
+    before = fingerprint(run_dir)
     saved_model = load_model_file(rundir.path(run_dir, rundir.MODEL), run_dir, compile=False)
-    return Teacher(run_dir, float(flops), fingerprint(run_dir), config, saved_model)
+    if fingerprint(run_dir) != before:
+        raise ConfigError(
+            f"{where}: its {rundir.MODEL} changed while it was read (is it still training?); "
+            "start this run again once the teacher is finished"
+        )
+    return Teacher(run_dir, float(flops), before, config, saved_model)
 
 
 def fingerprint(run_dir: str) -> str:
