@@ -253,12 +253,12 @@ ROWS: dict[str, Row] = {
     "wh_distill1": _wh_best("teacher={workdir}/wh_best_60-seed{seed}", "distill_weight=1"),
     # full_progressive_wh with each training image mixed with another of its batch, the
     # labels with them: CutMix (a rectangle pasted in) and mixup (a blend, Beta(0.2, 0.2)
-    # shares); CutMix over 110 epochs, within the compute of full (--baseline=wh_best_60).
+    # shares); mixup over 110 epochs, within the compute of full (--baseline=wh_best_60).
     "wh_best_60_cutmix": _wh_best("epochs=60", "low_res_epochs=30", "mix=cutmix"),
     "wh_best_60_mixup02": _wh_best("epochs=60", "low_res_epochs=30", "mix=mixup", "mix_alpha=0.2"),
-    "wh_best_110_cutmix": _wh_best("epochs=110", "low_res_epochs=55", "mix=cutmix"),
-    # CutMix at a quarter of the compute.
-    "wh_cutmix": _wh_best("mix=cutmix"),
+    "wh_best_110_mixup02": _wh_best(
+        "epochs=110", "low_res_epochs=55", "mix=mixup", "mix_alpha=0.2"
+    ),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(
