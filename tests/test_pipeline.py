@@ -13,7 +13,7 @@ from PIL import Image
 from scipy import stats
 
 from catdog_tf import data
-from catdog_tf.config import AUGMENT_OPS
+from catdog_tf.config import AUGMENT_OPS, MIXES
 
 
 def _encoded(fmt: str, mode: str = "RGB", size=(20, 30)) -> bytes:
@@ -316,6 +316,10 @@ def test_decoded_dataset_shapes_dtypes_labels(kaggle_dir):
 
 def test_every_augment_ops_value_has_a_variant():
     assert sorted(data.AUGMENTATIONS) == sorted(AUGMENT_OPS)
+
+
+def test_every_mix_value_but_none_has_a_mix():
+    assert sorted(data.MIXES) == sorted(m for m in MIXES if m != "none")
 
 
 @pytest.mark.parametrize("ops", sorted(data.AUGMENTATIONS))
