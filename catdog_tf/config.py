@@ -352,6 +352,8 @@ class Config:
         for name in ("ema_start", "lookahead_steps"):
             if getattr(self, name) and not self.ema_decay:
                 raise ConfigError(f"{name} needs ema_decay > 0: there is no average")
+        if self.mix_alpha != 1 and self.mix == "none":
+            raise ConfigError("mix_alpha needs mix=mixup or mix=cutmix: nothing is mixed")
         if bool(self.teacher) != bool(self.distill_weight):
             raise ConfigError(
                 "teacher and distill_weight go together: a teacher needs distill_weight in "

@@ -90,6 +90,7 @@ def test_warmup_then_constant_schedule():
         {"cutout": 0.25},  # No augment.
         {"cutout": 1.0, "augment": True},
         {"mix": "mixup"},  # No augment.
+        {"mix_alpha": 0.2, "augment": True},  # No mix.
         {"mix": "cutmix", "augment": True, "mix_alpha": 0.0},
         {"warmup_epochs": 2.0, "epochs": 2},
         {"warmup_epochs": -1.0},
