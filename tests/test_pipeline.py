@@ -197,9 +197,10 @@ def test_beta_shares_follow_scipys_beta_distribution():
 
 
 def _own_shares(mixed_labels: np.ndarray) -> np.ndarray:
-    # Labels 1, 1, 0, 0 and reversed partners: images 0, 1 keep their label's share, 2, 3
-    # their partner's.
-    return np.concatenate([mixed_labels[:2], 1 - mixed_labels[2:]])
+    # Labels 1 in the first half, 0 in the second, partners reversed: a first-half image's
+    # label is its own share, a second-half image's is its partner's.
+    half = len(mixed_labels) // 2
+    return np.concatenate([mixed_labels[:half], 1 - mixed_labels[half:]])
 
 
 def test_mixup_matches_keras_mixup_with_reversed_partners():
@@ -230,7 +231,7 @@ def test_cutmix_pastes_one_clipped_rectangle_and_labels_by_the_pixels_kept():
     )
     labels = tf.constant([1] * (n // 2) + [0] * (n // 2), tf.int32)
     out, mixed = data.cutmix(images, labels, tf.constant([7, 8], tf.int64), alpha=1.0)
-    own = np.concatenate([mixed.numpy()[: n // 2], 1 - mixed.numpy()[n // 2 :]])
+    own = _own_shares(mixed.numpy())
     for k, image in enumerate(out.numpy()):
         assert set(np.unique(image)) <= {k, n - 1 - k}
         rows, cols = np.nonzero(image[..., 0] == n - 1 - k)
