@@ -17,6 +17,7 @@ from __future__ import annotations
 from catdog_tf.cli import script  # isort: skip
 
 import glob
+import math
 import os
 import statistics
 from typing import NamedTuple
@@ -90,23 +91,48 @@ def interval(values: list[float]) -> str:
     return f"{i.mean:.2f}" if len(values) < 2 else f"{i.mean:.2f} ± {i.high - i.mean:.2f}"
 
 
+# Fewer seeds get no error bar: two give a t interval of +-12.7 standard errors, a bar
+# that runs off the chart and reads as a line at its compute.
+MIN_SEEDS_FOR_BAR = 3
+
+
+def dodged(computes: list[float], step: float = 0.008) -> list[float]:
+    """``computes`` (sorted) moved apart where they fall within ``2 * step`` in log10.
+
+    Each run of nearby points is spread symmetrically about its own centre, so that
+    markers and bars at the same compute stay readable side by side.
+    """
+    logs = [math.log10(c) for c in computes]
+    out, start = [], 0
+    for end in range(1, len(logs) + 1):
+        if end == len(logs) or logs[end] - logs[end - 1] > 2 * step:
+            n = end - start
+            centre = sum(logs[start:end]) / n
+            out += [10 ** (centre + (j - (n - 1) / 2) * step) for j in range(n)]
+            start = end
+    return out
+
+
 def plot(points: list[Point], path: str) -> None:
     """Test accuracy (and with flip TTA) against compute, with 95% t error bars."""
     plt = figures.pyplot()
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    for k, p in enumerate(points):
+    xs = dodged([p.compute for p in points])
+    for k, (p, x) in enumerate(zip(points, xs, strict=True)):
         for values, marker, face in ((p.test, "o", f"C{k}"), (p.test_tta, "s", "none")):
             if values:
                 i = stats.t_interval([100 * v for v in values])
                 ax.errorbar(
-                    p.compute,
+                    x,
                     i.mean,
-                    yerr=0.0 if len(values) < 2 else i.high - i.mean,
+                    yerr=0.0 if len(values) < MIN_SEEDS_FOR_BAR else i.high - i.mean,
                     fmt=marker,
                     color=f"C{k}",
                     mfc=face,
                     capsize=3,
-                    label=p.label if face != "none" else None,
+                    label=f"{p.label} ({len(p.test)} seed{'s' * (len(p.test) > 1)})"
+                    if face != "none"
+                    else None,
                 )
     for compute, accuracy in GOALS:
         ax.plot(compute, 100 * accuracy, "k*", markersize=12)
@@ -114,11 +140,13 @@ def plot(points: list[Point], path: str) -> None:
     ticks = [0.15, 0.25, 0.4, 0.63, 1.0]
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
-    # Two seeds give t intervals of +-12.7 standard errors: the bars run off the chart.
     ax.set_ylim(89.5, 98.5)
     ax.set_xlabel("training compute (fraction of conv5_bn's 60-epoch full run)")
     ax.set_ylabel("test accuracy, % (filled: plain; hollow squares: flip TTA)")
-    ax.set_title("Accuracy against training compute (stars: goals; bars: 95% t over seeds)")
+    ax.set_title(
+        "Accuracy against training compute "
+        f"(stars: goals; bars: 95% t over seeds, with {MIN_SEEDS_FOR_BAR} or more)"
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figures.save(fig, path)

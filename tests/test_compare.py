@@ -86,3 +86,14 @@ def test_an_ensemble_scores_as_its_run_and_its_members_must_share_a_split(finish
         ensembles.check_same_split([run, run._replace(saved={**run.saved, "test_paths": other})])
     with pytest.raises(SystemExit, match="is not a finished run"):
         ensembles.load(str(tmp_path))
+
+
+def test_the_frontier_plot_spreads_recipes_of_one_compute_and_keeps_the_rest():
+    frontier = import_benchmark("frontier")
+    computes = [0.2, 0.25, 0.25, 0.25, 0.53, 1.0]
+    xs = frontier.dodged(computes)
+    assert xs[0] == pytest.approx(0.2) and xs[4:] == pytest.approx([0.53, 1.0])
+    # The three at 0.25 move apart, in order and evenly in log, about 0.25 itself.
+    logs = np.log10(xs[1:4])
+    assert np.all(np.diff(logs) > 0) and np.diff(logs) == pytest.approx([0.008, 0.008])
+    assert logs[1] == pytest.approx(np.log10(0.25))
