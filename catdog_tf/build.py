@@ -125,6 +125,8 @@ def copy_weights(run_dir: str, model: keras.Model) -> None:
 # optimizer's two slots (Adam's moments), the update's temporaries (about three copies in an
 # Adam step) and the best weights kept aside.
 _WEIGHT_COPIES = 8
+# Sharpness-aware minimization holds two more: the moved weights and their gradient.
+_SAM_WEIGHT_COPIES = 2
 # Bytes per activation element in a step: float32 kept for the backward pass, plus its
 # gradient, plus room for the kernels' temporaries.
 _ACTIVATION_BYTES = 4 * 3
@@ -175,8 +177,9 @@ def memory_needed(
     height, width = config.image_size
     in_memory = config.cache == "memory"
     shrunk_pixels = sum(h * w for h, w in config.shrunk_sizes) if in_memory else 0
+    weight_copies = _WEIGHT_COPIES + (_SAM_WEIGHT_COPIES if config.sam_rho else 0)
     needed = {
-        "weights and optimizer": model.count_params() * 4 * _WEIGHT_COPIES,
+        "weights and optimizer": model.count_params() * 4 * weight_copies,
         "activations": _activations(model) * config.batch_size * _ACTIVATION_BYTES,
         "image cache": cached_images * height * width * 3 if in_memory else 0,
         "shrunk image cache": train_images * shrunk_pixels * 3,

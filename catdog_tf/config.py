@@ -159,6 +159,14 @@ class Config:
         "one rate for every weight. Needs a model with batch norm, and no ``mixed_float16``: "
         "its loss scale covers one optimizer.",
     )
+    sam_rho: float = _field(
+        0.0,
+        "Sharpness-aware minimization (Foret et al., 2021) when > 0: each step takes the "
+        "gradient at the weights moved this far (one L2 norm over all of them) up the "
+        "batch's gradient, and applies it to the weights where they were. Each step costs "
+        "two forward and backward passes, both counted in ``training_flops``. Not with "
+        "``mixed_float16``, and on one replica (``strategy=default``).",
+    )
     label_smoothing: float = _field(
         0.0,
         "Targets move from {0, 1} to {eps/2, 1 - eps/2} (Keras's ``label_smoothing``): "
@@ -325,6 +333,7 @@ class Config:
             "low_res_epochs",
             "mid_res_epochs",
             "lookahead_steps",
+            "sam_rho",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -363,6 +372,18 @@ class Config:
             raise ConfigError(
                 "bn_bias_lr_scale trains the batch norms' shifts with a second optimizer, which "
                 "mixed_float16's loss scale does not cover: use float32 or mixed_bfloat16"
+            )
+        if self.sam_rho and self.precision == "mixed_float16":
+            raise ConfigError(
+                "sam_rho moves the weights along the gradient before its second pass, and "
+                "mixed_float16's loss-scaled gradient may overflow there: use float32 or "
+                "mixed_bfloat16"
+            )
+        if self.sam_rho and self.strategy != "default":
+            raise ConfigError(
+                f"sam_rho trains on one replica: under strategy={self.strategy} the replicas' "
+                "synchronized batch norms would not agree on the second pass; use "
+                "strategy=default"
             )
 
     def _check_schedule(self) -> None:

@@ -92,6 +92,9 @@ def test_warmup_then_constant_schedule():
         {"mix": "mixup"},  # No augment.
         {"mix_alpha": 0.2, "augment": True},  # No mix.
         {"mix": "cutmix", "augment": True, "mix_alpha": 0.0},
+        {"sam_rho": -0.05},
+        {"sam_rho": 0.05, "precision": "mixed_float16"},
+        {"sam_rho": 0.05, "strategy": "mirrored"},
         {"warmup_epochs": 2.0, "epochs": 2},
         {"warmup_epochs": -1.0},
         {"low_res_epochs": 2, "epochs": 2},
@@ -110,11 +113,59 @@ def test_bad_recipe_values_are_refused(changes):
         tiny_config(**changes).validate()
 
 
-def test_a_config_saved_before_mixing_existed_reads_as_no_mixing():
+def test_a_config_saved_before_mixing_and_sam_existed_reads_as_neither():
     values = tiny_config().to_dict()
-    del values["mix"], values["mix_alpha"]
+    del values["mix"], values["mix_alpha"], values["sam_rho"]
     assert Config.from_dict(values) == tiny_config()
-    assert Config.from_dict(values).mix == "none"
+    assert Config.from_dict(values).mix == "none" and Config.from_dict(values).sam_rho == 0
+
+
+def test_a_sharpness_aware_step_applies_the_gradient_at_the_moved_weights():
+    rho, rate = 0.05, 0.1
+    # conv4_bn without dropout: the same batch gives the same forward pass every time.
+    plain = tiny_config(
+        model="conv4_bn",
+        model_kwargs={"dropout": 0.0},
+        optimizer="sgd",
+        learning_rate=rate,
+        batch_size=16,
+    )
+    runs = [Steps(c, resolve(c, train_images=64)) for c in (plain, plain.replace(sam_rho=rho))]
+    runs[1].model.set_weights(runs[0].model.get_weights())
+    start = runs[1].model.get_weights()
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, (16, 24, 32, 3)), tf.uint8)
+    labels = tf.constant(rng.integers(0, 2, 16), tf.int32)
+
+    # Foret et al.'s gradient, by hand: step up the normalized gradient, take it there.
+    model = runs[1].train_models[(24, 32)]
+    variables = model.trainable_variables
+
+    def gradient():
+        with tf.GradientTape() as tape:
+            logits = model(data.normalize(images), training=True)
+            loss = tf.reduce_mean(steps_module.per_example_loss("cross_entropy", labels, logits))
+        return tape.gradient(loss, variables)
+
+    first = gradient()
+    scale = rho / tf.linalg.global_norm(first)
+    for v, g in zip(variables, first, strict=True):
+        v.assign_add(g * scale)
+    expected = gradient()
+    runs[1].model.set_weights(start)
+    before = [v.numpy() for v in variables]
+
+    for run in runs:
+        run.train_step(images, labels)
+    # Keras's Nesterov SGD moves a weight by -(1 + momentum) x rate x gradient at its first step.
+    for v, w, g in zip(variables, before, expected, strict=True):
+        np.testing.assert_allclose(v.numpy() - w, -1.9 * rate * g.numpy(), rtol=2e-4, atol=1e-6)
+    # The second pass assigns nothing: the moving statistics are the plain step's.
+    stats = [[v.numpy() for v in r.model.non_trainable_variables] for r in runs]
+    assert stats[1] and any("moving_mean" in v.path for v in runs[1].model.non_trainable_variables)
+    for got, want in zip(*stats, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(runs[0].model.trainable_variables[0], variables[0])
 
 
 @pytest.mark.parametrize("start", [0.0, 2.0])
@@ -271,13 +322,15 @@ def test_recipe_run_reports_tta_and_compute_and_resumes_exactly(tmp_path):
         cutout=0.3,
         mix="mixup",
         mix_alpha=0.4,
+        sam_rho=0.05,
     )
     whole = train_and_evaluate(config, str(tmp_path / "whole"), verbose=False)
     for key in ("validation_tta", "test_tta"):
         assert 0 <= whole[key]["accuracy_at_0.5"] <= 1
     assert whole["test_tta"]["best_threshold"] == whole["validation_tta"]["best_threshold"]
     images = 3 * (64 // 16) * 16  # epochs x steps x batch
-    assert whole["training_flops"] == pytest.approx(3 * whole["model"]["flops"] * images)
+    # Sharpness-aware minimization trains each image twice.
+    assert whole["training_flops"] == pytest.approx(2 * 3 * whole["model"]["flops"] * images)
     arrays = np.load(tmp_path / "whole" / "predictions.npz")
     assert arrays["test_tta_logits"].shape == arrays["test_logits"].shape
 

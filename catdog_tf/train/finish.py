@@ -216,8 +216,9 @@ def training_flops(description: dict[str, Any], history: list[dict[str, Any]]) -
     A training step costs about three forward passes (the forward, and a backward pass of
     twice its cost), the usual estimate (Kaplan et al. 2020). Machine-independent, so runs on
     different CPUs compare. An epoch at another image size (progressive resizing) records its
-    own ``flops_per_image``; with a teacher, each epoch adds one forward pass of the teacher
-    per image (``teacher_flops_per_image``). The teacher's own training is not in here
+    own ``flops_per_image``; sharpness-aware minimization's epochs train each image twice
+    (``train_passes``); with a teacher, each epoch adds one forward pass of the teacher per
+    image (``teacher_flops_per_image``). The teacher's own training is not in here
     (:func:`finish` adds it). None when the FLOPs are unknown, the history is empty, or an
     epoch's image count cannot be recovered (:func:`epoch_images`).
     """
@@ -227,4 +228,7 @@ def training_flops(description: dict[str, Any], history: list[dict[str, Any]]) -
     taught = [h.get("teacher_flops_per_image", 0) for h in history]
     if not flops or not images or None in images or None in per_image or None in taught:
         return None
-    return sum((3.0 * f + t) * n for f, t, n in zip(per_image, taught, images, strict=True))
+    passes = [h.get("train_passes", 1) for h in history]
+    return sum(
+        (3.0 * p * f + t) * n for p, f, t, n in zip(passes, per_image, taught, images, strict=True)
+    )

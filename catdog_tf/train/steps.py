@@ -196,6 +196,50 @@ def model_outputs(
     return forward_outputs(inference(model, tta), batches)
 
 
+def sharpness_aware(
+    model: keras.Model,
+    images: tf.Tensor,
+    variables: list[keras.Variable],
+    gradients: list[tf.Tensor | None],
+    rho: float,
+    loss_of: Callable[[tf.Tensor, list[tf.Tensor]], tf.Tensor],
+) -> list[tf.Tensor | None]:
+    """Sharpness-aware minimization's gradient (Foret et al., 2021), for one batch.
+
+    ``variables`` move by ``rho`` times their gradient over its norm (one L2 norm over all
+    of them), and the gradient is taken again there. The second pass runs through
+    ``model.stateless_call``: nothing is assigned, so the weights stay where they were and
+    the batch norms' moving statistics keep only the first pass's update.
+
+    Args:
+      model: The model, called in training mode.
+      images: The batch, as the model takes it.
+      variables: Trainable weights of ``model``, in any order.
+      gradients: The first pass's gradient of each (None for one the loss does not reach).
+      rho: How far the weights move.
+      loss_of: ``(logits, the model's added losses) -> loss``, the first pass's loss.
+
+    Returns:
+      The gradient of each of ``variables`` at the moved weights.
+    """
+    scale = rho / (tf.linalg.global_norm(gradients) + 1e-12)
+    offsets = {id(v): g * scale for v, g in zip(variables, gradients, strict=True) if g is not None}
+    trainable = model.trainable_variables
+    with tf.GradientTape() as tape:
+        moved = [v.value + offsets[id(v)] if id(v) in offsets else v.value for v in trainable]
+        tape.watch(moved)
+        logits, _, losses = model.stateless_call(
+            moved,
+            [v.value for v in model.non_trainable_variables],
+            images,
+            training=True,
+            return_losses=True,
+        )
+        loss = loss_of(logits, losses)
+    again = dict(zip((id(v) for v in trainable), tape.gradient(loss, moved), strict=True))
+    return [again[id(v)] for v in variables]
+
+
 def forward_outputs(
     forward: Callable[[tf.Tensor], tf.Tensor], batches: Iterable
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -331,6 +375,16 @@ class Steps:
         smoothing = self.config.label_smoothing
         global_batch = float(self.config.batch_size)
         scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        sam_rho = self.config.sam_rho
+        replicas = self.strategy.num_replicas_in_sync
+
+        def batch_loss(labels, logits, taught, extra_losses):
+            losses = per_example_loss(loss_name, labels, logits, smoothing, taught, distill_weight)
+            # Sum / global batch size: correct gradient scale under any replica count.
+            loss = tf.reduce_sum(losses) / global_batch
+            if extra_losses:
+                loss += tf.add_n(extra_losses) / replicas
+            return losses, loss
 
         @tf.function(jit_compile=self.plan.jit_compile)
         def replica_step(images, labels):
@@ -340,15 +394,18 @@ class Steps:
                 taught = tf.sigmoid(tf.cast(teacher(images, training=False), tf.float32))
             with tf.GradientTape() as tape:
                 logits = model(images, training=True)
-                losses = per_example_loss(
-                    loss_name, labels, logits, smoothing, taught, distill_weight
-                )
-                # Sum / global batch size: correct gradient scale under any replica count.
-                loss = tf.reduce_sum(losses) / global_batch
-                if model.losses:
-                    loss += tf.add_n(model.losses) / self.strategy.num_replicas_in_sync
+                losses, loss = batch_loss(labels, logits, taught, model.losses)
                 scaled = optimizer.scale_loss(loss) if scales_loss else loss
             grads = tape.gradient(scaled, variables)
+            if sam_rho:
+                grads = sharpness_aware(
+                    model,
+                    images,
+                    variables,
+                    grads,
+                    sam_rho,
+                    lambda moved_logits, extra: batch_loss(labels, moved_logits, taught, extra)[1],
+                )
             optimizer.apply(grads[:split], variables[:split])
             if self.shift_optimizer:
                 self.shift_optimizer.apply(grads[split:], variables[split:])
