@@ -259,6 +259,14 @@ ROWS: dict[str, Row] = {
     "wh_best_110_mixup02": _wh_best(
         "epochs=110", "low_res_epochs=55", "mix=mixup", "mix_alpha=0.2"
     ),
+    # The affine warp (rotation, zoom, shear: scales and angles flip_shift never shows)
+    # instead of flip_shift, at a quarter of the compute and at 60 epochs, whose training
+    # accuracy runs 2 points above validation's (--baseline=wh_pool_first_ls02, wh_best_60).
+    "wh_affine": _wh_best("augment_ops=affine"),
+    "wh_best_60_affine": _wh_best("epochs=60", "low_res_epochs=30", "augment_ops=affine"),
+    # The 60-epoch row trained by sharpness-aware minimization (rho 0.05): two passes per
+    # step, so 56 epochs (28 shrunk) keep it within full's compute (0.99).
+    "wh_best_56_sam005": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.05"),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(
