@@ -135,11 +135,8 @@ def image_trainee(prepared: Prepared, workdir: str) -> Trainee:
         if config.augment
         else None
     )
-    mix = (
-        data.MixConfig(config.mix, config.mix_alpha)
-        if config.augment and config.mix != "none"
-        else None
-    )
+    # Config.validate refuses mix without augment: the rule is checked there, once.
+    mix = data.MixConfig(config.mix, config.mix_alpha) if config.mix != "none" else None
     # The shrunk epochs' images, shrunk once, cached where the decoded images are.
     shrunk = {
         size: data.shrunk_dataset(
