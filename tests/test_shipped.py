@@ -19,14 +19,30 @@ from catdog_tf.train import train_and_evaluate
 from catdog_tf.utils import read_json
 
 
-def _readme_names() -> list[str]:
-    """Names in the first column of catdog_tf/weights/README.md's table."""
-    with open(os.path.join(shipped.FOLDER, "README.md")) as f:
-        return re.findall(r"^\| `([\w.-]+)` \|", f.read(), flags=re.MULTILINE)
+def _table_names(readme: str) -> list[str]:
+    """Names in the first column of the tables of a README's section of shipped models.
+
+    That section is the whole file, or the part headed "Use a trained model".
+    """
+    with open(readme) as f:
+        text = f.read()
+    section = re.search(r"^## Use a trained model\n(.*?)(?=^## )", text, re.MULTILINE | re.DOTALL)
+    return re.findall(
+        r"^\| `([\w.-]+)` \|", section.group(1) if section else text, flags=re.MULTILINE
+    )
 
 
-def test_readme_table_lists_exactly_the_shipped_models():
-    assert sorted(_readme_names()) == shipped.available()
+@pytest.mark.parametrize(
+    "readme",
+    [
+        os.path.join(shipped.FOLDER, "README.md"),
+        # The project's README, beside the package in a checkout.
+        os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"),
+    ],
+    ids=["weights", "project"],
+)
+def test_readme_table_lists_exactly_the_shipped_models(readme):
+    assert sorted(_table_names(readme)) == shipped.available()
 
 
 @pytest.mark.parametrize("name", shipped.available())
