@@ -164,8 +164,9 @@ class Config:
         "Sharpness-aware minimization (Foret et al., 2021) when > 0: each step takes the "
         "gradient at the weights moved this far (one L2 norm over all of them) up the "
         "batch's gradient, and applies it to the weights where they were. Each step costs "
-        "two forward and backward passes, both counted in ``training_flops``. Not with "
-        "``mixed_float16``, and on one replica (``strategy=default``).",
+        "two forward and backward passes, both counted in ``training_flops``. Under a "
+        "distribution strategy the weights move along the whole global batch's gradient, "
+        "as on one replica. Not with ``mixed_float16``.",
     )
     label_smoothing: float = _field(
         0.0,
@@ -378,12 +379,6 @@ class Config:
                 "sam_rho moves the weights along the gradient before its second pass, and "
                 "mixed_float16's loss-scaled gradient may overflow there: use float32 or "
                 "mixed_bfloat16"
-            )
-        if self.sam_rho and self.strategy != "default":
-            raise ConfigError(
-                f"sam_rho trains on one replica: under strategy={self.strategy} the replicas' "
-                "synchronized batch norms would not agree on the second pass; use "
-                "strategy=default"
             )
 
     def _check_schedule(self) -> None:

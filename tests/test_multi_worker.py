@@ -132,9 +132,10 @@ def log_of(process) -> str:
         return f.read()
 
 
-def two_workers(tmp_path, tag, workdir, kill_at=(0, 0)):
+def two_workers(tmp_path, tag, workdir, kill_at=(0, 0), **changes):
+    cfg = config("multi_worker").replace(**changes)
     return [
-        start(tmp_path, f"{tag}{i}", config("multi_worker"), workdir, tf_config, kill_at[i])
+        start(tmp_path, f"{tag}{i}", cfg, workdir, tf_config, kill_at[i])
         for i, tf_config in enumerate(distributed.local_cluster(2))
     ]
 
@@ -198,11 +199,22 @@ def test_two_workers_agree_shard_and_match_one_process_then_resume(tmp_path):
     assert [h["train_loss"] for h in history[0]] == [h["train_loss"] for h in history[1]]
 
 
-def test_mirrored_on_two_logical_cpus_matches_one_process(tmp_path):
+# Sharpness-aware steps under SGD: Adam's division by the root of tiny second moments would
+# magnify float summation order beyond the tolerance.
+SAM = {"sam_rho": 0.05, "optimizer": "sgd", "learning_rate": 0.05}
+
+
+@pytest.mark.parametrize(
+    "changes",
     # With a second optimizer for the batch norms' shifts: each optimizer reduces its own
-    # gradients across the replicas.
+    # gradients across the replicas. Sharpness-aware: the replicas move their weights along
+    # the global batch's gradient, and the second pass's batch norms stay synchronized.
+    [{"bn_bias_lr_scale": 4.0}, SAM],
+    ids=["two_optimizers", "sharpness_aware"],
+)
+def test_mirrored_on_two_logical_cpus_matches_one_process(tmp_path, changes):
     mirrored_config, single_config = (
-        config(strategy).replace(bn_bias_lr_scale=4.0) for strategy in ("mirrored", "default")
+        config(strategy).replace(**changes) for strategy in ("mirrored", "default")
     )
     mirrored = start(tmp_path, "m", mirrored_config, str(tmp_path / "m_run"), logical_cpus=2)
     single = start(tmp_path, "single", single_config, str(tmp_path / "single_run"))
@@ -212,6 +224,14 @@ def test_mirrored_on_two_logical_cpus_matches_one_process(tmp_path):
     # One input pipeline of global batches, split across the two replicas.
     assert read_json(str(tmp_path / "m.json")) == read_json(str(tmp_path / "single.json"))
     for a, b in zip(weights(str(tmp_path / "m")), weights(str(tmp_path / "single")), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_two_workers_train_sharpness_aware_as_one_process(tmp_path):
+    finish(two_workers(tmp_path, "w", str(tmp_path / "run"), **SAM))
+    single = start(tmp_path, "single", config("default").replace(**SAM), str(tmp_path / "one"))
+    assert wait(single) == 0, log_of(single)[-3000:]
+    for a, b in zip(weights(str(tmp_path / "w0")), weights(str(tmp_path / "single")), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 

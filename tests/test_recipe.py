@@ -94,7 +94,6 @@ def test_warmup_then_constant_schedule():
         {"mix": "cutmix", "augment": True, "mix_alpha": 0.0},
         {"sam_rho": -0.05},
         {"sam_rho": 0.05, "precision": "mixed_float16"},
-        {"sam_rho": 0.05, "strategy": "mirrored"},
         {"warmup_epochs": 2.0, "epochs": 2},
         {"warmup_epochs": -1.0},
         {"low_res_epochs": 2, "epochs": 2},

@@ -207,7 +207,9 @@ def sharpness_aware(
     """Sharpness-aware minimization's gradient (Foret et al., 2021), for one batch.
 
     ``variables`` move by ``rho`` times their gradient over its norm (one L2 norm over all
-    of them), and the gradient is taken again there. The second pass runs through
+    of them), and the gradient is taken again there. Under a distribution strategy, the
+    replicas' gradients are summed first: the weights move along the global batch's
+    gradient, on every replica alike. The second pass runs through
     ``model.stateless_call``: nothing is assigned, so the weights stay where they were and
     the batch norms' moving statistics keep only the first pass's update.
 
@@ -222,8 +224,12 @@ def sharpness_aware(
     Returns:
       The gradient of each of ``variables`` at the moved weights.
     """
-    scale = rho / (tf.linalg.global_norm(gradients) + 1e-12)
-    offsets = {id(v): g * scale for v, g in zip(variables, gradients, strict=True) if g is not None}
+    reached = [(v, g) for v, g in zip(variables, gradients, strict=True) if g is not None]
+    summed = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, [g for _, g in reached]
+    )
+    scale = rho / (tf.linalg.global_norm(summed) + 1e-12)
+    offsets = {id(v): g * scale for (v, _), g in zip(reached, summed, strict=True)}
     trainable = model.trainable_variables
     with tf.GradientTape() as tape:
         moved = [v.value + offsets[id(v)] if id(v) in offsets else v.value for v in trainable]
