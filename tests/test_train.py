@@ -313,3 +313,17 @@ def test_extreme_learning_rate_never_saves_a_corrupt_best_model(tmp_path):
         value = reader.get_tensor(name)
         if np.issubdtype(np.asarray(value).dtype, np.floating):
             assert np.all(np.isfinite(value)), name
+
+
+def test_correct_count_is_keras_binary_accuracy_and_counts_mixed_labels_by_majority():
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(64, 1)), tf.float32)
+    labels = tf.constant(rng.integers(0, 2, 64), tf.int32)
+    keras_accuracy = keras.metrics.BinaryAccuracy(threshold=0.5)
+    keras_accuracy.update_state(tf.reshape(labels, [-1, 1]), tf.sigmoid(logits))
+    count = steps_module.correct_count(labels, logits)
+    assert count.dtype == tf.float32
+    assert float(count) == pytest.approx(64 * float(keras_accuracy.result()))
+    # Dog shares of mixed images: right when the logit's side is the larger share's.
+    shares = tf.constant([0.7, 0.3, 0.6, 0.1])
+    assert float(steps_module.correct_count(shares, tf.constant([2.0, -1.0, -0.5, 3.0]))) == 2

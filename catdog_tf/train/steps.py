@@ -196,6 +196,16 @@ def model_outputs(
     return forward_outputs(inference(model, tta), batches)
 
 
+def correct_count(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """How many logits fall on their label's side of 0, as a float32 scalar.
+
+    A mixed image's label (a dog share in [0, 1]) counts as the class it holds the larger
+    share of.
+    """
+    majority = tf.cast(tf.reshape(labels, [-1]), tf.float32) > 0.5
+    return tf.reduce_sum(tf.cast((tf.reshape(logits, [-1]) > 0) == majority, tf.float32))
+
+
 def sharpness_aware(
     model: keras.Model,
     images: tf.Tensor,
@@ -415,10 +425,7 @@ class Steps:
             optimizer.apply(grads[:split], variables[:split])
             if self.shift_optimizer:
                 self.shift_optimizer.apply(grads[split:], variables[split:])
-            # A mixed image's label counts as the class it holds the larger share of.
-            majority = tf.cast(tf.reshape(labels, [-1]), tf.float32) > 0.5
-            correct = tf.reduce_sum(tf.cast((tf.reshape(logits, [-1]) > 0) == majority, tf.float32))
-            return tf.reduce_sum(losses), correct
+            return tf.reduce_sum(losses), correct_count(labels, logits)
 
         @tf.function(reduce_retracing=True)
         def train_step(images, labels):
