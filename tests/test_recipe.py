@@ -19,6 +19,7 @@ from catdog_tf.config import (
     full,
     full_progressive,
     full_progressive_wh,
+    full_sam_wh,
     quick_wh,
     smoke,
 )
@@ -411,6 +412,7 @@ def test_fast_preset_is_a_quarter_of_full():
         (quick_wh, 0.21),
         (full_progressive, 0.65),
         (full_progressive_wh, 0.54),
+        (full_sam_wh, 0.99),
     ],
 )
 def test_progressive_presets_fit_their_share_of_full(preset, share):
@@ -419,7 +421,10 @@ def test_progressive_presets_fit_their_share_of_full(preset, share):
     model = models.build_model(recipe.model, (*recipe.image_size, 3), **recipe.model_kwargs)
     low = models.count_flops(models.at_image_size(model, recipe.low_res_size))
     high = models.count_flops(model)
-    compute = recipe.low_res_epochs * low + (recipe.epochs - recipe.low_res_epochs) * high
+    passes = 2 if recipe.sam_rho else 1  # A sharpness-aware step takes two.
+    compute = passes * (
+        recipe.low_res_epochs * low + (recipe.epochs - recipe.low_res_epochs) * high
+    )
     # Against conv5_bn's full run whatever the preset's model: a cheaper model buys epochs.
     full_compute = reference.epochs * models.count_flops(
         models.build_model(reference.model, (*reference.image_size, 3))
