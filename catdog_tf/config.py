@@ -165,7 +165,7 @@ class Config:
         "gradient at the weights moved this far (one L2 norm over all of them) up the "
         "batch's gradient, and applies it to the weights where they were. Each step costs "
         "two forward and backward passes, both counted in ``training_flops``. Under a "
-        "distribution strategy the weights move along the whole global batch's gradient, "
+        "distribution strategy the weights move along the global batch's gradient, "
         "as on one replica. Not with ``mixed_float16``.",
     )
     label_smoothing: float = _field(
