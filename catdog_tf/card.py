@@ -208,6 +208,8 @@ def _limitations() -> str:
 
 def _compute(result: dict[str, Any], about: dict[str, Any]) -> str:
     how = "images trained x 3 x forward FLOPs"
+    if result.get("config", {}).get("sam_rho"):
+        how += ", x 2: each sharpness-aware step takes two passes"
     if "teacher" in result:
         teacher = result["teacher"]["training_flops"]
         how += f", the teacher's forward passes, and the teacher's training: {teacher:.2e}"

@@ -16,7 +16,7 @@ from catdog_tf.config import get_preset
 from catdog_tf.errors import ConfigError, RunFilesError, WorkdirConfigError
 from catdog_tf.evaluate import evaluate_workdir, load_run, predict_files
 from catdog_tf.train import train_and_evaluate
-from catdog_tf.utils import read_json
+from catdog_tf.utils import atomic_write_json, read_json
 
 
 def _table_names(readme: str) -> list[str]:
@@ -186,3 +186,14 @@ def test_amend_adds_seeds_and_export_checks_to_the_card(finished_run, tmp_path):
     row = "| `litert_int8` | `model_int8.tflite` | ai-edge-litert 9 | 0.5000 | 0.12 | 0.25 / 0.062"
     assert row in text
     assert "calibrated on 200 images the run trained or chose on" in text
+    assert "(images trained x 3 x forward FLOPs)" in text
+
+
+def test_the_card_counts_both_passes_of_a_sharpness_aware_run(finished_copy, tmp_path):
+    result = read_json(rundir.path(finished_copy, rundir.RESULT))
+    result["config"]["sam_rho"] = 0.05
+    atomic_write_json(rundir.path(finished_copy, rundir.RESULT), result)
+    target = shipped.ship(finished_copy, "tiny", {"command": "x"}, str(tmp_path / "w"))
+    assert "forward FLOPs, x 2: each sharpness-aware step takes two passes)" in (
+        Path(target, rundir.MODEL_CARD).read_text()
+    )
