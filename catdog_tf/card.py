@@ -41,7 +41,7 @@ def model_card(model_dir: str, name: str | None = None) -> str:
         _evaluation(result, about.get("seeds", [])),
         _formats(about.get("formats")),
         _limitations(),
-        _compute(result, about),
+        _compute(config, result, about),
         f"## Framework versions\n\n- catdog_tf {about.get('catdog_tf_version', '?')}\n"
         f"- {_tensorflow(about)}",
         f"## License\n\n{LICENSE}, as catdog_tf. The training images are Kaggle's Dogs vs. "
@@ -206,10 +206,10 @@ def _limitations() -> str:
     )
 
 
-def _compute(result: dict[str, Any], about: dict[str, Any]) -> str:
+def _compute(config: Any, result: dict[str, Any], about: dict[str, Any]) -> str:
     how = "images trained x 3 x forward FLOPs"
-    if result.get("config", {}).get("sam_rho"):
-        how += ", x 2: each sharpness-aware step takes two passes"
+    if config.train_passes > 1:
+        how += f", x {config.train_passes}: each sharpness-aware step takes two passes"
     if "teacher" in result:
         teacher = result["teacher"]["training_flops"]
         how += f", the teacher's forward passes, and the teacher's training: {teacher:.2e}"

@@ -458,6 +458,11 @@ class Config:
         )
 
     @property
+    def train_passes(self) -> int:
+        """Forward and backward passes each training step takes: two with ``sam_rho``."""
+        return 2 if self.sam_rho else 1
+
+    @property
     def low_res_size(self) -> tuple[int, int]:
         """(height, width) of the low-resolution epochs: image size x ``low_res_scale``."""
         return self.shrunk_size(self.low_res_scale)

@@ -421,8 +421,7 @@ def test_progressive_presets_fit_their_share_of_full(preset, share):
     model = models.build_model(recipe.model, (*recipe.image_size, 3), **recipe.model_kwargs)
     low = models.count_flops(models.at_image_size(model, recipe.low_res_size))
     high = models.count_flops(model)
-    passes = 2 if recipe.sam_rho else 1  # A sharpness-aware step takes two.
-    compute = passes * (
+    compute = recipe.train_passes * (
         recipe.low_res_epochs * low + (recipe.epochs - recipe.low_res_epochs) * high
     )
     # Against conv5_bn's full run whatever the preset's model: a cheaper model buys epochs.

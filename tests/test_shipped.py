@@ -190,9 +190,9 @@ def test_amend_adds_seeds_and_export_checks_to_the_card(finished_run, tmp_path):
 
 
 def test_the_card_counts_both_passes_of_a_sharpness_aware_run(finished_copy, tmp_path):
-    result = read_json(rundir.path(finished_copy, rundir.RESULT))
-    result["config"]["sam_rho"] = 0.05
-    atomic_write_json(rundir.path(finished_copy, rundir.RESULT), result)
+    saved = read_json(rundir.path(finished_copy, rundir.CONFIG))
+    saved["config"]["sam_rho"] = 0.05
+    atomic_write_json(rundir.path(finished_copy, rundir.CONFIG), saved)
     target = shipped.ship(finished_copy, "tiny", {"command": "x"}, str(tmp_path / "w"))
     assert "forward FLOPs, x 2: each sharpness-aware step takes two passes)" in (
         Path(target, rundir.MODEL_CARD).read_text()

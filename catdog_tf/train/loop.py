@@ -342,8 +342,8 @@ def _epoch_flops(config: Config, steps: Steps) -> dict[tuple[int, int] | None, d
     records: dict[tuple[int, int] | None, dict[str, Any]] = {}
     for size in (None, *config.shrunk_sizes):
         record = {"flops_per_image": models.count_flops(steps.train_models[size])} if size else {}
-        if config.sam_rho:
-            record["train_passes"] = 2
+        if config.train_passes > 1:
+            record["train_passes"] = config.train_passes
         if steps.teachers:
             teacher = steps.teachers[size or config.image_size]
             record["teacher_flops_per_image"] = models.count_flops(teacher)
