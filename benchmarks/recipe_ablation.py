@@ -270,6 +270,13 @@ ROWS: dict[str, Row] = {
     "wh_best_56_sam005": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.05"),
     # SAM at a quarter of the compute: 14 epochs, 7 shrunk (--baseline=wh_pool_first_ls02).
     "wh_sam005": _wh_best("epochs=14", "low_res_epochs=7", "sam_rho=0.05"),
+    # Progressive resizing shared otherwise at a quarter of the compute: three sizes (12
+    # epochs at half size, 10 at three quarters, 9 full-size), and more half-size epochs (19
+    # of 32) (--baseline=wh_pool_first_ls02).
+    "wh_three_sizes": _wh_best("epochs=31", "low_res_epochs=12", "mid_res_epochs=10"),
+    "wh_32_19": _wh_best("epochs=32", "low_res_epochs=19"),
+    # Sharpness-aware minimization at rho 0.1 (--baseline=wh_best_60).
+    "wh_best_56_sam01": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.1"),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(
