@@ -275,6 +275,9 @@ ROWS: dict[str, Row] = {
     # of 32) (--baseline=wh_pool_first_ls02).
     "wh_three_sizes": _wh_best("epochs=31", "low_res_epochs=12", "mid_res_epochs=10"),
     "wh_32_19": _wh_best("epochs=32", "low_res_epochs=19"),
+    # The shift's border mirrored instead of the edge pixel repeated: random crops of the
+    # reflect-padded image (--baseline=wh_pool_first_ls02).
+    "wh_reflect": _wh_best("augment_ops=flip_reflect"),
     # Sharpness-aware minimization at rho 0.1 (--baseline=wh_best_60).
     "wh_best_56_sam01": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.1"),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for

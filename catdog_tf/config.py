@@ -25,7 +25,7 @@ JIT_MODES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # Names of catdog_tf.data.AUGMENTATIONS (that module imports TensorFlow; this one must not).
-AUGMENT_OPS = ("affine", "flip_shift")
+AUGMENT_OPS = ("affine", "flip_shift", "flip_reflect")
 # "none" and the names of catdog_tf.data.MIXES, for the same reason.
 MIXES = ("none", "mixup", "cutmix")
 # The built-in models, in catdog_tf.models.available_models()'s order, for help text that
@@ -225,8 +225,10 @@ class Config:
     )
     augment_ops: str = _field(
         "affine",
-        "``affine`` (flip, rotation, zoom, shift and shear in one bilinear warp) or "
-        "``flip_shift`` (flip and whole-pixel shift only: no interpolation, cheaper).",
+        "``affine`` (flip, rotation, zoom, shift and shear in one bilinear warp), "
+        "``flip_shift`` (flip and whole-pixel shift only: no interpolation, cheaper; the "
+        "edge pixel fills the border) or ``flip_reflect`` (the same, the image mirrored "
+        "about its edge at the border: a random crop of the reflect-padded image).",
     )
     alternating_flip: bool = _field(
         False,

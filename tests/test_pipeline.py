@@ -123,13 +123,14 @@ def test_augment_flip_only_mirrors():
         assert np.array_equal(warped, original) or np.array_equal(warped, original[:, ::-1])
 
 
-def _shifted(image: np.ndarray, flip: bool, dy: int, dx: int) -> np.ndarray:
-    """NumPy reference of one flip_shift transform: indices clamped to the border."""
+def _shifted(image: np.ndarray, flip: bool, dy: int, dx: int, pad: str = "edge") -> np.ndarray:
+    """NumPy reference of one flip_shift transform: the border filled as ``np.pad``'s ``pad``."""
     height, width = image.shape[:2]
+    k = max(height, width)
+    padded = np.pad(image, ((k, k), (k, k), (0, 0)), mode=pad)
     cols = np.arange(width)
     cols = width - 1 - cols if flip else cols
-    rows = np.clip(np.arange(height) - dy, 0, height - 1)
-    return image[rows][:, np.clip(cols - dx, 0, width - 1)]
+    return padded[np.arange(height) - dy + k][:, cols - dx + k]
 
 
 def test_flip_shift_matches_numpy_reference_within_ranges():
@@ -156,6 +157,32 @@ def test_flip_shift_matches_numpy_reference_within_ranges():
     assert {-4, 4} <= set(dys) and {-5, 5} <= set(dxs)  # The range's ends are drawn.
     other = data.flip_shift(tf.constant(images), tf.constant([3, 5], tf.int64), config)
     assert not np.array_equal(out, other.numpy())
+
+
+def test_flip_reflect_mirrors_the_border_as_numpy_pad_does():
+    images = np.random.default_rng(1).integers(0, 255, (64, 16, 20, 3), np.uint8)
+    config = data.AUGMENTATIONS["flip_reflect"](shift=0.25)
+    assert config.fill == "reflect"
+    out = data.flip_shift(tf.constant(images), tf.constant([3, 4], tf.int64), config).numpy()
+    nearest = data.flip_shift(
+        tf.constant(images), tf.constant([3, 4], tf.int64), data.FlipShiftConfig(shift=0.25)
+    ).numpy()
+    moved = 0
+    for image, transformed, clamped in zip(images, out, nearest, strict=True):
+        matches = [
+            (flip, dy, dx)
+            for flip in (False, True)
+            for dy in range(-4, 5)
+            for dx in range(-5, 6)
+            if np.array_equal(_shifted(image, flip, dy, dx, "reflect"), transformed)
+        ]
+        assert len(matches) == 1, matches
+        # The same draw as the nearest fill: only the border differs.
+        assert np.array_equal(_shifted(image, *matches[0]), clamped)
+        moved += matches[0][1:] != (0, 0)
+    assert moved > 48
+    with pytest.raises(ValueError, match="fill='wrap' is not one of nearest, reflect"):
+        data.FlipShiftConfig(fill="wrap")
 
 
 def test_flip_shift_identity_when_ranges_are_zero():

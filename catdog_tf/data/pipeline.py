@@ -19,7 +19,8 @@ Stage order (fixed; each choice is for speed or for exact reproducibility):
                  affine warp per image (flip, rotation, zoom, shift, shear) in a single
                  ``ImageProjectiveTransformV3`` op (:class:`AugmentConfig`), or the cheap
                  flip and whole-pixel shift of the fast small-CNN recipes, two gathers on
-                 uint8 with no interpolation (:class:`FlipShiftConfig`). Then, if asked,
+                 uint8 with no interpolation, the borders filled by the edge pixel or by
+                 reflection (:class:`FlipShiftConfig`). Then, if asked,
                  each image is mixed with a partner of its batch and its label with it
                  (mixup or CutMix, :class:`MixConfig`): the labels become float32.
 8. ``prefetch``  two batches, so the input pipeline runs ahead of the train step.
@@ -37,6 +38,7 @@ benchmarks/input_pipeline.py for how the two compare.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -153,6 +155,10 @@ class AugmentConfig:
         return cutout(augment(images, seed, self), seed, self.cutout)
 
 
+# How :func:`flip_shift` fills what a shift brings in at the borders.
+SHIFT_FILLS = ("nearest", "reflect")
+
+
 @dataclasses.dataclass(frozen=True)
 class FlipShiftConfig:
     """Ranges of the cheap training transforms: mirror and translate by whole pixels.
@@ -162,11 +168,19 @@ class FlipShiftConfig:
       shift: Translation drawn uniformly from the whole pixels within [-shift, shift] of the
         height and of the width.
       cutout: :func:`cutout`'s rectangle as a fraction of each side of the image; 0 for none.
+      fill: What the shift brings in at the borders: ``nearest`` repeats the edge pixel,
+        ``reflect`` mirrors the image about its edge (a random crop of the image padded
+        with ``REFLECT``, as the fast CIFAR-10 recipes do). One of :data:`SHIFT_FILLS`.
     """
 
     flip: bool = True
     shift: float = 0.1
     cutout: float = 0.0
+    fill: str = "nearest"
+
+    def __post_init__(self) -> None:
+        if self.fill not in SHIFT_FILLS:
+            raise ValueError(f"fill={self.fill!r} is not one of {', '.join(SHIFT_FILLS)}")
 
     def __call__(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """:func:`flip_shift` with these ranges, then :func:`cutout` if asked."""
@@ -174,7 +188,11 @@ class FlipShiftConfig:
 
 
 # The ``augment_ops`` config values: each builds the default ranges of its variant.
-AUGMENTATIONS = {"affine": AugmentConfig, "flip_shift": FlipShiftConfig}
+AUGMENTATIONS = {
+    "affine": AugmentConfig,
+    "flip_shift": FlipShiftConfig,
+    "flip_reflect": functools.partial(FlipShiftConfig, fill="reflect"),
+}
 
 
 def augment(
@@ -227,15 +245,26 @@ def augment(
     )
 
 
+def _inside(index: tf.Tensor, size: tf.Tensor, fill: str) -> tf.Tensor:
+    """Indices brought back into [0, size): clamped (``nearest``) or mirrored (``reflect``)."""
+    if fill == "reflect":
+        # Mirror about 0 and about size - 1; exact for shifts up to size - 1.
+        last = size - 1
+        index = last - tf.abs(last - tf.abs(index))
+    return tf.clip_by_value(index, 0, size - 1)
+
+
 def flip_shift(
     images: tf.Tensor, seed: tf.Tensor, config: FlipShiftConfig = FlipShiftConfig()
 ) -> tf.Tensor:
     """Stage 7, cheap variant: a random mirror and whole-pixel shift per image of a batch.
 
     Output pixel (i, j) of an image is input pixel (i - dy, j' - dx) with j' = j or its
-    mirror, indices clamped to the border: the border fill of :func:`augment` (nearest
-    pixel), with no interpolation, so pixel values are never blended: two gathers on uint8
-    instead of a warp. The weaker augmentation of the fast recipes, for short schedules.
+    mirror, indices outside the image clamped to the border (``fill="nearest"``, the border
+    fill of :func:`augment`) or mirrored about it (``fill="reflect"``, NumPy's and
+    ``tf.pad``'s ``reflect``: the edge pixel is not repeated). No interpolation, so pixel
+    values are never blended: two gathers on uint8 instead of a warp. The weaker
+    augmentation of the fast recipes, for short schedules.
 
     Args:
       images: Batch (N, H, W, C) of any dtype.
@@ -258,8 +287,7 @@ def flip_shift(
     if config.flip:
         cols = tf.where(u[:, :1] < 0.5, width - 1 - cols, cols)
     cols = cols - offsets(width, 2)[:, None]
-    rows = tf.clip_by_value(rows, 0, height - 1)
-    cols = tf.clip_by_value(cols, 0, width - 1)
+    rows, cols = _inside(rows, height, config.fill), _inside(cols, width, config.fill)
     shifted = tf.gather(images, rows, axis=1, batch_dims=1)
     return tf.gather(shifted, cols, axis=2, batch_dims=1)
 
