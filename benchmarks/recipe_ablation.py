@@ -278,8 +278,9 @@ ROWS: dict[str, Row] = {
     # The shift's border mirrored instead of the edge pixel repeated: random crops of the
     # reflect-padded image (--baseline=wh_pool_first_ls02).
     "wh_reflect": _wh_best("augment_ops=flip_reflect"),
-    # Sharpness-aware minimization at rho 0.1 (--baseline=wh_best_60).
+    # Sharpness-aware minimization at rho 0.1 and 0.02 (--baseline=wh_best_60).
     "wh_best_56_sam01": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.1"),
+    "wh_best_56_sam002": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.02"),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(
