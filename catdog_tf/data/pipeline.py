@@ -248,7 +248,8 @@ def augment(
 def _inside(index: tf.Tensor, size: tf.Tensor, fill: str) -> tf.Tensor:
     """Indices brought back into [0, size): clamped (``nearest``) or mirrored (``reflect``)."""
     if fill == "reflect":
-        # Mirror about 0 and about size - 1; exact for shifts up to size - 1.
+        # Mirror about 0 and about size - 1, exact for shifts up to size - 1; the clip
+        # below holds a larger shift at the border.
         last = size - 1
         index = last - tf.abs(last - tf.abs(index))
     return tf.clip_by_value(index, 0, size - 1)
