@@ -150,6 +150,23 @@ def test_whitening_stem_model_is_frozen_and_set_from_images():
         models.init_whitening(models.build_model("conv5_bn"), images)
 
 
+def test_narrower_whitening_stem_keeps_the_largest_components_of_both_signs():
+    images = _correlated_images(h=32, w=40)
+    full = whitening.patch_whitening_kernel(images, patch=2)
+    model = models.build_model("conv5_wh", input_shape=(32, 40, 3), whiten_components=5)
+    models.init_whitening(model, images)
+    kernel = models.whitening_layer(model).kernel.numpy()
+    np.testing.assert_allclose(kernel, np.concatenate([full[..., :5], full[..., 12:17]], -1))
+    assert models.count_flops(model) < models.count_flops(
+        models.build_model("conv5_wh", input_shape=(32, 40, 3))
+    )
+    for bad in (-1, 13):
+        with pytest.raises(ValueError, match=r"whiten_components must be in \[0, 12\]"):
+            models.build_model("conv5_wh", whiten_components=bad)
+    with pytest.raises(ValueError, match="needs the whitening stem"):
+        models.build_model("conv5_bn", whiten_components=4)
+
+
 def test_batch_norms_lists_nested_models_layers_too():
     inner = models.build_model("conv4_bn", input_shape=(16, 16, 3))
     outer_input = keras.Input((16, 16, 3))

@@ -128,6 +128,7 @@ def conv4_bn(
     convs_per_block: int = 1,
     stem_filters: int = 0,
     whiten_stem: bool = False,
+    whiten_components: int = 0,
     dropout: float = 0.3,
     bn_scale: bool = True,
     bn_momentum: float = 0.99,
@@ -149,6 +150,9 @@ def conv4_bn(
       whiten_stem: Instead, a frozen stride-2 patch-whitening stem
         (:func:`~catdog_tf.models.whitening.whitening_stem`), set from training images by
         :func:`~catdog_tf.models.whitening.init_whitening` before training.
+      whiten_components: The whitening stem's width: how many of the 2x2 patches'
+        principal components it keeps, largest first, two channels each (0: all 12 of an
+        RGB patch, 24 channels). Fewer make the first block's convolution cheaper.
       dropout: Dropout before the logit.
       bn_scale: Batch norm of the blocks learns a scale; False keeps only its shift (a
         ReLU after it makes the scale redundant with the next layer's kernel).
@@ -172,6 +176,8 @@ def conv4_bn(
     inputs = keras.Input(input_shape, name="image")
     if stem_filters and whiten_stem:
         raise ValueError("give stem_filters or whiten_stem, not both")
+    if whiten_components and not whiten_stem:
+        raise ValueError("whiten_components needs the whitening stem (conv5_wh)")
     after_pool = _per_block(pooled_convs, len(filters), "pooled_convs")
     if residual and not any(after_pool):
         raise ValueError("residual needs pooled_convs: the residual branch is made of them")
@@ -181,7 +187,7 @@ def conv4_bn(
     if stem_filters:
         x = _conv_bn_relu(x, stem_filters, name="stem", strides=2, bn={"momentum": bn_momentum})
     if whiten_stem:
-        x = whitening.whitening_stem(x)
+        x = whitening.whitening_stem(x, components=whiten_components)
     bn = {"scale": bn_scale, "momentum": bn_momentum}
     block = functools.partial(_block, bn=bn, dirac=dirac, residual=residual)
     for b, f in enumerate(filters):

@@ -24,14 +24,20 @@ SAMPLE_IMAGES = 512
 EPS_RELATIVE = 1e-4
 
 
-def whitening_stem(x: keras.KerasTensor, patch: int = 2) -> keras.KerasTensor:
-    """Frozen whitening conv (2 x patch^2 x channels kernels, stride ``patch``), BN, ReLU.
+def whitening_stem(x: keras.KerasTensor, patch: int = 2, components: int = 0) -> keras.KerasTensor:
+    """Frozen whitening conv (stride ``patch``), BN, ReLU.
 
     The kernels are placeholders until :func:`init_whitening` sets them from images.
+
+    Args:
+      x: The image input, (height, width, channels).
+      patch: Side of the patches the layer whitens; also its stride.
+      components: How many of the patches' principal components it keeps, largest first
+        (two kernels each, one per sign); 0 keeps all ``patch^2 x channels`` of them.
     """
-    channels = x.shape[-1]
+    components = check_components(components, patch * patch * x.shape[-1])
     x = layers.Conv2D(
-        2 * patch * patch * channels,
+        2 * components,
         patch,
         strides=patch,
         padding="valid",
@@ -43,6 +49,19 @@ def whitening_stem(x: keras.KerasTensor, patch: int = 2) -> keras.KerasTensor:
     # whitening conv has as a bias.
     x = layers.BatchNormalization(name=f"{WHITEN_LAYER}_bn")(x)
     return layers.ReLU(name=f"{WHITEN_LAYER}_relu")(x)
+
+
+def check_components(components: int, available: int) -> int:
+    """``components`` (0 for all ``available``) as a count, refused unless it is in range.
+
+    Raises:
+      ValueError: ``components`` is negative or more than a patch has.
+    """
+    if not 0 <= components <= available:
+        raise ValueError(
+            f"whiten_components must be in [0, {available}] (0 keeps all), got {components}"
+        )
+    return components or available
 
 
 def patches(images: np.ndarray, patch: int) -> np.ndarray:
@@ -58,19 +77,26 @@ def patches(images: np.ndarray, patch: int) -> np.ndarray:
 
 
 def patch_whitening_kernel(
-    images: np.ndarray, patch: int = 2, eps_relative: float = EPS_RELATIVE
+    images: np.ndarray, patch: int = 2, eps_relative: float = EPS_RELATIVE, components: int = 0
 ) -> np.ndarray:
     """The whitening layer's kernel for ``images`` (N, H, W, C floats in [0, 1]).
 
+    Args:
+      images: The sample the patches' covariance is estimated from.
+      patch: Side of the patches.
+      eps_relative: The smallest components' floor, relative to the largest eigenvalue.
+      components: How many components to keep, largest eigenvalue first (0: all).
+
     Returns:
-      float32 (patch, patch, C, 2 x patch^2 x C): the whitening kernels, largest eigenvalue
-      first, then the same kernels negated.
+      float32 (patch, patch, C, 2 x K): the whitening kernels of the K kept components,
+      largest eigenvalue first, then the same kernels negated.
     """
     rows = patches(np.asarray(images, np.float64), patch)
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov(rows, rowvar=False))
     eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
     eps = eps_relative * eigenvalues[0]
     kernels = eigenvectors / np.sqrt(np.maximum(eigenvalues, 0) + eps)
+    kernels = kernels[:, : check_components(components, len(eigenvalues))]
     kernels = kernels.reshape(patch, patch, images.shape[-1], -1)
     return np.concatenate([kernels, -kernels], axis=-1).astype(np.float32)
 
@@ -90,5 +116,5 @@ def init_whitening(model: keras.Model, images: np.ndarray) -> None:
     layer = whitening_layer(model)
     if layer is None:
         raise ValueError(f"{model.name} has no {WHITEN_LAYER!r} layer")
-    patch = layer.kernel.shape[0]
-    layer.kernel.assign(patch_whitening_kernel(images, patch))
+    patch, components = layer.kernel.shape[0], layer.kernel.shape[-1] // 2
+    layer.kernel.assign(patch_whitening_kernel(images, patch, components=components))
