@@ -264,9 +264,8 @@ ROWS: dict[str, Row] = {
     # accuracy runs 2 points above validation's (--baseline=wh_pool_first_ls02, wh_best_60).
     "wh_affine": _wh_best("augment_ops=affine"),
     "wh_best_60_affine": _wh_best("epochs=60", "low_res_epochs=30", "augment_ops=affine"),
-    # The 60-epoch row trained by sharpness-aware minimization (rho 0.05; the preset
-    # full_sam_wh): two passes per step, so 56 epochs (28 shrunk) keep it within full's
-    # compute (0.98).
+    # The 60-epoch row trained by sharpness-aware minimization (rho 0.05): two passes per
+    # step, so 56 epochs (28 shrunk) keep it within full's compute (0.98).
     "wh_best_56_sam005": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.05"),
     # SAM at a quarter of the compute: 14 epochs, 7 shrunk (--baseline=wh_pool_first_ls02).
     "wh_sam005": _wh_best("epochs=14", "low_res_epochs=7", "sam_rho=0.05"),
@@ -283,7 +282,8 @@ ROWS: dict[str, Row] = {
     # the FLOPs per image); the FLOPs saved spent on epochs (--baseline=wh_pool_first_ls02).
     "wh_stem16": _wh_best("epochs=29", "low_res_epochs=17", _pool_first(whiten_components=8)),
     "wh_stem12": _wh_best("epochs=31", "low_res_epochs=18", _pool_first(whiten_components=6)),
-    # Sharpness-aware minimization at rho 0.1 and 0.02 (--baseline=wh_best_60).
+    # Sharpness-aware minimization at rho 0.1 and 0.02 (the preset full_sam_wh)
+    # (--baseline=wh_best_60).
     "wh_best_56_sam01": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.1"),
     "wh_best_56_sam002": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.02"),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
