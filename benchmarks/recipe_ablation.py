@@ -280,8 +280,8 @@ ROWS: dict[str, Row] = {
     # A narrower whitening stem: the 2x2 patches' 8 or 6 largest principal components (16 or
     # 12 channels instead of 24) make the first block's convolution cheaper (0.88x and 0.81x
     # the FLOPs per image); the FLOPs saved spent on epochs (--baseline=wh_pool_first_ls02).
-    "wh_stem16": _wh_best("epochs=29", "low_res_epochs=17", _pool_first(whiten_components=8)),
-    "wh_stem12": _wh_best("epochs=31", "low_res_epochs=18", _pool_first(whiten_components=6)),
+    "wh_stem16": _wh_best("epochs=33", "low_res_epochs=17", _pool_first(whiten_components=8)),
+    "wh_stem12": _wh_best("epochs=36", "low_res_epochs=19", _pool_first(whiten_components=6)),
     # Sharpness-aware minimization at rho 0.1 and 0.02 (the preset full_sam_wh)
     # (--baseline=wh_best_60).
     "wh_best_56_sam01": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.1"),
