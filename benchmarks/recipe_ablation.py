@@ -282,7 +282,7 @@ ROWS: dict[str, Row] = {
     # the FLOPs per image); the FLOPs saved spent on epochs (--baseline=wh_pool_first_ls02).
     "wh_stem16": _wh_best("epochs=33", "low_res_epochs=17", _pool_first(whiten_components=8)),
     "wh_stem12": _wh_best("epochs=36", "low_res_epochs=19", _pool_first(whiten_components=6)),
-    # Sharpness-aware minimization at rho 0.1 and 0.02 (the preset full_sam_wh)
+    # Sharpness-aware minimization at rho 0.1, and at 0.02: the preset full_sam_wh
     # (--baseline=wh_best_60).
     "wh_best_56_sam01": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.1"),
     "wh_best_56_sam002": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.02"),
