@@ -286,6 +286,15 @@ ROWS: dict[str, Row] = {
     # (--baseline=wh_best_60).
     "wh_best_56_sam01": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.1"),
     "wh_best_56_sam002": _wh_best("epochs=56", "low_res_epochs=28", "sam_rho=0.02"),
+    # SAM in the last epochs only (rho 0.05), where its flatter minimum is chosen: at a
+    # quarter of the compute, 2 or 4 of 27 or 25 epochs, a full-size epoch given up for each
+    # (--baseline=wh_pool_first_ls02); within full's compute, the 30 full-size epochs of
+    # the 60-epoch row (rho 0.02, 0.96 of it; --baseline=wh_best_60).
+    "wh_late_sam2": _wh_best("epochs=27", "low_res_epochs=15", "sam_rho=0.05", "sam_epochs=2"),
+    "wh_late_sam4": _wh_best("epochs=25", "low_res_epochs=15", "sam_rho=0.05", "sam_epochs=4"),
+    "wh_best_60_late_sam30": _wh_best(
+        "epochs=60", "low_res_epochs=30", "sam_rho=0.02", "sam_epochs=30"
+    ),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(

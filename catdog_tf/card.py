@@ -208,8 +208,10 @@ def _limitations() -> str:
 
 def _compute(config: Any, result: dict[str, Any], about: dict[str, Any]) -> str:
     how = "images trained x 3 x forward FLOPs"
-    if config.train_passes > 1:
-        how += f", x {config.train_passes}: each sharpness-aware step takes two passes"
+    sam = [e + 1 for e in range(result["epochs_run"]) if config.sharpness_aware(e)]
+    if sam:
+        where = "" if len(sam) == result["epochs_run"] else f" in epochs {sam[0]}-{sam[-1]}"
+        how += f", x 2{where}: each sharpness-aware step takes two passes"
     if "teacher" in result:
         teacher = result["teacher"]["training_flops"]
         how += f", the teacher's forward passes, and the teacher's training: {teacher:.2e}"

@@ -168,6 +168,12 @@ class Config:
         "distribution strategy the weights move along the global batch's gradient, "
         "as on one replica. Not with ``mixed_float16``.",
     )
+    sam_epochs: int = _field(
+        0,
+        "With ``sam_rho``: only the last this many epochs are sharpness-aware, the others "
+        "take one pass a step (0: every epoch). SAM's flatter minimum is chosen late in "
+        "training (Zhou et al., 2025), so its second pass can be spent there alone.",
+    )
     label_smoothing: float = _field(
         0.0,
         "Targets move from {0, 1} to {eps/2, 1 - eps/2} (Keras's ``label_smoothing``): "
@@ -337,6 +343,7 @@ class Config:
             "mid_res_epochs",
             "lookahead_steps",
             "sam_rho",
+            "sam_epochs",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -376,6 +383,8 @@ class Config:
                 "bn_bias_lr_scale trains the batch norms' shifts with a second optimizer, which "
                 "mixed_float16's loss scale does not cover: use float32 or mixed_bfloat16"
             )
+        if self.sam_epochs and not self.sam_rho:
+            raise ConfigError("sam_epochs needs sam_rho > 0: no epoch is sharpness-aware")
         if self.sam_rho and self.precision == "mixed_float16":
             raise ConfigError(
                 "sam_rho moves the weights along the gradient before its second pass, and "
@@ -389,6 +398,10 @@ class Config:
             raise ConfigError(
                 f"warmup_epochs={self.warmup_epochs} leaves no epoch after the warm-up of the "
                 f"{self.epochs} epochs"
+            )
+        if self.sam_epochs > self.epochs:
+            raise ConfigError(
+                f"sam_epochs={self.sam_epochs} is more than the run's {self.epochs} epochs"
             )
         shrunk = self.low_res_epochs + self.mid_res_epochs
         if shrunk >= self.epochs:
@@ -459,10 +472,19 @@ class Config:
             max(1, round(self.image_width * scale)),
         )
 
-    @property
-    def train_passes(self) -> int:
-        """Forward and backward passes each training step takes: two with ``sam_rho``."""
-        return 2 if self.sam_rho else 1
+    def sharpness_aware(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) trains by sharpness-aware minimization.
+
+        With ``sam_rho``: the last ``sam_epochs`` epochs, every epoch when it is 0.
+        """
+        return bool(self.sam_rho) and epoch >= self.epochs - (self.sam_epochs or self.epochs)
+
+    def train_passes(self, epoch: int) -> int:
+        """Forward and backward passes a training step of epoch ``epoch`` (0-based) takes.
+
+        Two in a sharpness-aware epoch (:meth:`sharpness_aware`), else one.
+        """
+        return 2 if self.sharpness_aware(epoch) else 1
 
     @property
     def low_res_size(self) -> tuple[int, int]:

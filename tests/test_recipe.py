@@ -95,6 +95,9 @@ def test_warmup_then_constant_schedule():
         {"mix": "cutmix", "augment": True, "mix_alpha": 0.0},
         {"sam_rho": -0.05},
         {"sam_rho": 0.05, "precision": "mixed_float16"},
+        {"sam_epochs": 1},  # No sam_rho.
+        {"sam_rho": 0.05, "sam_epochs": -1},
+        {"sam_rho": 0.05, "sam_epochs": 3, "epochs": 2},
         {"warmup_epochs": 2.0, "epochs": 2},
         {"warmup_epochs": -1.0},
         {"low_res_epochs": 2, "epochs": 2},
@@ -130,8 +133,11 @@ def test_a_sharpness_aware_step_applies_the_gradient_at_the_moved_weights():
         learning_rate=rate,
         batch_size=16,
     )
-    runs = [Steps(c, resolve(c, train_images=64)) for c in (plain, plain.replace(sam_rho=rho))]
-    runs[1].model.set_weights(runs[0].model.get_weights())
+    sam = plain.replace(sam_rho=rho)
+    # The third trains a sharpness-aware config in one of its plain epochs (sam_epochs).
+    runs = [Steps(c, resolve(c, train_images=64)) for c in (plain, sam, sam)]
+    for run in runs[1:]:
+        run.model.set_weights(runs[0].model.get_weights())
     start = runs[1].model.get_weights()
     rng = np.random.default_rng(0)
     images = tf.constant(rng.integers(0, 256, (16, 24, 32, 3)), tf.uint8)
@@ -155,15 +161,19 @@ def test_a_sharpness_aware_step_applies_the_gradient_at_the_moved_weights():
     runs[1].model.set_weights(start)
     before = [v.numpy() for v in variables]
 
-    for run in runs:
-        run.train_step(images, labels)
+    for run, sharpness_aware in zip(runs, (None, None, False), strict=True):
+        run.train_step(images, labels, sharpness_aware=sharpness_aware)
+    with pytest.raises(ConfigError, match="sam_rho"):
+        runs[0].train_step(images, labels, sharpness_aware=True)
+    for got, want in zip(runs[2].model.get_weights(), runs[0].model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # Keras's Nesterov SGD moves a weight by -(1 + momentum) x rate x gradient at its first step.
     for v, w, g in zip(variables, before, expected, strict=True):
         np.testing.assert_allclose(v.numpy() - w, -1.9 * rate * g.numpy(), rtol=2e-4, atol=1e-6)
     # The second pass assigns nothing: the moving statistics are the plain step's.
     stats = [[v.numpy() for v in r.model.non_trainable_variables] for r in runs]
     assert stats[1] and any("moving_mean" in v.path for v in runs[1].model.non_trainable_variables)
-    for got, want in zip(*stats, strict=True):
+    for got, want in zip(*stats[:2], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert not np.allclose(runs[0].model.trainable_variables[0], variables[0])
 
@@ -323,14 +333,15 @@ def test_recipe_run_reports_tta_and_compute_and_resumes_exactly(tmp_path):
         mix="mixup",
         mix_alpha=0.4,
         sam_rho=0.05,
+        sam_epochs=2,
     )
     whole = train_and_evaluate(config, str(tmp_path / "whole"), verbose=False)
     for key in ("validation_tta", "test_tta"):
         assert 0 <= whole[key]["accuracy_at_0.5"] <= 1
     assert whole["test_tta"]["best_threshold"] == whole["validation_tta"]["best_threshold"]
     images = 3 * (64 // 16) * 16  # epochs x steps x batch
-    # Sharpness-aware minimization trains each image twice.
-    assert whole["training_flops"] == pytest.approx(2 * 3 * whole["model"]["flops"] * images)
+    # Sharpness-aware minimization trains each image of its last two epochs twice.
+    assert whole["training_flops"] == pytest.approx(5 / 3 * 3 * whole["model"]["flops"] * images)
     arrays = np.load(tmp_path / "whole" / "predictions.npz")
     assert arrays["test_tta_logits"].shape == arrays["test_logits"].shape
 
@@ -345,6 +356,7 @@ def test_recipe_run_reports_tta_and_compute_and_resumes_exactly(tmp_path):
     resumed = train_and_evaluate(config, str(tmp_path / "resumed"), verbose=False)
     history = [read_json(tmp_path / run / "history.json") for run in ("whole", "resumed")]
     assert [h["train_loss"] for h in history[0]] == [h["train_loss"] for h in history[1]]
+    assert [h.get("train_passes", 1) for h in history[1]] == [1, 2, 2]
     assert whole["validation"] == resumed["validation"]
     assert whole["test_tta"] == resumed["test_tta"]
 
@@ -421,8 +433,9 @@ def test_progressive_presets_fit_their_share_of_full(preset, share):
     model = models.build_model(recipe.model, (*recipe.image_size, 3), **recipe.model_kwargs)
     low = models.count_flops(models.at_image_size(model, recipe.low_res_size))
     high = models.count_flops(model)
-    compute = recipe.train_passes * (
-        recipe.low_res_epochs * low + (recipe.epochs - recipe.low_res_epochs) * high
+    compute = sum(
+        recipe.train_passes(e) * (low if recipe.epoch_image_size(e) else high)
+        for e in range(recipe.epochs)
     )
     # Against conv5_bn's full run whatever the preset's model: a cheaper model buys epochs.
     full_compute = reference.epochs * models.count_flops(

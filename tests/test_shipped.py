@@ -189,11 +189,14 @@ def test_amend_adds_seeds_and_export_checks_to_the_card(finished_run, tmp_path):
     assert "(images trained x 3 x forward FLOPs)" in text
 
 
-def test_the_card_counts_both_passes_of_a_sharpness_aware_run(finished_copy, tmp_path):
+@pytest.mark.parametrize("sam_epochs", [0, 1])
+def test_the_card_counts_both_passes_of_a_sharpness_aware_run(finished_copy, tmp_path, sam_epochs):
     saved = read_json(rundir.path(finished_copy, rundir.CONFIG))
-    saved["config"]["sam_rho"] = 0.05
+    saved["config"].update(sam_rho=0.05, sam_epochs=sam_epochs)
     atomic_write_json(rundir.path(finished_copy, rundir.CONFIG), saved)
     target = shipped.ship(finished_copy, "tiny", {"command": "x"}, str(tmp_path / "w"))
-    assert "forward FLOPs, x 2: each sharpness-aware step takes two passes)" in (
+    epochs = read_json(rundir.path(finished_copy, rundir.RESULT))["epochs_run"]
+    where = f" in epochs {epochs}-{epochs}" if sam_epochs else ""
+    assert f"forward FLOPs, x 2{where}: each sharpness-aware step takes two passes)" in (
         Path(target, rundir.MODEL_CARD).read_text()
     )

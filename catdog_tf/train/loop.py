@@ -129,7 +129,12 @@ class _State:
 
 
 def _train_epoch(
-    steps: Steps, dataset, num_steps: int, bar: bool, image_size: tuple[int, int] | None
+    steps: Steps,
+    dataset,
+    num_steps: int,
+    bar: bool,
+    image_size: tuple[int, int] | None,
+    sharpness_aware: bool,
 ) -> dict[str, float]:
     progbar = keras.utils.Progbar(
         num_steps, stateful_metrics=["loss", "img/s"], verbose=1 if bar else 0
@@ -137,7 +142,7 @@ def _train_epoch(
     loss_sum, correct, seen = 0.0, 0.0, 0
     start = time.perf_counter()
     for step, (images, labels) in enumerate(dataset, start=1):
-        batch_loss, batch_correct = steps.train_step(images, labels, image_size)
+        batch_loss, batch_correct = steps.train_step(images, labels, image_size, sharpness_aware)
         # Accumulate as tensors: no device sync per step; read only for the progress bar.
         loss_sum += batch_loss
         correct += batch_correct
@@ -336,14 +341,11 @@ def _epoch_flops(config: Config, steps: Steps) -> dict[tuple[int, int] | None, d
     """The FLOPs each epoch's history entry records, by its image size (None: full size).
 
     A shrunk epoch records its model's forward FLOPs per image; with a teacher, every epoch
-    records the teacher's at its size; with ``sam_rho``, every epoch records the two training
-    passes each image costs (:func:`catdog_tf.train.finish.training_flops`).
+    records the teacher's at its size (:func:`catdog_tf.train.finish.training_flops`).
     """
     records: dict[tuple[int, int] | None, dict[str, Any]] = {}
     for size in (None, *config.shrunk_sizes):
         record = {"flops_per_image": models.count_flops(steps.train_models[size])} if size else {}
-        if config.train_passes > 1:
-            record["train_passes"] = config.train_passes
         if steps.teachers:
             teacher = steps.teachers[size or config.image_size]
             record["teacher_flops_per_image"] = models.count_flops(teacher)
@@ -366,10 +368,15 @@ def _run_epoch(
     train_ds = steps.train_input(functools.partial(trainee.train_batches, epoch))
     entry: dict[str, Any] = {"epoch": epoch + 1}
     size = config.epoch_image_size(epoch)
-    entry.update(_train_epoch(steps, train_ds, prepared.plan.steps_per_epoch, progress.bar, size))
+    sam = config.sharpness_aware(epoch)
+    entry.update(
+        _train_epoch(steps, train_ds, prepared.plan.steps_per_epoch, progress.bar, size, sam)
+    )
     if size:
         entry["image_size"] = list(size)
     entry.update(flops[size])
+    if sam:
+        entry["train_passes"] = config.train_passes(epoch)
     # convert_to_numpy reads a plain or a distributed (mirrored) variable alike.
     entry["learning_rate"] = float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate))
     # With ema_decay the moving average is what is validated, kept as best and exported.

@@ -345,9 +345,11 @@ class Steps:
             self.teachers = {
                 size: at_image_size(teacher, size) for size in self.train_models if teacher
             }
+        # A tf.function traces on its first call: a variant no epoch takes costs nothing.
         self._train = {
-            size: self._make_train_step(m, self.teachers.get(size))
+            (size, sam): self._make_train_step(m, self.teachers.get(size), sam)
             for size, m in self.train_models.items()
+            for sam in {False, bool(config.sam_rho)}
         }
         self._eval = {tta: self._make_eval_step(tta) for tta in (False, True)}
 
@@ -382,7 +384,7 @@ class Steps:
         shift_ids = {id(v) for v in self.shifts}
         return [v for v in variables if id(v) not in shift_ids]
 
-    def _make_train_step(self, model: keras.Model, teacher: keras.Model | None):
+    def _make_train_step(self, model: keras.Model, teacher: keras.Model | None, sam: bool):
         optimizer, loss_name = self.optimizer, self.config.loss
         distill_weight = self.config.distill_weight
         # The shifts go last, so one gradient call serves both optimizers.
@@ -391,7 +393,7 @@ class Steps:
         smoothing = self.config.label_smoothing
         global_batch = float(self.config.batch_size)
         scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        sam_rho = self.config.sam_rho
+        sam_rho = self.config.sam_rho if sam else 0.0
         replicas = self.strategy.num_replicas_in_sync
 
         def batch_loss(labels, logits, taught, extra_losses):
@@ -463,20 +465,29 @@ class Steps:
     def traced_functions(self) -> dict[str, tf.types.experimental.PolymorphicFunction]:
         """The outer ``tf.function`` of each step (``experimental_get_tracing_count()``)."""
         return {
-            "train": self._train[self._model_size],
+            "train": self._train[self._model_size, bool(self.config.sam_rho)],
             "eval": self._eval[False],
             "eval_tta": self._eval[True],
         }
 
     def train_step(
-        self, images, labels, image_size: tuple[int, int] | None = None
+        self,
+        images,
+        labels,
+        image_size: tuple[int, int] | None = None,
+        sharpness_aware: bool | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """One optimizer step on a (distributed) batch: (sum of losses, correct count).
 
         ``image_size`` is the batch's (height, width) when it is not the model's (a
-        progressive-resizing epoch; one of :attr:`train_models`).
+        progressive-resizing epoch; one of :attr:`train_models`). ``sharpness_aware``
+        (default: whether ``config.sam_rho`` is set) takes SAM's two passes; False with
+        ``sam_rho`` is an epoch before ``config.sam_epochs``'s.
         """
-        return self._train[image_size or self._model_size](images, labels)
+        sam = bool(self.config.sam_rho) if sharpness_aware is None else sharpness_aware
+        if sam and not self.config.sam_rho:
+            raise ConfigError("a sharpness-aware step needs sam_rho > 0")
+        return self._train[image_size or self._model_size, sam](images, labels)
 
     def eval_step(self, images, labels, tta: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """(logits, labels) of a batch, gathered from all replicas (whole on each worker).
