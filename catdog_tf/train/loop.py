@@ -353,6 +353,22 @@ def _epoch_flops(config: Config, steps: Steps) -> dict[tuple[int, int] | None, d
     return records
 
 
+def _compute_record(
+    config: Config, flops: dict[tuple[int, int] | None, dict[str, Any]], epoch: int
+) -> dict[str, Any]:
+    """What epoch ``epoch``'s history entry records of its compute.
+
+    Its image size when shrunk, its FLOPs (:func:`_epoch_flops`), and its passes per step
+    when sharpness-aware.
+    """
+    size = config.epoch_image_size(epoch)
+    record: dict[str, Any] = {"image_size": list(size)} if size else {}
+    record.update(flops[size])
+    if config.sharpness_aware(epoch):
+        record["train_passes"] = config.train_passes(epoch)
+    return record
+
+
 def _run_epoch(
     prepared: Prepared,
     trainee: Trainee,
@@ -367,16 +383,11 @@ def _run_epoch(
         print(f"epoch {epoch + 1}/{config.epochs} ({config.model}, {config.loss})")
     train_ds = steps.train_input(functools.partial(trainee.train_batches, epoch))
     entry: dict[str, Any] = {"epoch": epoch + 1}
-    size = config.epoch_image_size(epoch)
-    sam = config.sharpness_aware(epoch)
+    size, sam = config.epoch_image_size(epoch), config.sharpness_aware(epoch)
     entry.update(
         _train_epoch(steps, train_ds, prepared.plan.steps_per_epoch, progress.bar, size, sam)
     )
-    if size:
-        entry["image_size"] = list(size)
-    entry.update(flops[size])
-    if sam:
-        entry["train_passes"] = config.train_passes(epoch)
+    entry.update(_compute_record(config, flops, epoch))
     # convert_to_numpy reads a plain or a distributed (mirrored) variable alike.
     entry["learning_rate"] = float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate))
     # With ema_decay the moving average is what is validated, kept as best and exported.
