@@ -295,6 +295,11 @@ ROWS: dict[str, Row] = {
     "wh_best_60_late_sam30": _wh_best(
         "epochs=60", "low_res_epochs=30", "sam_rho=0.02", "sam_epochs=30"
     ),
+    # full_sam_wh with the 12-channel whitening stem (0.81x the FLOPs per image), the FLOPs
+    # saved spent on epochs: 68, 34 shrunk, within full_sam_wh's compute (--baseline=wh_best_60).
+    "wh_best_68_sam002_stem12": _wh_best(
+        "epochs=68", "low_res_epochs=34", "sam_rho=0.02", _pool_first(whiten_components=6)
+    ),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": Row(
