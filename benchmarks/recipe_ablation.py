@@ -205,6 +205,20 @@ ROWS: dict[str, Row] = {
     # times lower, the decay as many times higher, so each weight shrinks as much per step.
     "wh_lion_lr1e3": _wh_best("optimizer=lion", "learning_rate=0.001", "weight_decay=0.9"),
     "wh_lion_lr3e4": _wh_best("optimizer=lion", "learning_rate=0.0003", "weight_decay=3.0"),
+    # wh_pool_first_ls02 trained by Muon (each conv kernel's momentum orthogonalized as a
+    # matrix, the rest by AdamW) at AdamW's rate and decay, or twice the rate and half the
+    # decay. Its Newton-Schulz iterations add 1.9 GFLOPs a step (30 MFLOPs per image), so
+    # 25 epochs (13 shrunk) hold it within the baseline's compute; wh_muon_29 keeps the 29
+    # epochs (1.15x the compute).
+    "wh_muon": _wh_best("optimizer=muon", "epochs=25", "low_res_epochs=13"),
+    "wh_muon_lr6e3": _wh_best(
+        "optimizer=muon",
+        "epochs=25",
+        "low_res_epochs=13",
+        "learning_rate=0.006",
+        "weight_decay=0.15",
+    ),
+    "wh_muon_29": _wh_best("optimizer=muon"),
     # wh_pool_first_ls02 with cutout: a grey rectangle of a quarter of each side.
     "wh_cutout025": _wh_best("cutout=0.25"),
     # Towards 97% at full's compute: wh_pool_first_ls02 stretched to 60 epochs (30 shrunk,

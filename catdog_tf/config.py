@@ -19,7 +19,7 @@ from catdog_tf.errors import ConfigError
 from catdog_tf.utils import is_number
 
 LOSSES = ("mse", "cross_entropy")
-OPTIMIZERS = ("auto", "adam", "rmsprop", "sgd", "lion")
+OPTIMIZERS = ("auto", "adam", "rmsprop", "sgd", "lion", "muon")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 JIT_MODES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
@@ -135,8 +135,10 @@ class Config:
     optimizer: str = _field(
         "auto",
         "``auto`` (the model's default: Adam, or SGD for fine-tuning), ``adam``, "
-        "``rmsprop``, ``sgd`` (with Nesterov momentum 0.9) or ``lion`` (sign updates: a rate "
-        "several times lower than Adam's, a decay as many times higher).",
+        "``rmsprop``, ``sgd`` (with Nesterov momentum 0.9), ``lion`` (sign updates: a rate "
+        "several times lower than Adam's, a decay as many times higher) or ``muon`` (each "
+        "kernel's momentum orthogonalized, conv kernels as matrices; the rest by AdamW, with "
+        "the same rate and decay; its Newton-Schulz FLOPs count in ``training_flops``).",
     )
     learning_rate: float = _field(0.0, "Peak learning rate; ``0`` means the model's default.")
     lr_schedule: str = _field("constant", "``constant`` or ``cosine`` decay over the whole run.")

@@ -56,7 +56,7 @@ class Plan:
       starts_from: The model whose finished run a fine-tuning run starts from ("" if none).
       precision: Keras precision policy: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
       jit_compile: Whether the train and eval steps are XLA-compiled.
-      optimizer: ``adam``, ``rmsprop``, ``sgd`` or ``lion``.
+      optimizer: ``adam``, ``rmsprop``, ``sgd``, ``lion`` or ``muon``.
       learning_rate: Peak learning rate.
       lr_schedule: ``constant`` or ``cosine``.
       decay_steps: Length of the cosine decay in optimizer steps, after the warm-up (0 when

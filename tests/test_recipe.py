@@ -261,7 +261,7 @@ def _one_step_each(*configs: Config) -> tuple[list[Steps], list[np.ndarray], lis
     return runs, before, [[v.numpy() for v in steps.model.trainable_variables] for steps in runs]
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd", "lion"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "lion", "muon"])
 def test_weight_decay_shrinks_each_weight_by_rate_times_decay_before_the_update(optimizer):
     # Decoupled (AdamW) decay: the same step without decay, minus lr x decay x the weight.
     decay, rate = 0.5, 3e-2

@@ -218,7 +218,9 @@ def training_flops(description: dict[str, Any], history: list[dict[str, Any]]) -
     different CPUs compare. An epoch at another image size (progressive resizing) records its
     own ``flops_per_image``; sharpness-aware minimization's epochs train each image twice
     (``train_passes``); with a teacher, each epoch adds one forward pass of the teacher per
-    image (``teacher_flops_per_image``). The teacher's own training is not in here
+    image (``teacher_flops_per_image``); an optimizer whose step computes (Muon's
+    Newton-Schulz iterations) adds its FLOPs per step over the batch's images
+    (``update_flops_per_image``). The teacher's own training is not in here
     (:func:`finish` adds it). None when the FLOPs are unknown, the history is empty, or an
     epoch's image count cannot be recovered (:func:`epoch_images`).
     """
@@ -229,6 +231,7 @@ def training_flops(description: dict[str, Any], history: list[dict[str, Any]]) -
     if not flops or not images or None in images or None in per_image or None in taught:
         return None
     passes = [h.get("train_passes", 1) for h in history]
+    extra = [t + h.get("update_flops_per_image", 0) for t, h in zip(taught, history, strict=True)]
     return sum(
-        (3.0 * p * f + t) * n for p, f, t, n in zip(passes, per_image, taught, images, strict=True)
+        (3.0 * p * f + e) * n for p, f, e, n in zip(passes, per_image, extra, images, strict=True)
     )

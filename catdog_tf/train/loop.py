@@ -341,11 +341,16 @@ def _epoch_flops(config: Config, steps: Steps) -> dict[tuple[int, int] | None, d
     """The FLOPs each epoch's history entry records, by its image size (None: full size).
 
     A shrunk epoch records its model's forward FLOPs per image; with a teacher, every epoch
-    records the teacher's at its size (:func:`catdog_tf.train.finish.training_flops`).
+    records the teacher's at its size; with an optimizer whose step computes (Muon), every
+    epoch records that step's FLOPs shared over a batch's images
+    (:func:`catdog_tf.train.finish.training_flops`).
     """
     records: dict[tuple[int, int] | None, dict[str, Any]] = {}
+    update = steps.update_flops() / config.batch_size
     for size in (None, *config.shrunk_sizes):
         record = {"flops_per_image": models.count_flops(steps.train_models[size])} if size else {}
+        if update:
+            record["update_flops_per_image"] = update
         if steps.teachers:
             teacher = steps.teachers[size or config.image_size]
             record["teacher_flops_per_image"] = models.count_flops(teacher)

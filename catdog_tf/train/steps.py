@@ -25,6 +25,7 @@ from catdog_tf.models import at_image_size, batch_norms, training_twin
 from catdog_tf.plan import Plan
 from catdog_tf.train import distributed
 from catdog_tf.train.averaging import WeightAverage
+from catdog_tf.train.muon import ConvMuon
 
 
 def learning_rate_schedule(
@@ -50,7 +51,7 @@ def learning_rate_schedule(
 
 
 def make_optimizer(config: Config, plan: Plan, lr_scale: float = 1.0) -> keras.optimizers.Optimizer:
-    """The plan's Adam (AdamW with weight decay), RMSprop, SGD with momentum or Lion.
+    """The plan's Adam (AdamW with weight decay), RMSprop, SGD with momentum, Lion or Muon.
 
     The learning rate follows :func:`learning_rate_schedule`, times ``lr_scale``.
     ``mixed_float16`` wraps the optimizer in a ``LossScaleOptimizer``, the TensorFlow
@@ -68,6 +69,9 @@ def make_optimizer(config: Config, plan: Plan, lr_scale: float = 1.0) -> keras.o
         optimizer = keras.optimizers.RMSprop(lr, weight_decay=config.weight_decay or None)
     elif name == "lion":
         optimizer = keras.optimizers.Lion(lr, weight_decay=config.weight_decay or None)
+    elif name == "muon":
+        decay = config.weight_decay or None
+        optimizer = ConvMuon(lr, weight_decay=decay, adam_weight_decay=decay)
     else:
         optimizer = keras.optimizers.SGD(
             lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None
@@ -363,6 +367,17 @@ class Steps:
         for size in self.config.shrunk_sizes:
             sized[size] = twin(at_image_size(self.model, size))
         return sized
+
+    def update_flops(self) -> int:
+        """FLOPs one optimizer step spends besides the gradient: Muon's, else 0.
+
+        :class:`~catdog_tf.train.muon.ConvMuon` orthogonalizes each kernel's momentum by
+        matrix products; the shifts' optimizer (batch-norm shifts, vectors) has none.
+        """
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        if not isinstance(inner, ConvMuon):
+            return 0
+        return inner.update_flops(self._others(self.model.trainable_variables))
 
     def _shift_group(self) -> tuple[list[keras.Variable], keras.optimizers.Optimizer | None]:
         """With ``config.bn_bias_lr_scale``: the batch norms' shifts and their own optimizer."""
