@@ -212,6 +212,8 @@ def _compute(config: Any, result: dict[str, Any], about: dict[str, Any]) -> str:
     if sam:
         where = "" if len(sam) == result["epochs_run"] else f" in epochs {sam[0]}-{sam[-1]}"
         how += f", x 2{where}: each sharpness-aware step takes two passes"
+    if config.optimizer == "muon":
+        how += ", and each Muon step's Newton-Schulz iterations"
     if "teacher" in result:
         teacher = result["teacher"]["training_flops"]
         how += f", the teacher's forward passes, and the teacher's training: {teacher:.2e}"

@@ -61,6 +61,20 @@ def import_benchmark(name: str):
     return module
 
 
+def train_killed_then_resumed(config, workdir: str) -> dict:
+    """``config`` trained in ``workdir``, killed (as by Ctrl-C) right after epoch 1's
+    checkpoint, then run again to resume; the resumed run's result."""
+    from catdog_tf.train import train_and_evaluate  # Local import: it imports TensorFlow.
+
+    def killed_after_first_epoch(epoch, entry):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(config, workdir, verbose=False, on_epoch_end=killed_after_first_epoch)
+    return train_and_evaluate(config, workdir, verbose=False)
+
+
 @pytest.fixture
 def kaggle_dir(tmp_path):
     return make_kaggle_folder(str(tmp_path / "kaggle"))

@@ -295,11 +295,34 @@ def test_logit_scale_multiplies_the_logit_and_survives_saving(tmp_path):
         ({"logit_scale": 0}, "logit_scale"),
         ({"logit_scale": float("nan")}, "logit_scale"),
         ({"logit_scale": "0.1"}, "logit_scale"),
+        ({"activation": "tanh"}, "activation"),
+        ({"activation": None}, "activation"),
     ],
 )
-def test_bad_bn_momentum_or_logit_scale_is_one_config_error(kwargs, field):
+def test_bad_bn_momentum_logit_scale_or_activation_is_one_config_error(kwargs, field):
     with pytest.raises(ConfigError, match=field):
         models.build_model("conv5_wh", input_shape=(32, 32, 3), **kwargs)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu"])
+def test_the_blocks_activation_is_keras_own_and_the_stem_keeps_its_relu(tmp_path, activation):
+    shape = (32, 32, 3)
+    model = models.build_model("conv5_wh", input_shape=shape, activation=activation, dropout=0.0)
+    names = [layer.name for layer in model.layers]
+    assert "whiten_relu" in names
+    assert [n for n in names if n.endswith(f"_{activation}")] == [
+        f"block{b}_1_{activation}" for b in range(1, 5)
+    ]
+    x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
+    normed = keras.Model(model.input, model.get_layer("block2_1_bn").output)(x)
+    activated = keras.Model(model.input, model.get_layer(f"block2_1_{activation}").output)(x)
+    expected = getattr(keras.activations, activation)(normed)
+    np.testing.assert_allclose(activated, expected, rtol=1e-6, atol=1e-6)
+    twin = models.training_twin(model)
+    np.testing.assert_allclose(twin(x, training=True), model(x, training=True), atol=1e-4)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
 
 
 def _train_step(model, x, y):

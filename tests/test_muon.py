@@ -5,10 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from catdog_tf.config import smoke
-from catdog_tf.train import train_and_evaluate
 from catdog_tf.train.muon import ConvMuon
-from catdog_tf.utils import read_json
 
 SETTINGS = {"learning_rate": 0.02, "weight_decay": 0.1, "adam_weight_decay": 0.1}
 
@@ -63,37 +60,3 @@ def test_update_flops_count_five_newton_schulz_iterations_of_each_kernel():
     # (18 x 4): m = 4, n = 18; (8 x 16): m = 8, n = 16; per iteration 4 m^2 n + 2 m^3.
     expected = 5 * (4 * 16 * 18 + 2 * 64) + 5 * (4 * 64 * 16 + 2 * 512)
     assert ConvMuon().update_flops([kernel, dense, *others]) == expected
-
-
-def test_a_muon_run_counts_its_update_flops_and_resumes_exactly(tmp_path):
-    config = smoke("_tiny").replace(
-        synthetic_size=128,
-        image_height=24,
-        image_width=32,
-        batch_size=16,
-        epochs=2,
-        optimizer="muon",
-        learning_rate=3e-3,
-        weight_decay=0.3,
-    )
-    whole = train_and_evaluate(config, str(tmp_path / "whole"), verbose=False)
-    history = read_json(tmp_path / "whole" / "history.json")
-    update = {h["update_flops_per_image"] for h in history}
-    # _tiny's one conv kernel (3 x 3 x 3, 8): an 8 x 27 matrix; its logit kernel is a vector.
-    assert update == {5 * (4 * 64 * 27 + 2 * 512) / 16}
-    images = 2 * (64 // 16) * 16
-    per_image = 3 * whole["model"]["flops"] + update.pop()
-    assert whole["training_flops"] == pytest.approx(per_image * images)
-
-    def killed_after_first_epoch(epoch, entry):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_and_evaluate(
-            config, str(tmp_path / "resumed"), verbose=False, on_epoch_end=killed_after_first_epoch
-        )
-    resumed = train_and_evaluate(config, str(tmp_path / "resumed"), verbose=False)
-    again = read_json(tmp_path / "resumed" / "history.json")
-    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in again]
-    assert whole["validation"] == resumed["validation"]

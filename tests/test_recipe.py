@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_kaggle_folder
+from conftest import make_kaggle_folder, train_killed_then_resumed
 
 from catdog_tf import build, data, models, shipped
 from catdog_tf.config import (
@@ -344,16 +344,7 @@ def test_recipe_run_reports_tta_and_compute_and_resumes_exactly(tmp_path):
     assert whole["training_flops"] == pytest.approx(5 / 3 * 3 * whole["model"]["flops"] * images)
     arrays = np.load(tmp_path / "whole" / "predictions.npz")
     assert arrays["test_tta_logits"].shape == arrays["test_logits"].shape
-
-    def killed_after_first_epoch(epoch, entry):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_and_evaluate(
-            config, str(tmp_path / "resumed"), verbose=False, on_epoch_end=killed_after_first_epoch
-        )
-    resumed = train_and_evaluate(config, str(tmp_path / "resumed"), verbose=False)
+    resumed = train_killed_then_resumed(config, str(tmp_path / "resumed"))
     history = [read_json(tmp_path / run / "history.json") for run in ("whole", "resumed")]
     assert [h["train_loss"] for h in history[0]] == [h["train_loss"] for h in history[1]]
     assert [h.get("train_passes", 1) for h in history[1]] == [1, 2, 2]
@@ -453,6 +444,22 @@ def test_memory_estimate_holds_the_shrunk_images_once_per_size():
     for cache in ("", "cache_folder"):  # Nothing cached, or cached in files.
         uncached = build.memory_needed(model, config.replace(cache=cache), 100, 80)
         assert uncached["image cache"] == uncached["shrunk image cache"] == 0
+
+
+def test_a_muon_run_counts_its_update_flops_and_resumes_exactly(tmp_path):
+    config = tiny_config(epochs=2, optimizer="muon", learning_rate=3e-3, weight_decay=0.3)
+    whole = train_and_evaluate(config, str(tmp_path / "whole"), verbose=False)
+    history = read_json(tmp_path / "whole" / "history.json")
+    update = {h["update_flops_per_image"] for h in history}
+    # _tiny's one conv kernel (3 x 3 x 3, 8): an 8 x 27 matrix; its logit kernel is a vector.
+    assert update == {5 * (4 * 64 * 27 + 2 * 512) / 16}
+    images = 2 * (64 // 16) * 16  # epochs x steps x batch
+    per_image = 3 * whole["model"]["flops"] + update.pop()
+    assert whole["training_flops"] == pytest.approx(per_image * images)
+    resumed = train_killed_then_resumed(config, str(tmp_path / "resumed"))
+    again = read_json(tmp_path / "resumed" / "history.json")
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in again]
+    assert whole["validation"] == resumed["validation"]
 
 
 def test_progressive_resizing_trains_the_shared_layers_and_counts_its_compute(tmp_path):

@@ -200,3 +200,13 @@ def test_the_card_counts_both_passes_of_a_sharpness_aware_run(finished_copy, tmp
     assert f"forward FLOPs, x 2{where}: each sharpness-aware step takes two passes)" in (
         Path(target, rundir.MODEL_CARD).read_text()
     )
+
+
+def test_the_card_counts_muons_update_flops(finished_copy, tmp_path):
+    saved = read_json(rundir.path(finished_copy, rundir.CONFIG))
+    saved["config"].update(optimizer="muon")
+    atomic_write_json(rundir.path(finished_copy, rundir.CONFIG), saved)
+    target = shipped.ship(finished_copy, "tiny", {"command": "x"}, str(tmp_path / "w"))
+    assert "forward FLOPs, and each Muon step's Newton-Schulz iterations)" in (
+        Path(target, rundir.MODEL_CARD).read_text()
+    )

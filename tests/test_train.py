@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import train_killed_then_resumed
 
 from catdog_tf import data, rundir
 from catdog_tf.config import Config, smoke
@@ -89,16 +90,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, augment_ops):
         epochs=3, model_kwargs={"dropout": 0.3}, augment=True, augment_ops=augment_ops
     )
     full = train_and_evaluate(config, str(tmp_path / "full"), verbose=False)
-
-    def killed_after_first_epoch(epoch, entry):
-        if epoch == 1:
-            raise KeyboardInterrupt  # Like Ctrl-C after epoch 1's checkpoint.
-
-    with pytest.raises(KeyboardInterrupt):
-        train_and_evaluate(
-            config, str(tmp_path / "resumed"), verbose=False, on_epoch_end=killed_after_first_epoch
-        )
-    resumed = train_and_evaluate(config, str(tmp_path / "resumed"), verbose=False)
+    resumed = train_killed_then_resumed(config, str(tmp_path / "resumed"))
 
     history_full = read_json(tmp_path / "full" / "history.json")
     history_resumed = read_json(tmp_path / "resumed" / "history.json")

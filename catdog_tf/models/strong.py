@@ -26,8 +26,11 @@ from catdog_tf.models.reference import _logit
 from catdog_tf.models.registry import INPUT_SHAPE, register
 from catdog_tf.utils import is_number
 
+# The activations conv4_bn's blocks take (Keras's names).
+ACTIVATIONS = ("relu", "gelu", "silu")
 
-def _conv_bn_relu(
+
+def _conv_bn_act(
     x,
     filters: int,
     name: str,
@@ -35,8 +38,9 @@ def _conv_bn_relu(
     bn: dict[str, Any] | None = None,
     dirac: bool = False,
     pool: str = "",
+    activation: str = "relu",
 ):
-    """A 3x3 convolution, max pooling if ``pool`` names it, batch norm (``bn``) and ReLU."""
+    """A 3x3 convolution, max pooling if ``pool`` names it, batch norm (``bn``), activation."""
     conv = layers.Conv2D(
         filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
     )
@@ -47,7 +51,9 @@ def _conv_bn_relu(
         # Batch norm and ReLU then run on a quarter of the elements.
         x = layers.MaxPooling2D(2, name=pool)(x)
     x = layers.BatchNormalization(name=f"{name}_bn", **(bn or {}))(x)
-    return layers.ReLU(name=f"{name}_relu")(x)
+    if activation == "relu":
+        return layers.ReLU(name=f"{name}_relu")(x)
+    return layers.Activation(activation, name=f"{name}_{activation}")(x)
 
 
 def dirac_init(conv: layers.Conv2D) -> None:
@@ -86,20 +92,22 @@ def _block(
     bn: dict[str, Any],
     dirac: bool,
     residual: bool,
+    activation: str,
 ):
-    """``convs`` conv-BN-ReLU, 2x2 max pooling, then ``pooled`` more at the pooled size.
+    """``convs`` conv-BN-activation, 2x2 max pooling, then ``pooled`` more at the pooled size.
 
     The arguments are :func:`conv4_bn`'s, for one block; ``bn`` is batch norm's keyword
     arguments, and ``residual`` adds the pooled convolutions' output to their input.
     """
+    layer = functools.partial(_conv_bn_act, bn=bn, dirac=dirac, activation=activation)
     for c in range(convs):
         pool = f"{name}_pool" if pool_first and c == convs - 1 else ""
-        x = _conv_bn_relu(x, filters, f"{name}_{c + 1}", bn=bn, dirac=dirac, pool=pool)
+        x = layer(x, filters, f"{name}_{c + 1}", pool=pool)
     if not pool_first:
         x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     branch = x
     for c in range(pooled):
-        branch = _conv_bn_relu(branch, filters, f"{name}_pooled{c + 1}", bn=bn, dirac=dirac)
+        branch = layer(branch, filters, f"{name}_pooled{c + 1}")
     if residual and pooled:
         return layers.Add(name=f"{name}_residual")([x, branch])
     return branch
@@ -137,6 +145,7 @@ def conv4_bn(
     pooled_convs: int | Sequence[int] = 0,
     residual: bool = False,
     logit_scale: float = 1.0,
+    activation: str = "relu",
     name: str = "conv4_bn",
 ) -> keras.Model:
     """Conv-BN-ReLU blocks with 2x2 max pooling, global average pooling, dropout, logit.
@@ -171,6 +180,9 @@ def conv4_bn(
       logit_scale: The logit is multiplied by this constant (the fast small-CNN recipes scale
         it down): with Adam, whose steps do not depend on the gradient's scale, it scales
         how fast the head moves the logit, and the logits it starts from.
+      activation: The blocks' activation after each batch norm: ``relu``, ``gelu`` (as
+        airbench) or ``silu``. A stem keeps its ReLU: the whitening stem's kernels come in
+        sign pairs for it.
       name: Model name.
     """
     inputs = keras.Input(input_shape, name="image")
@@ -183,13 +195,15 @@ def conv4_bn(
         raise ValueError("residual needs pooled_convs: the residual branch is made of them")
     if not 0.0 <= bn_momentum < 1.0:
         raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     x = inputs
     if stem_filters:
-        x = _conv_bn_relu(x, stem_filters, name="stem", strides=2, bn={"momentum": bn_momentum})
+        x = _conv_bn_act(x, stem_filters, name="stem", strides=2, bn={"momentum": bn_momentum})
     if whiten_stem:
         x = whitening.whitening_stem(x, components=whiten_components)
     bn = {"scale": bn_scale, "momentum": bn_momentum}
-    block = functools.partial(_block, bn=bn, dirac=dirac, residual=residual)
+    block = functools.partial(_block, bn=bn, dirac=dirac, residual=residual, activation=activation)
     for b, f in enumerate(filters):
         x = block(x, f"block{b + 1}", f, convs_per_block, pool_first, after_pool[b])
     return keras.Model(inputs, _pooled_head(x, dropout, logit_scale), name=name)
@@ -231,7 +245,7 @@ def sepnet(
       name: Model name.
     """
     inputs = keras.Input(input_shape, name="image")
-    x = _conv_bn_relu(inputs, stem_filters, name="stem", strides=2)
+    x = _conv_bn_act(inputs, stem_filters, name="stem", strides=2)
     for b, f in enumerate(block_filters):
         shortcut = layers.Conv2D(f, 1, strides=2, padding="same", name=f"block{b + 1}_skip")(x)
         for c in range(2):
