@@ -206,8 +206,8 @@ ROWS: dict[str, Row] = {
     "wh_lion_lr1e3": _wh_best("optimizer=lion", "learning_rate=0.001", "weight_decay=0.9"),
     "wh_lion_lr3e4": _wh_best("optimizer=lion", "learning_rate=0.0003", "weight_decay=3.0"),
     # wh_pool_first_ls02 trained by Muon (each conv kernel's momentum orthogonalized as a
-    # matrix, the rest by AdamW) at AdamW's rate and decay, or twice the rate and half the
-    # decay. Its Newton-Schulz iterations add 1.9 GFLOPs a step (30 MFLOPs per image), so
+    # matrix, the rest by AdamW) at AdamW's rate and decay, or at twice or half the rate with
+    # the decay that keeps each weight's shrink per step. Its Newton-Schulz iterations add 1.9 GFLOPs a step (30 MFLOPs per image), so
     # 25 epochs (13 shrunk) hold it within the baseline's compute; wh_muon_29 keeps the 29
     # epochs (1.15x the compute).
     "wh_muon": _wh_best("optimizer=muon", "epochs=25", "low_res_epochs=13"),
@@ -217,6 +217,13 @@ ROWS: dict[str, Row] = {
         "low_res_epochs=13",
         "learning_rate=0.006",
         "weight_decay=0.15",
+    ),
+    "wh_muon_lr15e4": _wh_best(
+        "optimizer=muon",
+        "epochs=25",
+        "low_res_epochs=13",
+        "learning_rate=0.0015",
+        "weight_decay=0.6",
     ),
     "wh_muon_29": _wh_best("optimizer=muon"),
     # wh_pool_first_ls02 with GELU (airbench's activation) or SiLU after each block's batch
