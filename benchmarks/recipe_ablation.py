@@ -207,9 +207,9 @@ ROWS: dict[str, Row] = {
     "wh_lion_lr3e4": _wh_best("optimizer=lion", "learning_rate=0.0003", "weight_decay=3.0"),
     # wh_pool_first_ls02 trained by Muon (each conv kernel's momentum orthogonalized as a
     # matrix, the rest by AdamW) at AdamW's rate and decay, or at twice or half the rate with
-    # the decay that keeps each weight's shrink per step. Its Newton-Schulz iterations add 1.9 GFLOPs a step (30 MFLOPs per image), so
-    # 25 epochs (13 shrunk) hold it within the baseline's compute; wh_muon_29 keeps the 29
-    # epochs (1.15x the compute).
+    # the decay that keeps each weight's shrink per step. Its Newton-Schulz iterations add
+    # 1.9 GFLOPs a step (30 MFLOPs per image), so 25 epochs (13 shrunk) hold it within the
+    # baseline's compute; wh_muon_29 keeps the 29 epochs (1.15x the compute).
     "wh_muon": _wh_best("optimizer=muon", "epochs=25", "low_res_epochs=13"),
     "wh_muon_lr6e3": _wh_best(
         "optimizer=muon",
