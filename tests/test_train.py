@@ -14,7 +14,7 @@ from conftest import train_killed_then_resumed
 
 from catdog_tf import data, rundir
 from catdog_tf.config import Config, smoke
-from catdog_tf.errors import DataSourceError
+from catdog_tf.errors import ConfigError, DataSourceError
 from catdog_tf.plan import resolve
 from catdog_tf.train import (
     NonFiniteLossError,
@@ -197,7 +197,29 @@ def test_overwrite_trains_again_from_the_start_once_the_new_run_can_start(tmp_pa
             config.replace(data=str(tmp_path / "missing")), workdir, overwrite=True, verbose=False
         )
     assert rundir.is_finished(workdir)
+    # Nor does a model or a step that refuses to be built: found when they are built, and
+    # with the precision set no calibration builds them earlier.
+    for refused, message in [
+        ({"model_kwargs": {"filters": -1}}, "cannot be built"),
+        ({"bn_bias_lr_scale": 2.0}, "needs batch norms"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            train_and_evaluate(faster.replace(**refused), workdir, overwrite=True, verbose=False)
+    assert rundir.is_finished(workdir)
     assert read_json(os.path.join(workdir, "result.json"))["plan"]["learning_rate"] == 0.05
+
+
+def test_a_run_that_calibrates_trains_as_one_that_reads_the_calibration(tmp_path, monkeypatch):
+    # Calibration builds and steps models before the run's own is built; the run's initial
+    # weights must come from its seed alone.
+    monkeypatch.setenv("CATDOG_TF_CACHE", str(tmp_path / "cache"))
+    config = tiny_config(epochs=1, precision="auto", jit_compile="auto")
+    losses = []
+    for run in ("calibrates", "reads"):
+        train_and_evaluate(config, str(tmp_path / run), verbose=False)
+        losses.append([h["train_loss"] for h in read_json(tmp_path / run / "history.json")])
+    assert os.listdir(tmp_path / "cache")
+    assert losses[0] == losses[1]
 
 
 def test_batch_larger_than_data_is_refused(tmp_path):

@@ -1,7 +1,8 @@
 """Stage one of a run: the workdir checked, the process set up, the splits made, the plan resolved.
 
-Everything here happens before a model is built, so a bad config, workdir or data folder is
-refused before any training work; :func:`prepare` ends by writing the run's ``config.json``.
+Everything here happens before the run's model is built, so a bad config, workdir or data
+folder is refused before any training work; :func:`prepare` ends by writing the run's
+``config.json``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from absl import logging
 from catdog_tf import data, rundir
 from catdog_tf import machine as machine_lib
 from catdog_tf import plan as plan_lib
+from catdog_tf.build import build_configured_model, precision_policy
 from catdog_tf.config import Config
 from catdog_tf.errors import ConfigError
 from catdog_tf.plan import Plan
 from catdog_tf.train import distributed
-from catdog_tf.train.steps import measure_train_speeds
+from catdog_tf.train.steps import Steps, measure_train_speeds
 from catdog_tf.train.teacher import Teacher, read_teacher
 
 
@@ -54,7 +56,8 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
     Raises:
       ConfigError: The workdir holds another run, or the batch does not fit the data or the
         replicas; the plan refuses a resume (see :func:`catdog_tf.plan.check_resume`); the
-        teacher is not a finished run that held out this run's validation and test images.
+        teacher is not a finished run that held out this run's validation and test images;
+        with ``overwrite``, the model or its steps cannot be built from this config.
       RunFilesError: The teacher's ``result.json`` or ``model.keras`` does not read.
       DataSourceError: The data cannot be loaded or split.
     """
@@ -85,13 +88,36 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
     )
     plan_lib.check_resume(found.saved_plan, plan, workdir)
     if found.replace:
-        # Deleted only now: a bad config, data folder or teacher refused above loses nothing.
+        # Deleted only now: a bad config, data folder, teacher or model refused above loses
+        # nothing.
+        _check_buildable(config, plan, strategy)
         rundir.remove_run(workdir)
+    # Calibration and the check above build models, drawing from the random generators:
+    # seeded again, the run's model starts from its seed alone, whatever was built first.
+    keras.utils.set_random_seed(config.seed)
     os.makedirs(workdir, exist_ok=True)
     rundir.write_config(workdir, config, plan.to_dict())
     for name, reason in plan.why.items():
         logging.info("plan: %s = %s (%s)", name, getattr(plan, name), reason)
     return Prepared(config, plan, splits, skipped, strategy, teacher)
+
+
+def _check_buildable(config: Config, plan: Plan, strategy: tf.distribute.Strategy) -> None:
+    """Builds what the run will train once, so what refuses to build is refused now.
+
+    A model's builder checks the values of its ``model_kwargs``; :class:`Steps` checks that
+    the model has batch norms for ``bn_bias_lr_scale`` and can shrink for progressive
+    resizing. With the precision set, no calibration has built them yet. A bottleneck run's
+    steps train a head built from features, so only its model is built here.
+
+    Raises:
+      ConfigError: The model or its steps cannot be built from this config.
+    """
+    if plan.mode == "bottleneck":
+        with precision_policy(plan.precision), strategy.scope():
+            build_configured_model(config, plan)
+    else:
+        Steps(config, plan, strategy)
 
 
 def _process_set_up(config: Config) -> tf.distribute.Strategy:
