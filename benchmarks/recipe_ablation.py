@@ -226,6 +226,9 @@ ROWS: dict[str, Row] = {
         "weight_decay=0.6",
     ),
     "wh_muon_29": _wh_best("optimizer=muon"),
+    # wh_pool_first_ls02 with the 1-D weights (batch norms' scales and shifts, the logit's
+    # bias) left out of the weight decay.
+    "wh_decay_kernels": _wh_best("decay_vectors=false"),
     # wh_pool_first_ls02 with GELU (airbench's activation) after each block's batch norm
     # instead of ReLU; the whitening stem keeps its ReLU.
     "wh_gelu": _wh_best(_pool_first(activation="gelu")),

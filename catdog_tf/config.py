@@ -154,6 +154,12 @@ class Config:
         "makes a conv kernel's scale irrelevant to its output, so decay keeps the kernels "
         "small and their effective learning rate high.",
     )
+    decay_vectors: bool = _field(
+        True,
+        "With ``weight_decay``: the 1-D weights (batch norms' scales and shifts, biases) "
+        "decay too; ``false`` leaves them out, as ResNet recipes do. Batch norm does not "
+        "undo their scale, so for them decay is a pull towards 0, not a faster rate.",
+    )
     bn_bias_lr_scale: float = _field(
         1.0,
         "The batch norms' shifts (beta) learn at this multiple of the learning rate, through "

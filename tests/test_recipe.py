@@ -276,6 +276,25 @@ def test_weight_decay_shrinks_each_weight_by_rate_times_decay_before_the_update(
             np.testing.assert_allclose(moved[moved > 0], rate, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "changes", [{"optimizer": "adam"}, {"optimizer": "muon"}, {"bn_bias_lr_scale": 4.0}]
+)
+def test_without_decay_vectors_the_1d_weights_take_the_undecayed_step(changes):
+    decay, rate = 0.5, 3e-2
+    plain = tiny_config(
+        model="conv4_bn", model_kwargs={"dropout": 0.0}, learning_rate=rate, **changes
+    )
+    left_out = plain.replace(weight_decay=decay, decay_vectors=False)
+    runs, before, (undecayed, decayed) = _one_step_each(plain, left_out)
+    variables = runs[0].model.trainable_variables
+    for v, w0, a, b in zip(variables, before, undecayed, decayed, strict=True):
+        expected = a if len(v.shape) <= 1 else a - rate * decay * w0
+        np.testing.assert_allclose(b, expected, rtol=1e-5, atol=1e-7)
+    # The batch norms' scales start at 1: decayed, they would have moved.
+    scales = [w0 for v, w0 in zip(variables, before, strict=True) if v.path.endswith("gamma")]
+    assert scales and all(np.all(w0 == 1.0) for w0 in scales)
+
+
 def test_bn_bias_lr_scale_steps_the_shifts_that_many_times_as_far():
     # Adam's first step is the rate times the gradient's sign, so four times the rate moves
     # each shift four times as far; every other weight takes the step it takes without it.

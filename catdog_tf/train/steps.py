@@ -50,12 +50,18 @@ def learning_rate_schedule(
     )
 
 
-def make_optimizer(config: Config, plan: Plan, lr_scale: float = 1.0) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    config: Config,
+    plan: Plan,
+    lr_scale: float = 1.0,
+    no_decay: list[keras.Variable] | None = None,
+) -> keras.optimizers.Optimizer:
     """The plan's Adam (AdamW with weight decay), RMSprop, SGD with momentum, Lion or Muon.
 
-    The learning rate follows :func:`learning_rate_schedule`, times ``lr_scale``.
-    ``mixed_float16`` wraps the optimizer in a ``LossScaleOptimizer``, the TensorFlow
-    mixed-precision guide's custom-loop recipe.
+    The learning rate follows :func:`learning_rate_schedule`, times ``lr_scale``. The
+    variables of ``no_decay`` are left out of the weight decay (Keras's
+    ``exclude_from_weight_decay``). ``mixed_float16`` wraps the optimizer in a
+    ``LossScaleOptimizer``, the TensorFlow mixed-precision guide's custom-loop recipe.
     """
     lr = learning_rate_schedule(plan, lr_scale)
     name = plan.optimizer
@@ -76,6 +82,8 @@ def make_optimizer(config: Config, plan: Plan, lr_scale: float = 1.0) -> keras.o
         optimizer = keras.optimizers.SGD(
             lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None
         )
+    if no_decay:
+        optimizer.exclude_from_weight_decay(var_list=no_decay)
     if plan.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -331,7 +339,7 @@ class Steps:
             if self.strategy.num_replicas_in_sync > 1:
                 distributed.synchronize_batch_norm(self.model)
             self.shifts, self.shift_optimizer = self._shift_group()
-            self.optimizer = make_optimizer(config, plan)
+            self.optimizer = make_optimizer(config, plan, no_decay=self._no_decay())
             self.optimizer.build(self._others(self.model.trainable_variables))
             self.average = (
                 WeightAverage(
@@ -390,9 +398,17 @@ class Steps:
                 f"bn_bias_lr_scale={scale} needs batch norms to train, and the "
                 f"{self.config.model} model trains none"
             )
-        optimizer = make_optimizer(self.config, self.plan, lr_scale=scale)
+        optimizer = make_optimizer(
+            self.config, self.plan, lr_scale=scale, no_decay=self._no_decay()
+        )
         optimizer.build(shifts)
         return shifts, optimizer
+
+    def _no_decay(self) -> list[keras.Variable]:
+        """The weights left out of weight decay: the 1-D ones unless ``decay_vectors``."""
+        if self.config.decay_vectors:
+            return []
+        return [v for v in self.model.trainable_variables if len(v.shape) <= 1]
 
     def _others(self, variables: list[keras.Variable]) -> list[keras.Variable]:
         """``variables`` without the shifts that :attr:`shift_optimizer` trains."""
