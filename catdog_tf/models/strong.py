@@ -48,7 +48,7 @@ def _conv_bn_act(
     if dirac:
         dirac_init(conv)
     if pool:
-        # Batch norm and ReLU then run on a quarter of the elements.
+        # Batch norm and the activation then run on a quarter of the elements.
         x = layers.MaxPooling2D(2, name=pool)(x)
     x = layers.BatchNormalization(name=f"{name}_bn", **(bn or {}))(x)
     if activation == "relu":

@@ -90,7 +90,7 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
     if found.replace:
         # Deleted only now: a bad config, data folder, teacher or model refused above loses
         # nothing.
-        _check_buildable(config, plan, strategy)
+        _check_buildable(config, plan)
         rundir.remove_run(workdir)
     # Calibration and the check above build models, drawing from the random generators:
     # seeded again, the run's model starts from its seed alone, whatever was built first.
@@ -102,22 +102,25 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
     return Prepared(config, plan, splits, skipped, strategy, teacher)
 
 
-def _check_buildable(config: Config, plan: Plan, strategy: tf.distribute.Strategy) -> None:
+def _check_buildable(config: Config, plan: Plan) -> None:
     """Builds what the run will train once, so what refuses to build is refused now.
 
     A model's builder checks the values of its ``model_kwargs``; :class:`Steps` checks that
     the model has batch norms for ``bn_bias_lr_scale`` and can shrink for progressive
     resizing. With the precision set, no calibration has built them yet. A bottleneck run's
-    steps train a head built from features, so only its model is built here.
+    steps train a head built from features, so only its model is built here. Built on one
+    replica: under ``multi_worker`` only the chief replaces a run, and variables made under
+    that strategy would wait for the other workers.
 
     Raises:
       ConfigError: The model or its steps cannot be built from this config.
     """
+    alone = dataclasses.replace(plan, strategy="default")
     if plan.mode == "bottleneck":
-        with precision_policy(plan.precision), strategy.scope():
-            build_configured_model(config, plan)
+        with precision_policy(plan.precision):
+            build_configured_model(config, alone)
     else:
-        Steps(config, plan, strategy)
+        Steps(config, alone)
 
 
 def _process_set_up(config: Config) -> tf.distribute.Strategy:
