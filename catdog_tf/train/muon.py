@@ -30,8 +30,7 @@ class ConvMuon(keras.optimizers.Muon):
 
     def _should_use_adamw(self, variable) -> bool:
         # Keras's hook that routes a variable to the AdamW step: it allows 2-D only.
-        shape = tuple(variable.shape)
-        if len(shape) < 2 or min(math.prod(shape[:-1]), shape[-1]) < 2:
+        if len(variable.shape) < 2 or min(_matrix_shape(variable.shape)) < 2:
             return True
         return super()._should_use_adamw(_AsMatrix(variable))
 
@@ -55,15 +54,19 @@ class ConvMuon(keras.optimizers.Muon):
         for variable in variables:
             if self._should_use_adamw(variable):
                 continue
-            rows, cols = math.prod(variable.shape[:-1]), variable.shape[-1]
-            m, n = min(rows, cols), max(rows, cols)
+            m, n = sorted(_matrix_shape(variable.shape))
             total += self.ns_steps * (4 * m * m * n + 2 * m**3)
         return total
 
 
+def _matrix_shape(shape) -> tuple[int, int]:
+    """A kernel's shape ``(..., out)`` as the matrix Muon orthogonalizes: ``(rest, out)``."""
+    return math.prod(shape[:-1]), shape[-1]
+
+
 def _matrix(x):
     """``x`` of shape ``(..., out)`` as a ``(rest, out)`` matrix."""
-    return keras.ops.reshape(x, (-1, x.shape[-1]))
+    return keras.ops.reshape(x, _matrix_shape(x.shape))
 
 
 class _AsMatrix:
@@ -71,4 +74,4 @@ class _AsMatrix:
 
     def __init__(self, variable) -> None:
         self.path = variable.path
-        self.shape = (math.prod(variable.shape[:-1]), variable.shape[-1])
+        self.shape = _matrix_shape(variable.shape)
