@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping, Sized
 
 import keras
 import numpy as np
@@ -194,18 +195,25 @@ def memory_needed(
 def check_memory(
     model: keras.Model,
     config: Config,
-    cached_images: int,
-    train_images: int,
+    splits: Mapping[str, Sized],
     teacher: keras.Model | None = None,
 ) -> None:
     """Refuses a run whose :func:`memory_needed` exceeds what the machine has free.
+
+    Args:
+      model: The built model the run trains.
+      config: Its run's config.
+      splits: ``{"train", "validation", "test"}`` examples: the cache holds every split's
+        images, and the shrunk caches the training images.
+      teacher: The distillation teacher, if any.
 
     Raises:
       ConfigError: The estimate is above :data:`MEMORY_SHARE` of the available memory; the
         message gives the parts and what would bring them down.
     """
     available = machine.available_memory()
-    needed = memory_needed(model, config, cached_images, train_images, teacher)
+    cached_images = sum(len(examples) for examples in splits.values())
+    needed = memory_needed(model, config, cached_images, len(splits["train"]), teacher)
     if available is None or sum(needed.values()) <= MEMORY_SHARE * available:
         return
     gib = 1024**3

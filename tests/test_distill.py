@@ -178,9 +178,10 @@ def test_the_memory_estimate_counts_the_teachers_forward_pass(finished_run, monk
     # Enough memory for the student alone, too little with its teacher.
     free = (alone + sum(taught.values())) / 2 / build.MEMORY_SHARE
     monkeypatch.setattr(build.machine, "available_memory", lambda: free)
-    build.check_memory(student, config, 100, 80)
+    splits = {"train": range(80), "validation": range(10), "test": range(10)}
+    build.check_memory(student, config, splits)
     with pytest.raises(ConfigError, match="teacher"):
-        build.check_memory(student, config, 100, 80, teacher)
+        build.check_memory(student, config, splits, teacher)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from conftest import train_killed_then_resumed
 
-from catdog_tf import data, rundir
+from catdog_tf import data, machine, rundir
 from catdog_tf.config import Config, smoke
 from catdog_tf.errors import ConfigError, DataSourceError
 from catdog_tf.plan import resolve
@@ -176,7 +176,7 @@ def test_workdir_with_other_config_is_refused(tmp_path):
     assert result["config"]["seed"] == 5
 
 
-def test_overwrite_trains_again_from_the_start_once_the_new_run_can_start(tmp_path):
+def test_overwrite_trains_again_from_the_start_once_the_new_run_can_start(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
     config = tiny_config(epochs=1)
     train_and_evaluate(config, workdir, verbose=False)
@@ -205,6 +205,12 @@ def test_overwrite_trains_again_from_the_start_once_the_new_run_can_start(tmp_pa
     ]:
         with pytest.raises(ConfigError, match=message):
             train_and_evaluate(faster.replace(**refused), workdir, overwrite=True, verbose=False)
+    assert rundir.is_finished(workdir)
+    # Nor does a run too large for the memory: checked before the deletion too.
+    with monkeypatch.context() as patched:
+        patched.setattr(machine, "available_memory", lambda: 64 * 1024)
+        with pytest.raises(ConfigError, match="would take about"):
+            train_and_evaluate(faster, workdir, overwrite=True, verbose=False)
     assert rundir.is_finished(workdir)
     assert read_json(os.path.join(workdir, "result.json"))["plan"]["learning_rate"] == 0.05
 

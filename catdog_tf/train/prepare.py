@@ -17,7 +17,7 @@ from absl import logging
 from catdog_tf import data, rundir
 from catdog_tf import machine as machine_lib
 from catdog_tf import plan as plan_lib
-from catdog_tf.build import build_configured_model, precision_policy
+from catdog_tf.build import build_configured_model, check_memory, precision_policy
 from catdog_tf.config import Config
 from catdog_tf.errors import ConfigError
 from catdog_tf.plan import Plan
@@ -57,7 +57,8 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
       ConfigError: The workdir holds another run, or the batch does not fit the data or the
         replicas; the plan refuses a resume (see :func:`catdog_tf.plan.check_resume`); the
         teacher is not a finished run that held out this run's validation and test images;
-        with ``overwrite``, the model or its steps cannot be built from this config.
+        with ``overwrite``, the model or its steps cannot be built from this config, or the
+        run would not fit in memory.
       RunFilesError: The teacher's ``result.json`` or ``model.keras`` does not read.
       DataSourceError: The data cannot be loaded or split.
     """
@@ -88,9 +89,9 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
     )
     plan_lib.check_resume(found.saved_plan, plan, workdir)
     if found.replace:
-        # Deleted only now: a bad config, data folder, teacher or model refused above loses
-        # nothing.
-        _check_buildable(config, plan)
+        # Deleted only now: a bad config, data folder, teacher or model, or a run too large
+        # for the memory, refused above loses nothing.
+        _check_startable(config, plan, splits, teacher)
         rundir.remove_run(workdir)
     # Calibration and the check above build models, drawing from the random generators:
     # seeded again, the run's model starts from its seed alone, whatever was built first.
@@ -102,25 +103,30 @@ def prepare(config: Config, workdir: str, overwrite: bool) -> Prepared:
     return Prepared(config, plan, splits, skipped, strategy, teacher)
 
 
-def _check_buildable(config: Config, plan: Plan) -> None:
-    """Builds what the run will train once, so what refuses to build is refused now.
+def _check_startable(
+    config: Config, plan: Plan, splits: dict[str, data.Examples], teacher: Teacher | None
+) -> None:
+    """Builds what the run will train once, so what refuses to build or fit is refused now.
 
     A model's builder checks the values of its ``model_kwargs``; :class:`Steps` checks that
     the model has batch norms for ``bn_bias_lr_scale`` and can shrink for progressive
-    resizing. With the precision set, no calibration has built them yet. A bottleneck run's
-    steps train a head built from features, so only its model is built here. Built on one
-    replica: under ``multi_worker`` only the chief replaces a run, and variables made under
-    that strategy would wait for the other workers.
+    resizing; :func:`~catdog_tf.build.check_memory` checks the run fits in memory. With the
+    precision set, no calibration has built them yet. A bottleneck run's steps train a head
+    built from features, so only its model is built here. Built on one replica: under
+    ``multi_worker`` only the chief replaces a run, and variables made under that strategy
+    would wait for the other workers.
 
     Raises:
-      ConfigError: The model or its steps cannot be built from this config.
+      ConfigError: The model or its steps cannot be built from this config, or the run
+        would not fit in the memory this machine has free.
     """
     alone = dataclasses.replace(plan, strategy="default")
     if plan.mode == "bottleneck":
         with precision_policy(plan.precision):
             build_configured_model(config, alone)
-    else:
-        Steps(config, alone)
+        return
+    model = Steps(config, alone).model
+    check_memory(model, config, splits, teacher=teacher.saved if teacher else None)
 
 
 def _process_set_up(config: Config) -> tf.distribute.Strategy:

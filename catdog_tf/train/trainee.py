@@ -98,13 +98,7 @@ def _image_steps(prepared: Prepared) -> Steps:
             teacher.frozen_model(prepared.teacher, plan.precision) if prepared.teacher else None
         )
     steps = Steps(config, plan, prepared.strategy, teacher=teacher_model)
-    check_memory(
-        steps.model,
-        config,
-        sum(len(ex) for ex in splits.values()),
-        len(splits["train"]),
-        teacher=teacher_model,
-    )
+    check_memory(steps.model, config, splits, teacher=teacher_model)
     if models.whitening_layer(steps.model) is not None and not config.init_from:
         # Set before the first step; a resumed run's checkpoint restores the same kernel,
         # and a run that starts from another (init_from) keeps that run's.
