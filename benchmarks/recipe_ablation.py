@@ -201,6 +201,17 @@ ROWS: dict[str, Row] = {
     "wh_sgd_lr005": _wh_best("optimizer=sgd", "learning_rate=0.05", "weight_decay=0.01"),
     "wh_sgd_lr01": _wh_best("optimizer=sgd", "learning_rate=0.1", "weight_decay=0.005"),
     "wh_sgd_lr02": _wh_best("optimizer=sgd", "learning_rate=0.2", "weight_decay=0.0025"),
+    # wh_pool_first_ls02 with the learning rate decaying linearly to 0 instead of by a
+    # cosine; and SGD's best rate above with the triangular schedule of the fast small-CNN
+    # recipes: a linear rise over the first 6 epochs (a fifth), then a linear fall to 0.
+    "wh_linear": _wh_best("lr_schedule=linear"),
+    "wh_sgd_triangular": _wh_best(
+        "optimizer=sgd",
+        "learning_rate=0.1",
+        "weight_decay=0.005",
+        "lr_schedule=linear",
+        "warmup_epochs=6",
+    ),
     # wh_pool_first_ls02 trained by Lion (sign updates) instead of AdamW: the rate 3 and 10
     # times lower, the decay as many times higher, so each weight shrinks as much per step.
     "wh_lion_lr1e3": _wh_best("optimizer=lion", "learning_rate=0.001", "weight_decay=0.9"),

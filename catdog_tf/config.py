@@ -22,7 +22,7 @@ LOSSES = ("mse", "cross_entropy")
 OPTIMIZERS = ("auto", "adam", "rmsprop", "sgd", "lion", "muon")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 JIT_MODES = ("auto", "on", "off")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "linear")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # Names of catdog_tf.data.AUGMENTATIONS (that module imports TensorFlow; this one must not).
 AUGMENT_OPS = ("affine", "flip_shift", "flip_reflect")
@@ -141,7 +141,11 @@ class Config:
         "the same rate and decay; its Newton-Schulz FLOPs count in ``training_flops``).",
     )
     learning_rate: float = _field(0.0, "Peak learning rate; ``0`` means the model's default.")
-    lr_schedule: str = _field("constant", "``constant`` or ``cosine`` decay over the whole run.")
+    lr_schedule: str = _field(
+        "constant",
+        "``constant``, or ``cosine`` or ``linear`` decay to 0 over the whole run (``linear``"
+        " after a warm-up is the triangular schedule).",
+    )
     warmup_epochs: float = _field(
         0.0,
         "Epochs (may be fractional) of linear warm-up from 0 to the peak learning rate "

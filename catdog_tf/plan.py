@@ -58,8 +58,8 @@ class Plan:
       jit_compile: Whether the train and eval steps are XLA-compiled.
       optimizer: ``adam``, ``rmsprop``, ``sgd``, ``lion`` or ``muon``.
       learning_rate: Peak learning rate.
-      lr_schedule: ``constant`` or ``cosine``.
-      decay_steps: Length of the cosine decay in optimizer steps, after the warm-up (0 when
+      lr_schedule: ``constant``, ``cosine`` or ``linear``.
+      decay_steps: Length of the decay in optimizer steps, after the warm-up (0 when
         constant).
       warmup_steps: Optimizer steps of linear warm-up to ``learning_rate`` (0 for none).
       steps_per_epoch: Optimizer steps per epoch.
@@ -287,9 +287,10 @@ def _schedule(config: Config, spec: Any, train_images: int) -> tuple[dict[str, A
     )
     warmup_steps = round(config.warmup_epochs * steps)
     why["warmup_steps"] = f"{config.warmup_epochs} warm-up epochs x {steps} steps"
-    decay_steps = config.epochs * steps - warmup_steps if config.lr_schedule == "cosine" else 0
+    decaying = config.lr_schedule != "constant"
+    decay_steps = config.epochs * steps - warmup_steps if decaying else 0
     why["decay_steps"] = (
-        f"cosine decay over {config.epochs} epochs x {steps} steps, less the warm-up"
+        f"{config.lr_schedule} decay over {config.epochs} epochs x {steps} steps, less the warm-up"
         if decay_steps
         else "constant learning rate"
     )

@@ -27,7 +27,7 @@ from catdog_tf.errors import ConfigError
 from catdog_tf.evaluate import add_tta, evaluate_workdir
 from catdog_tf.models import whitening
 from catdog_tf.plan import resolve
-from catdog_tf.train import Steps, train_and_evaluate
+from catdog_tf.train import Steps, schedules, train_and_evaluate
 from catdog_tf.train import steps as steps_module
 from catdog_tf.utils import read_json
 
@@ -61,7 +61,7 @@ def test_warmup_then_cosine_schedule():
     )
     plan = resolve(config, train_images=640)  # 10 steps per epoch
     assert (plan.warmup_steps, plan.decay_steps) == (20, 80)
-    schedule = steps_module.learning_rate_schedule(plan)
+    schedule = schedules.learning_rate_schedule(plan)
     np.testing.assert_allclose(_rates(schedule, [0, 10, 20]), [0.0, 0.05, 0.1], atol=1e-7)
     # After the warm-up: 0.1 * (1 + cos(pi * t / 80)) / 2.
     t = np.array([20, 60, 100])
@@ -69,12 +69,37 @@ def test_warmup_then_cosine_schedule():
     np.testing.assert_allclose(_rates(schedule, t), expected, atol=1e-7)
 
 
+def test_warmup_then_linear_decay_is_keras_warmup_then_keras_polynomial_decay():
+    config = full("_tiny").replace(
+        epochs=10,
+        warmup_epochs=2.0,
+        learning_rate=0.1,
+        lr_schedule="linear",
+        precision="float32",
+        jit_compile="off",
+    )
+    plan = resolve(config, train_images=640)  # 10 steps per epoch
+    assert (plan.warmup_steps, plan.decay_steps) == (20, 80)
+    schedule = schedules.learning_rate_schedule(plan)
+    rising = keras.optimizers.schedules.CosineDecay(0.0, 80, warmup_target=0.1, warmup_steps=20)
+    falling = keras.optimizers.schedules.PolynomialDecay(0.1, 80, end_learning_rate=0.0)
+    t = np.arange(0, 101, 5)
+    expected = [float(rising(s)) if s < 20 else float(falling(s - 20)) for s in t]
+    np.testing.assert_allclose(_rates(schedule, t), expected, atol=1e-7)
+    # The triangle's corners, by hand: 0 at the start, the peak after the warm-up, 0 at the end.
+    np.testing.assert_allclose(_rates(schedule, [0, 10, 20, 60, 100]), [0, 0.05, 0.1, 0.05, 0])
+    # Without a warm-up it starts at the peak; half the peak at a half-share optimizer.
+    plan = resolve(config.replace(warmup_epochs=0), train_images=640)
+    half = schedules.learning_rate_schedule(plan, scale=0.5)
+    np.testing.assert_allclose(_rates(half, [0, 50, 100]), [0.05, 0.025, 0.0], atol=1e-7)
+
+
 def test_warmup_then_constant_schedule():
     config = smoke("_tiny").replace(epochs=4, warmup_epochs=0.5, learning_rate=0.2)
     plan = resolve(config, train_images=320)  # 10 steps per epoch, 5 of warm-up
-    schedule = steps_module.learning_rate_schedule(plan)
+    schedule = schedules.learning_rate_schedule(plan)
     np.testing.assert_allclose(_rates(schedule, [0, 1, 5, 6, 39]), [0, 0.04, 0.2, 0.2, 0.2])
-    assert steps_module.learning_rate_schedule(resolve(config.replace(warmup_epochs=0), 320)) == 0.2
+    assert schedules.learning_rate_schedule(resolve(config.replace(warmup_epochs=0), 320)) == 0.2
 
 
 @pytest.mark.parametrize(

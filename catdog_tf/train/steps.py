@@ -26,28 +26,7 @@ from catdog_tf.plan import Plan
 from catdog_tf.train import distributed
 from catdog_tf.train.averaging import WeightAverage
 from catdog_tf.train.muon import ConvMuon
-
-
-def learning_rate_schedule(
-    plan: Plan, scale: float = 1.0
-) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The plan's learning rate: constant or cosine, after an optional linear warm-up.
-
-    Both are Keras's ``CosineDecay``: with a warm-up it rises linearly from 0 to the peak over
-    ``warmup_steps``; a constant rate after the warm-up is a cosine with ``alpha=1`` (no decay).
-    ``scale`` multiplies the whole schedule (its peak).
-    """
-    cosine, warmup = plan.lr_schedule == "cosine", plan.warmup_steps
-    peak = plan.learning_rate * scale
-    if not (cosine or warmup):
-        return peak
-    return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else peak,
-        decay_steps=max(1, plan.decay_steps) if cosine else 1,
-        alpha=0.0 if cosine else 1.0,
-        warmup_target=peak if warmup else None,
-        warmup_steps=warmup,
-    )
+from catdog_tf.train.schedules import learning_rate_schedule
 
 
 def make_optimizer(
