@@ -77,7 +77,7 @@ def _wh_short(epochs: int, *overrides: str) -> Row:
 
 
 def _wh_best(*overrides: str) -> Row:
-    """A row of ``wh_pool_first_ls02``, the best recipe at a quarter of the compute, changed."""
+    """A row of ``wh_pool_first_ls02``, the quarter-compute rows' baseline, changed."""
     return Row(
         "fast_progressive_wh",
         [_POOL_FIRST, "label_smoothing=0.2", *overrides],
@@ -298,8 +298,8 @@ ROWS: dict[str, Row] = {
         "epochs=110", "low_res_epochs=55", "mix=mixup", "mix_alpha=0.2"
     ),
     # The affine warp (rotation, zoom, shear: scales and angles flip_shift never shows)
-    # instead of flip_shift, at a quarter of the compute and at 60 epochs, whose training
-    # accuracy runs 2 points above validation's (--baseline=wh_pool_first_ls02, wh_best_60).
+    # instead of flip_shift, at a quarter of the compute and at 60 epochs
+    # (--baseline=wh_pool_first_ls02, wh_best_60).
     "wh_affine": _wh_best("augment_ops=affine"),
     "wh_best_60_affine": _wh_best("epochs=60", "low_res_epochs=30", "augment_ops=affine"),
     # The 60-epoch row trained by sharpness-aware minimization (rho 0.05): two passes per
