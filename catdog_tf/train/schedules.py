@@ -20,7 +20,13 @@ class TriangularDecay(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, peak: float, warmup_steps: int, decay_steps: int):
-        """Args: the peak rate and the two phases' lengths in optimizer steps."""
+        """Sets the triangle's peak and its two sides.
+
+        Args:
+          peak: The rate at the end of the warm-up.
+          warmup_steps: Optimizer steps of the rise (0: the rate starts at ``peak``).
+          decay_steps: Optimizer steps of the fall to 0 after it.
+        """
         self.peak = peak
         self.warmup_steps = warmup_steps
         self.decay_steps = decay_steps
