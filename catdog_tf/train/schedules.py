@@ -1,8 +1,8 @@
 """The learning rate over a run: constant, cosine or linear decay, after an optional warm-up.
 
-Each is built from Keras's own schedules: ``CosineDecay`` (which has the warm-up built in)
-for the constant and cosine rates, ``PolynomialDecay`` of power 1 for the linear decay, behind
-the same warm-up.
+The constant and cosine rates are Keras's ``CosineDecay``, which has the warm-up built in.
+The linear decay is Keras's ``PolynomialDecay`` of power 1, behind a warm-up of its own that
+rises as ``CosineDecay``'s does (``PolynomialDecay`` has none).
 """
 
 from __future__ import annotations
