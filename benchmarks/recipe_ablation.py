@@ -193,6 +193,8 @@ ROWS: dict[str, Row] = {
     "wh_dirac": Row("fast_progressive_wh", ['model_kwargs={"dirac": true}'], model="conv5_wh"),
     # Each block pools before its batch norm and ReLU: the same FLOPs, a faster step.
     "wh_pool_first": Row("fast_progressive_wh", [_POOL_FIRST], model="conv5_wh"),
+    # The learning rate decaying linearly to 0 instead of by a cosine.
+    "wh_schedule_linear": Row("fast_progressive_wh", ["lr_schedule=linear"], model="conv5_wh"),
     # wh_pool_first with label smoothing 0.2 instead of the recipe's 0.1 (--baseline=wh_pool_first).
     "wh_pool_first_ls02": _wh_best(),
     # wh_pool_first_ls02 trained by SGD with Nesterov momentum 0.9 instead of AdamW, peak
