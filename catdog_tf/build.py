@@ -19,7 +19,7 @@ from absl import logging
 from catdog_tf import machine, rundir
 from catdog_tf.config import Config
 from catdog_tf.errors import ConfigError, RunFilesError, first_line
-from catdog_tf.models import build_model, get_spec
+from catdog_tf.models import build_model, get_spec, pretrained
 from catdog_tf.plan import Plan
 
 
@@ -166,15 +166,20 @@ def memory_needed(
 ) -> dict[str, int]:
     """Bytes a run of ``model`` will hold, by part: weights, activations, image caches, teacher.
 
+    A bottleneck model's run holds other parts (:func:`_bottleneck_memory_needed`).
+
     Args:
       model: The built model.
       config: Its run's config (batch size, image sizes, cache).
-      cached_images: Images the in-memory cache will hold (every split's).
+      cached_images: Images the in-memory cache will hold (every split's); a bottleneck run
+        holds their features instead.
       train_images: Training images, held once more at each progressive-resizing size
         (:func:`catdog_tf.data.shrunk_dataset`) when the cache is in memory.
       teacher: The model that labels each training batch (distillation), if any: its
         weights and one batch's forward pass.
     """
+    if get_spec(config.model).mode == "bottleneck":
+        return _bottleneck_memory_needed(model, config, cached_images)
     height, width = config.image_size
     in_memory = config.cache == "memory"
     shrunk_pixels = sum(h * w for h, w in config.shrunk_sizes) if in_memory else 0
@@ -190,6 +195,23 @@ def memory_needed(
             teacher.count_params() * 4 + _activations(teacher) * config.batch_size * _FORWARD_BYTES
         )
     return needed
+
+
+def _bottleneck_memory_needed(model: keras.Model, config: Config, images: int) -> dict[str, int]:
+    """Bytes of a bottleneck run: a frozen backbone's forward passes, features, a head's step.
+
+    Each image is read once and not cached; its features are held twice, as extracted and as
+    the training dataset's tensor (:mod:`catdog_tf.train.features`).
+    """
+    features = model.get_layer("features").output.shape[-1]
+    head = pretrained.head(model)
+    return {
+        "backbone": model.count_params() * 4
+        + _activations(model) * config.batch_size * _FORWARD_BYTES,
+        "features": images * features * 4 * 2,
+        "head": head.count_params() * 4 * _WEIGHT_COPIES
+        + _activations(head) * config.batch_size * _ACTIVATION_BYTES,
+    }
 
 
 def check_memory(
@@ -222,5 +244,6 @@ def check_memory(
         f"{config.model} at {config.image_height}x{config.image_width}, batch "
         f"{config.batch_size} would take about {sum(needed.values()) / gib:.1f} GiB ({parts}) "
         f"of the {available / gib:.1f} GiB this machine has free: use smaller images, a "
-        "smaller batch_size or model, or cache='' for the image cache"
+        "smaller batch_size or model"
+        + (", or cache='' for the image cache" if needed.get("image cache") else "")
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from catdog_tf import models
+from catdog_tf import build, machine, models
 from catdog_tf.build import copy_weights
 from catdog_tf.compare import compare
 from catdog_tf.config import ConfigError, smoke
@@ -91,6 +91,20 @@ def test_bottleneck_run_caches_features_and_reuses_them(tmp_path, precision, ato
         head_logits = pretrained.head(model)(arrays["features"]).numpy().ravel()
     with np.load(os.path.join(workdir, "predictions.npz")) as predictions:
         np.testing.assert_allclose(predictions["validation_logits"], head_logits, atol=atol)
+
+
+def test_a_bottleneck_run_too_large_for_memory_is_refused_before_extracting(tmp_path, monkeypatch):
+    model = models.build_model("vgg16_bottleneck", input_shape=SHAPE, weights="none")
+    needed = build.memory_needed(model, config(), cached_images=100, train_images=80)
+    # Each image is read once: no image cache, but every image's 512 features, held twice.
+    assert set(needed) == {"backbone", "features", "head"}
+    assert needed["features"] == 100 * 512 * 4 * 2
+    monkeypatch.setattr(machine, "available_memory", lambda: 64 * 1024)
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"would take about .* GiB \(backbone") as refused:
+        train_and_evaluate(config(), str(workdir), verbose=False)
+    assert "cache=" not in str(refused.value)
+    assert not (workdir / "features").exists()
 
 
 def test_missing_weights_error_says_how_to_supply_the_file(monkeypatch, tmp_path):

@@ -123,9 +123,9 @@ def _check_startable(
     alone = dataclasses.replace(plan, strategy="default")
     if plan.mode == "bottleneck":
         with precision_policy(plan.precision):
-            build_configured_model(config, alone)
-        return
-    model = Steps(config, alone).model
+            model = build_configured_model(config, alone)
+    else:
+        model = Steps(config, alone).model
     check_memory(model, config, splits, teacher=teacher.saved if teacher else None)
 
 

@@ -171,6 +171,7 @@ def bottleneck_trainee(prepared: Prepared, workdir: str) -> Trainee:
     }
     with precision_policy(plan.precision), strategy.scope():
         model = build_configured_model(config, plan)
+    check_memory(model, config, splits)
     arrays, info = features.cached_features(model, decoded, splits, config, workdir)
     if config.augment:
         logging.info("augment=True does not apply to cached bottleneck features")
