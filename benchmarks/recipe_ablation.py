@@ -47,12 +47,24 @@ class Row(NamedTuple):
     model: str | None = None
 
 
+def _wh(*overrides: str) -> Row:
+    """A row of ``fast_progressive_wh`` with a cosine decay (``lr_schedule=cosine``), changed.
+
+    The rows of that recipe change one thing of it against its cosine baseline (``wh``);
+    ``wh_schedule_linear``, the preset's own linear decay, is one of those changes. An
+    override of ``lr_schedule`` replaces the cosine.
+    """
+    if any(o.startswith("lr_schedule=") for o in overrides):
+        return Row("fast_progressive_wh", list(overrides), model="conv5_wh")
+    return Row("fast_progressive_wh", ["lr_schedule=cosine", *overrides], model="conv5_wh")
+
+
 def _wh_at_2e3(*overrides: str) -> Row:
     """A row of ``fast_progressive_wh`` at ``fast``'s peak rate, 2e-3, instead of its 3e-3.
 
     The weight-decay and one-change rows compare at 2e-3, the rate that chose the decay.
     """
-    return Row("fast_progressive_wh", [*overrides, "learning_rate=0.002"], model="conv5_wh")
+    return _wh(*overrides, "learning_rate=0.002")
 
 
 def _pool_first(**kwargs: Any) -> str:
@@ -69,20 +81,12 @@ _POOL_FIRST = _pool_first()
 
 def _wh_short(epochs: int, *overrides: str) -> Row:
     """A row of ``fast_progressive_wh`` cut to ``epochs``, the first 14 shrunk (12 minutes)."""
-    return Row(
-        "fast_progressive_wh",
-        [f"epochs={epochs}", "low_res_epochs=14", *overrides],
-        model="conv5_wh",
-    )
+    return _wh(f"epochs={epochs}", "low_res_epochs=14", *overrides)
 
 
 def _wh_best(*overrides: str) -> Row:
     """A row of ``wh_pool_first_ls02``, the quarter-compute rows' baseline, changed."""
-    return Row(
-        "fast_progressive_wh",
-        [_POOL_FIRST, "label_smoothing=0.2", *overrides],
-        model="conv5_wh",
-    )
+    return _wh(_POOL_FIRST, "label_smoothing=0.2", *overrides)
 
 
 # Each ablation row changes one thing of a recipe.
@@ -152,14 +156,10 @@ ROWS: dict[str, Row] = {
     # fast_progressive_wh (decay 0.3, 2e-3) with one change each, chosen on validation: a
     # higher peak rate (with AdamW it also shrinks the weights faster; the preset's rate);
     # an average of the weights over about two epochs; no label smoothing; decay 0.5.
-    "whiten_progressive_lr3e3": Row(
-        "fast_progressive_wh", ["learning_rate=0.003"], model="conv5_wh"
-    ),
+    "whiten_progressive_lr3e3": _wh("learning_rate=0.003"),
     # The same in float32, as the preset trains on CPUs without native bfloat16:
     # whiten_progressive_wd03_fp32 is its control.
-    "whiten_progressive_lr3e3_fp32": Row(
-        "fast_progressive_wh", ["learning_rate=0.003", "precision=float32"], model="conv5_wh"
-    ),
+    "whiten_progressive_lr3e3_fp32": _wh("learning_rate=0.003", "precision=float32"),
     "whiten_progressive_ema": _wh_at_2e3("ema_decay=0.999"),
     "whiten_progressive_ls0": _wh_at_2e3("label_smoothing=0"),
     "whiten_progressive_wd05": _wh_at_2e3("weight_decay=0.5"),
@@ -179,22 +179,21 @@ ROWS: dict[str, Row] = {
     ),
     # conv5_bn's quarter-compute preset with the same decay: fast_progressive as it runs.
     "progressive_wd03": Row("fast_progressive", ["weight_decay=0.3"], model="conv5_bn"),
-    # The accuracy frontier at a quarter of the compute: fast_progressive_wh as it runs, the
-    # baseline of the rows after it (--baseline=wh), each of which changes one thing.
-    "wh": Row("fast_progressive_wh", [], model="conv5_wh"),
+    # The accuracy frontier at a quarter of the compute: fast_progressive_wh with a cosine
+    # decay, the baseline of the rows after it (--baseline=wh), each of which changes one thing.
+    "wh": _wh(),
     # Each image mirrored on alternate epochs instead of by a coin flip each epoch.
-    "wh_alternating_flip": Row("fast_progressive_wh", ["alternating_flip=true"], model="conv5_wh"),
+    "wh_alternating_flip": _wh("alternating_flip=true"),
     # An average of every weight and batch-norm statistic over about four epochs, started
     # with the last seven.
-    "wh_ema_late": Row(
-        "fast_progressive_wh", ["ema_decay=0.999", "ema_start=22"], model="conv5_wh"
-    ),
+    "wh_ema_late": _wh("ema_decay=0.999", "ema_start=22"),
     # The blocks' convolutions start as identities where they can.
-    "wh_dirac": Row("fast_progressive_wh", ['model_kwargs={"dirac": true}'], model="conv5_wh"),
+    "wh_dirac": _wh('model_kwargs={"dirac": true}'),
     # Each block pools before its batch norm and ReLU: the same FLOPs, a faster step.
-    "wh_pool_first": Row("fast_progressive_wh", [_POOL_FIRST], model="conv5_wh"),
-    # The learning rate decaying linearly to 0 instead of by a cosine.
-    "wh_schedule_linear": Row("fast_progressive_wh", ["lr_schedule=linear"], model="conv5_wh"),
+    "wh_pool_first": _wh(_POOL_FIRST),
+    # fast_progressive_wh as it runs: the learning rate decaying linearly to 0 after the
+    # warm-up instead of by a cosine.
+    "wh_schedule_linear": _wh("lr_schedule=linear"),
     # wh_pool_first with label smoothing 0.2 instead of the recipe's 0.1 (--baseline=wh_pool_first).
     "wh_pool_first_ls02": _wh_best(),
     # wh_pool_first_ls02 trained by SGD with Nesterov momentum 0.9 instead of AdamW, peak
@@ -342,10 +341,8 @@ ROWS: dict[str, Row] = {
     ),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
-    "wh_wide": Row(
-        "fast_progressive_wh",
-        ["epochs=22", "low_res_epochs=12", 'model_kwargs={"filters": [32, 64, 192, 384]}'],
-        model="conv5_wh",
+    "wh_wide": _wh(
+        "epochs=22", "low_res_epochs=12", 'model_kwargs={"filters": [32, 64, 192, 384]}'
     ),
     # The 12-minute schedule on an AVX2-only CPU: 22 epochs, the first 14 shrunk (0.16 of the
     # compute), and it with label smoothing 0.2 and alternating flip.
@@ -353,8 +350,8 @@ ROWS: dict[str, Row] = {
     "wh_22_ls02_alternating_flip": _wh_short(22, "label_smoothing=0.2", "alternating_flip=true"),
     # The 12-minute budget shared otherwise (a shrunk epoch costs about a fifth of a full-size
     # one): 19 shrunk and 7 full-size epochs, and 9 and 9.
-    "wh_26_19": Row("fast_progressive_wh", ["epochs=26", "low_res_epochs=19"], model="conv5_wh"),
-    "wh_18_9": Row("fast_progressive_wh", ["epochs=18", "low_res_epochs=9"], model="conv5_wh"),
+    "wh_26_19": _wh("epochs=26", "low_res_epochs=19"),
+    "wh_18_9": _wh("epochs=18", "low_res_epochs=9"),
     # One or two more full-size epochs than wh_22; wh_22 at a peak rate of 4e-3; wh_22 with
     # batch norm learning no scale.
     "wh_24": _wh_short(24),

@@ -697,19 +697,21 @@ def fast_progressive(model: str = "conv5_bn") -> Config:
 
 
 def fast_progressive_wh(model: str = "conv5_wh") -> Config:
-    """``fast_progressive`` for conv5_wh: 29 epochs, the first 15 at half size, peak rate 3e-3.
+    """``fast_progressive`` for conv5_wh: 29 epochs, 15 at half size, 3e-3 decaying linearly.
 
     conv5_wh's frozen whitening stem (:mod:`catdog_tf.models.whitening`) makes its epochs
-    cheaper, so the same compute buys more of them. Weight decay 0.3 is set here, not only
-    inherited, so that retuning ``fast_progressive`` leaves this preset as it is.
+    cheaper, so the same compute buys more of them. After the warm-up the learning rate falls
+    linearly to 0 (``lr_schedule="linear"``) rather than by a cosine. Weight decay 0.3 is set
+    here, not only inherited, so that retuning ``fast_progressive`` leaves this preset as it is.
 
     Command: ``catdog-train --preset=fast_progressive_wh --data=dogs-vs-cats/train
     --workdir=runs/fast_progressive_wh``. Compute (conv5_wh): 15 x 16,000 x 3 x 25 MFLOPs + 14
     x 16,000 x 3 x 114 MFLOPs, about 9.5e13 FLOPs (0.25 of conv5_bn's ``full``).
-    Result: 95.11% test accuracy, 95.78% with flip TTA (means of 6 seeds).
+    Result: 95.58% test accuracy, 95.78% with flip TTA (means of 6 seeds), in 7.9-10.2 min of
+    training on 2 cores of an AMD EPYC Zen 4 (bf16).
     """
     return fast_progressive(model).replace(
-        epochs=29, low_res_epochs=15, weight_decay=0.3, learning_rate=3e-3
+        epochs=29, low_res_epochs=15, weight_decay=0.3, learning_rate=3e-3, lr_schedule="linear"
     )
 
 
@@ -720,7 +722,7 @@ def quick_wh(model: str = "conv5_wh") -> Config:
     max-pools right after its convolution, before batch norm and ReLU (``pool_first``, the
     same FLOPs and while batch-norm scales stay positive the same function, but a faster
     step), the schedule is cut to the epochs that fit, and the labels are smoothed by 0.2
-    rather than 0.1.
+    rather than 0.1. The learning rate decays by a cosine.
 
     Command: ``catdog-train --preset=quick_wh --data=dogs-vs-cats/train
     --workdir=runs/quick_wh``. Compute (conv5_wh): 14 x 16,000 x 3 x 25 MFLOPs + 11 x 16,000
@@ -729,15 +731,19 @@ def quick_wh(model: str = "conv5_wh") -> Config:
     training on 2 cores of an AMD EPYC Zen 3 (AVX2, float32).
     """
     return fast_progressive_wh(model).replace(
-        epochs=25, low_res_epochs=14, model_kwargs={"pool_first": True}, label_smoothing=0.2
+        epochs=25,
+        low_res_epochs=14,
+        model_kwargs={"pool_first": True},
+        label_smoothing=0.2,
+        lr_schedule="cosine",
     )
 
 
 def full_progressive_wh(model: str = "conv5_wh") -> Config:
     """``fast_progressive_wh`` over 60 epochs (30 at half size), pooling first, smoothing 0.2.
 
-    ``full_progressive``'s schedule for conv5_wh, with ``quick_wh``'s blocks (``pool_first``)
-    and label smoothing.
+    ``full_progressive``'s schedule for conv5_wh (its cosine decay too), with ``quick_wh``'s
+    blocks (``pool_first``) and label smoothing.
 
     Command: ``catdog-train --preset=full_progressive_wh --data=dogs-vs-cats/train
     --workdir=runs/full_progressive_wh``. Compute (conv5_wh): 30 x 16,000 x 3 x 25 MFLOPs + 30
@@ -746,7 +752,11 @@ def full_progressive_wh(model: str = "conv5_wh") -> Config:
     training on 2 cores of an Intel Xeon with AMX (bf16).
     """
     return fast_progressive_wh(model).replace(
-        epochs=60, low_res_epochs=30, model_kwargs={"pool_first": True}, label_smoothing=0.2
+        epochs=60,
+        low_res_epochs=30,
+        model_kwargs={"pool_first": True},
+        label_smoothing=0.2,
+        lr_schedule="cosine",
     )
 
 

@@ -294,6 +294,7 @@ def test_recipe_ablation_prints_each_runs_command_with_every_set_last():
         "--preset=fast_progressive_wh",
         "--model=conv5_wh",
         "--seed=3",
+        "--set=lr_schedule=cosine",
         '--set=model_kwargs={"pool_first": true}',
         "--set=label_smoothing=0.2",
         "--set=precision=float32",
