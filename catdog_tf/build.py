@@ -203,8 +203,8 @@ def _bottleneck_memory_needed(model: keras.Model, config: Config, images: int) -
     Each image is read once and not cached; its features are held twice, as extracted and as
     the training dataset's tensor (:mod:`catdog_tf.train.features`).
     """
-    features = model.get_layer("features").output.shape[-1]
     head = pretrained.head(model)
+    features = head.input.shape[-1]  # The head reads the pooled features.
     return {
         "backbone": model.count_params() * 4
         + _activations(model) * config.batch_size * _FORWARD_BYTES,
