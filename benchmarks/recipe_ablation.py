@@ -339,6 +339,12 @@ ROWS: dict[str, Row] = {
     "wh_best_68_sam002_stem12": _wh_best(
         "epochs=68", "low_res_epochs=34", "sam_rho=0.02", _pool_first(whiten_components=6)
     ),
+    # fast_progressive_wh's linear decay at full's compute: the presets full_progressive_wh
+    # and full_sam_wh with lr_schedule=linear (--baseline=wh_best_60, wh_best_56_sam002).
+    "wh_best_60_linear": _wh_best("epochs=60", "low_res_epochs=30", "lr_schedule=linear"),
+    "wh_best_56_sam002_linear": _wh_best(
+        "epochs=56", "low_res_epochs=28", "sam_rho=0.02", "lr_schedule=linear"
+    ),
     # Wider last two blocks (192, 384 kernels: 1.33x the FLOPs per image), fewer epochs for
     # the same compute: 12 shrunk and 10 full-size.
     "wh_wide": _wh(
