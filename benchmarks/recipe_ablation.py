@@ -194,6 +194,9 @@ ROWS: dict[str, Row] = {
     # fast_progressive_wh as it runs: the learning rate decaying linearly to 0 after the
     # warm-up instead of by a cosine.
     "wh_schedule_linear": _wh("lr_schedule=linear"),
+    # fast_progressive_wh with JPEGs decoded by libjpeg's default integer DCT, as PIL and
+    # most deployments decode them (--baseline=wh_schedule_linear).
+    "wh_accurate_dct": _wh("lr_schedule=linear", "dct_method=INTEGER_ACCURATE"),
     # wh_pool_first with label smoothing 0.2 instead of the recipe's 0.1 (--baseline=wh_pool_first).
     "wh_pool_first_ls02": _wh_best(),
     # wh_pool_first_ls02 trained by SGD with Nesterov momentum 0.9 instead of AdamW, peak

@@ -28,6 +28,8 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 AUGMENT_OPS = ("affine", "flip_shift", "flip_reflect")
 # "none" and the names of catdog_tf.data.MIXES, for the same reason.
 MIXES = ("none", "mixup", "cutmix")
+# tf.io.decode_jpeg's dct_method values.
+DCT_METHODS = ("INTEGER_FAST", "INTEGER_ACCURATE")
 # The built-in models, in catdog_tf.models.available_models()'s order, for help text that
 # must not import TensorFlow (tests keep it equal to the registry).
 MODELS = (
@@ -83,6 +85,12 @@ class Config:
     )
     image_width: int = _field(
         IMAGE_SIZE[1], "Width images are resized to (the article: 125, a quarter of 500)."
+    )
+    dct_method: str = _field(
+        "INTEGER_FAST",
+        "How JPEGs are decoded (``tf.io.decode_jpeg``'s ``dct_method``): ``INTEGER_FAST`` or "
+        "``INTEGER_ACCURATE``, libjpeg's default integer DCT, the one PIL and most "
+        "deployments decode with, so that an exported model sees the pixels training saw.",
     )
     train_size: float = _field(
         0.8, "Training images: an int count or a float fraction of the data."
@@ -324,6 +332,7 @@ class Config:
             "strategy": STRATEGIES,
             "augment_ops": AUGMENT_OPS,
             "mix": MIXES,
+            "dct_method": DCT_METHODS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

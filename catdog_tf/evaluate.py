@@ -109,9 +109,7 @@ def evaluate_workdir(
     report_file, predictions_file, mistakes_file = _report_files(workdir, data_spec, output, tta)
     examples, seen_part, skipped = images_unseen_and_seen(workdir, config, data_spec)
     left_out = len(seen_part)
-    dataset = data.eval_batches(
-        data.decoded_dataset(examples, config.image_size, cache=""), batch_size
-    )
+    dataset = data.eval_batches(_decoded(examples, config), batch_size)
     logits, labels = _logits(model, dataset, tta)
     report = metrics.evaluate_predictions(logits, labels, threshold=threshold)
     report.update(
@@ -349,8 +347,7 @@ def add_tta(workdir: str, data_spec: str | None = None, batch_size: int = 64) ->
     splits = run_splits(config, spec)
 
     def batches(name: str) -> tf.data.Dataset:
-        decoded = data.decoded_dataset(splits[name], config.image_size, cache="")
-        return data.eval_batches(decoded, batch_size)
+        return data.eval_batches(_decoded(splits[name], config), batch_size)
 
     _check_reproduces(
         metrics.evaluate_predictions(*_logits(model, batches("validation"))), result, spec
@@ -436,7 +433,7 @@ def predict_files(
     report = data.scan(examples)
     probs: dict[str, float] = {}
     if len(report.kept):
-        logits = _image_logits(model, report.kept, config.image_size, batch_size, tta)
+        logits = _image_logits(model, report.kept, config, batch_size, tta)
         probs = dict(zip(report.kept.items, metrics.probabilities(logits).tolist(), strict=True))
     results = [(p, probs.get(p)) for p in paths]
     if submission:
@@ -447,7 +444,7 @@ def predict_files(
 def _image_logits(
     model: keras.Model,
     examples: data.Examples,
-    image_size: tuple[int, int],
+    config: Config,
     batch_size: int,
     tta: bool,
 ) -> np.ndarray:
@@ -457,10 +454,18 @@ def _image_logits(
     model eagerly, as one batch: tracing a pipeline and a step would cost far more.
     """
     if len(examples) <= data.EAGER_LIMIT:
-        images = data.normalize(tf.constant(data.decoded_images(examples, image_size)))
+        decoded = data.decoded_images(examples, config.image_size, config.dct_method)
+        images = data.normalize(tf.constant(decoded))
         return np.asarray(inference(model, tta)(images), np.float32).reshape(-1)
-    dataset = data.eval_batches(data.decoded_dataset(examples, image_size, cache=""), batch_size)
+    dataset = data.eval_batches(_decoded(examples, config), batch_size)
     return _logits(model, dataset, tta)[0]
+
+
+def _decoded(examples: data.Examples, config: Config) -> tf.data.Dataset:
+    """The run's decoded, uncached images of ``examples``: the pixels its training saw."""
+    return data.decoded_dataset(
+        examples, config.image_size, cache="", dct_method=config.dct_method
+    )
 
 
 # Kaggle's sample submission for dogs-vs-cats: an id and P(dog).

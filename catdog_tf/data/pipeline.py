@@ -698,12 +698,16 @@ def eval_batches(decoded: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     return decoded.batch(batch_size).prefetch(PREFETCH_BATCHES)
 
 
-def first_images(examples: Examples, image_size: tuple[int, int], n: int) -> np.ndarray:
+def first_images(
+    examples: Examples, image_size: tuple[int, int], n: int, dct_method: str = "INTEGER_FAST"
+) -> np.ndarray:
     """The first ``n`` images of ``examples`` as the model sees them: float32 in [0, 1].
 
     A split's order is already shuffled by its seed, so these are a random sample of it
     (the whitening layer is set from one: :func:`catdog_tf.models.init_whitening`).
+    ``dct_method`` is passed to :func:`decode`.
     """
     sample = examples.subset(np.arange(min(n, len(examples))))
-    batch, _ = next(iter(eval_batches(decoded_dataset(sample, image_size, cache=""), n)))
+    decoded = decoded_dataset(sample, image_size, cache="", dct_method=dct_method)
+    batch, _ = next(iter(eval_batches(decoded, n)))
     return normalize(batch).numpy()

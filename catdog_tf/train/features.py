@@ -41,6 +41,7 @@ def fingerprint(config: Config, splits: dict[str, data.Examples]) -> dict[str, A
         "model_kwargs": config.model_kwargs,
         "weights": config.weights,
         "image_size": list(config.image_size),
+        "dct_method": config.dct_method,
         # Random ("none") weights depend on the seed.
         "seed": config.seed,
         "splits": digest,

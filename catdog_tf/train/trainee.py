@@ -38,8 +38,9 @@ def cache_arg(
 ) -> str:
     """The ``cache`` argument of one split's decoded (or, with ``shrunk_to``, shrunk) dataset.
 
-    A file cache is named by the split's fingerprint, the image size and the shrunk size, so a
-    cache of other images, or of another size, is never read as this one. The process that
+    A file cache is named by the split's fingerprint, the image size, the JPEG decoder's DCT
+    and the shrunk size, so a cache of other images, or of other pixels, is never read as
+    this one. The process that
     gets the cache's ``flock`` owns it: a tf.data lockfile found then was left by a killed run
     (tf.data would refuse to write the cache forever) and is removed.
     """
@@ -48,6 +49,8 @@ def cache_arg(
     folder = config.cache if os.path.isabs(config.cache) else rundir.path(workdir, config.cache)
     os.makedirs(folder, exist_ok=True)
     name = f"{split}-{examples.fingerprint()}-{config.image_height}x{config.image_width}"
+    if config.dct_method != Config.dct_method:
+        name += f"-{config.dct_method.lower()}"
     if shrunk_to is not None:
         name += f"-shrunk-{shrunk_to[0]}x{shrunk_to[1]}"
     prefix = os.path.join(folder, name)
@@ -102,7 +105,9 @@ def _image_steps(prepared: Prepared) -> Steps:
     if models.whitening_layer(steps.model) is not None and not config.init_from:
         # Set before the first step; a resumed run's checkpoint restores the same kernel,
         # and a run that starts from another (init_from) keeps that run's.
-        sample = data.first_images(splits["train"], config.image_size, whitening.SAMPLE_IMAGES)
+        sample = data.first_images(
+            splits["train"], config.image_size, whitening.SAMPLE_IMAGES, config.dct_method
+        )
         models.init_whitening(steps.model, sample)
     return steps
 
@@ -117,7 +122,10 @@ def image_trainee(prepared: Prepared, workdir: str) -> Trainee:
     config, splits = prepared.config, prepared.splits
     decoded = {
         name: data.decoded_dataset(
-            ex, config.image_size, cache=cache_arg(config, ex, workdir, name)
+            ex,
+            config.image_size,
+            cache=cache_arg(config, ex, workdir, name),
+            dct_method=config.dct_method,
         )
         for name, ex in splits.items()
     }
@@ -167,7 +175,8 @@ def bottleneck_trainee(prepared: Prepared, workdir: str) -> Trainee:
     strategy = prepared.strategy
     # Each image is read once, to extract its features: no image cache.
     decoded = {
-        name: data.decoded_dataset(ex, config.image_size, cache="") for name, ex in splits.items()
+        name: data.decoded_dataset(ex, config.image_size, cache="", dct_method=config.dct_method)
+        for name, ex in splits.items()
     }
     with precision_policy(plan.precision), strategy.scope():
         model = build_configured_model(config, plan)
