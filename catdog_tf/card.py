@@ -39,7 +39,7 @@ def model_card(model_dir: str, name: str | None = None) -> str:
         _use(name),
         _training_data(result, config.seed),
         _evaluation(result, about.get("seeds", [])),
-        _formats(about.get("formats")),
+        _formats(about.get("formats"), config.dct_method),
         _limitations(),
         _compute(config, result, about),
         f"## Framework versions\n\n- catdog_tf {about.get('catdog_tf_version', '?')}\n"
@@ -164,7 +164,15 @@ def _over_seeds(seeds: list[dict[str, Any]]) -> str:
     )
 
 
-def _formats(formats: dict[str, Any] | None) -> str:
+# Why catdog-predict's P(dog) differs from an export's, by the run's dct_method.
+_PREDICT_PIXELS = {
+    "INTEGER_FAST": "decodes JPEGs with TensorFlow's fast integer DCT and rounds the resized "
+    "image to 8 bits",
+    "INTEGER_ACCURATE": "decodes JPEGs as PIL does but rounds the resized image to 8 bits",
+}
+
+
+def _formats(formats: dict[str, Any] | None, dct_method: str) -> str:
     """Each exported format's accuracy and distance from ``serving.keras`` on the test split."""
     if not formats:
         return (
@@ -185,9 +193,8 @@ def _formats(formats: dict[str, Any] | None) -> str:
         f"catdog_tf on the {formats['n']:,} test images, at the validation threshold "
         f"{formats['threshold']}, beside `catdog-predict` "
         f"({formats['catdog_tf']['accuracy']:.4f}). On the same pixels a float export is "
-        "`serving.keras` to float rounding; `catdog-predict` decodes JPEGs with TensorFlow's "
-        "fast integer DCT and rounds the resized image to 8 bits, which moves a few images' "
-        "P(dog) further.\n\n"
+        f"`serving.keras` to float rounding; `catdog-predict` {_PREDICT_PIXELS[dct_method]}, "
+        "which moves a few images' P(dog) further.\n\n"
         "| format | file | runtime | accuracy | largest P(dog) difference from serving.keras "
         "| from catdog-predict: largest / 99th percentile |\n"
         "|---|---|---|---:|---:|---:|\n"

@@ -463,9 +463,7 @@ def _image_logits(
 
 def _decoded(examples: data.Examples, config: Config) -> tf.data.Dataset:
     """The run's decoded, uncached images of ``examples``: the pixels its training saw."""
-    return data.decoded_dataset(
-        examples, config.image_size, cache="", dct_method=config.dct_method
-    )
+    return data.decoded_dataset(examples, config.image_size, cache="", dct_method=config.dct_method)
 
 
 # Kaggle's sample submission for dogs-vs-cats: an id and P(dog).

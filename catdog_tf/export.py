@@ -16,9 +16,9 @@ equivalent fixed ``Dense`` on the channels), so ``keras.saving.load_model`` read
 importing catdog_tf, and Keras's ``model.export`` writes it as a SavedModel, ONNX or LiteRT
 file (call the model once first: the ONNX export needs a traced model).
 
-What it does not repeat: the pipeline decodes JPEGs with TensorFlow's fast integer DCT and
-rounds the resized image to uint8, so its probabilities differ from the serving model's by
-a little (tested to within 0.01).
+What it does not repeat: the pipeline rounds the resized image to uint8 and, unless the run's
+``dct_method`` is ``INTEGER_ACCURATE`` (PIL's decoding), decodes JPEGs with TensorFlow's fast
+integer DCT, so its probabilities differ from the serving model's by a little.
 """
 
 from __future__ import annotations

@@ -266,6 +266,11 @@ def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
         # Checked before the ceilings are timed: nothing printed, no seconds spent.
         ("roofline", "--also_with=batch_size=0", "batch_size must be positive, got 0"),
         (
+            "export_drift",
+            "--workdir=no-such-run",
+            "no-such-run has no config.json: is it a finished catdog-train run directory?",
+        ),
+        (
             "ensembles",
             "--max_members=-1",
             "flag --max_members=-1: -1 is not a non-negative integer (--helpshort lists the flags)",

@@ -24,7 +24,7 @@ import catdog_tf
 from catdog_tf import data, deploy, evaluate, machine, models, rundir, utils
 from catdog_tf.cli.common import error_line
 from catdog_tf.compare import compare
-from catdog_tf.config import Config, get_preset, parse_override, smoke
+from catdog_tf.config import DCT_METHODS, Config, get_preset, parse_override, smoke
 from catdog_tf.data import header, seen
 from catdog_tf.errors import (
     ConfigError,
@@ -34,7 +34,7 @@ from catdog_tf.errors import (
     WorkdirBusyError,
     WorkdirConfigError,
 )
-from catdog_tf.train import distributed, metrics, train_and_evaluate
+from catdog_tf.train import distributed, metrics, train_and_evaluate, trainee
 
 # --- Outputs: strict JSON, the umask, undefined metrics.
 
@@ -364,6 +364,17 @@ def test_a_shared_file_cache_never_serves_other_images(tmp_path):
     logits = np.load(tmp_path / "r2" / "predictions.npz")["validation_logits"]
     assert len(logits) == result["data"]["validation"]["n"] == 3
     assert sum(v["n"] for v in result["data"].values()) == 12
+
+
+def test_a_shared_file_cache_never_serves_another_decoders_pixels(tmp_path):
+    root = make_kaggle_folder(str(tmp_path / "d"), n_per_class=4)
+    config = _tiny(root, cache=str(tmp_path / "cache"))
+    examples = data.list_folder(root)
+    prefixes = {
+        trainee.cache_arg(config.replace(dct_method=m), examples, str(tmp_path / "run"), "train")
+        for m in DCT_METHODS
+    }
+    assert len(prefixes) == len(DCT_METHODS)
 
 
 def test_a_killed_runs_cache_lockfile_does_not_block_the_next(tmp_path):

@@ -13,7 +13,7 @@ from PIL import Image
 from scipy import stats
 
 from catdog_tf import data
-from catdog_tf.config import AUGMENT_OPS, MIXES
+from catdog_tf.config import AUGMENT_OPS, DCT_METHODS, MIXES
 
 
 def _encoded(fmt: str, mode: str = "RGB", size=(20, 30)) -> bytes:
@@ -62,12 +62,14 @@ def test_decode_matches_pil_for_png():
     np.testing.assert_array_equal(data.decode(tf.constant(contents)).numpy(), expected)
 
 
-def test_decode_jpeg_close_to_pil():
+def test_decode_jpeg_accurate_is_pil_and_fast_close_to_it():
     contents = _encoded("JPEG")
-    expected = np.array(Image.open(io.BytesIO(contents)).convert("RGB"), np.float32)
-    got = data.decode(tf.constant(contents)).numpy().astype(np.float32)
-    # INTEGER_FAST differs slightly from the accurate DCT PIL uses.
-    assert np.abs(got - expected).mean() < 2.0
+    expected = np.array(Image.open(io.BytesIO(contents)).convert("RGB"))
+    accurate = data.decode(tf.constant(contents), dct_method="INTEGER_ACCURATE").numpy()
+    np.testing.assert_array_equal(accurate, expected)
+    fast = data.decode(tf.constant(contents)).numpy().astype(np.float32)
+    difference = np.abs(fast - expected)
+    assert 0 < difference.mean() < 2.0
 
 
 def test_resize_eager_and_in_tf_data():
@@ -340,6 +342,23 @@ def test_decoded_dataset_shapes_dtypes_labels(kaggle_dir):
     for (image, label), expected in zip(items, examples.labels, strict=True):
         assert image.shape == (16, 20, 3) and image.dtype == tf.uint8
         assert int(label) == expected
+
+
+@pytest.mark.parametrize("dct_method", DCT_METHODS)
+def test_decoded_images_follow_the_dct_method(kaggle_dir, dct_method):
+    examples = data.list_folder(kaggle_dir)
+    expected = [
+        data.resize(
+            data.decode(tf.constant(Path(path).read_bytes()), dct_method=dct_method), (16, 20)
+        ).numpy()
+        for path in examples.items
+    ]
+    eager = data.decoded_images(examples, (16, 20), dct_method)
+    graph = [image for image, _ in data.decoded_dataset(examples, (16, 20), dct_method=dct_method)]
+    np.testing.assert_array_equal(eager, expected)
+    np.testing.assert_array_equal(graph, expected)
+    sample = data.first_images(examples, (16, 20), 3, dct_method)
+    np.testing.assert_array_equal(sample, np.asarray(expected[:3], np.float32) / 255)
 
 
 def test_every_augment_ops_value_has_a_variant():

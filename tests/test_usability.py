@@ -20,9 +20,9 @@ from catdog_tf.cli.common import config_help
 from catdog_tf.config import Config, field_docs
 from catdog_tf.data import pipeline
 from catdog_tf.errors import ConfigError
-from catdog_tf.evaluate import evaluate_workdir, predict_files
+from catdog_tf.evaluate import evaluate_workdir, load_run, predict_files
 from catdog_tf.train import metrics, train_and_evaluate
-from catdog_tf.utils import read_json, sha256
+from catdog_tf.utils import atomic_write_json, read_json, sha256
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 BIN = os.path.dirname(sys.executable)
@@ -82,6 +82,28 @@ def test_few_images_predict_eagerly_as_many_do_through_tf_data(finished_run, tmp
         graph = predict_files(workdir, [root], tta=tta)
     assert [p for p, _ in eager] == [p for p, _ in graph]
     np.testing.assert_allclose([q for _, q in eager], [q for _, q in graph], atol=1e-5)
+
+
+def test_a_run_decoding_as_pil_does_predicts_on_pils_pixels(finished_run, finished_copy, tmp_path):
+    files = [
+        make_image(str(tmp_path / f"{i}.jpg"), i % 2, size=size, seed=i)
+        for i, size in enumerate([(45, 70), (120, 90), (33, 33)])
+    ]
+    config, model, _ = load_run(finished_run.workdir)
+    pil = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    images = np.stack([pipeline.resize(image, config.image_size) for image in pil]) / 255
+    expected = metrics.probabilities(np.asarray(model(images)).reshape(-1))
+    fast = [p for _, p in predict_files(finished_run.workdir, files)]
+    assert np.abs(np.subtract(fast, expected)).max() > 1e-5  # The fast DCT's pixels differ.
+    accurate = finished_copy
+    saved = read_json(rundir.path(accurate, rundir.CONFIG))
+    saved["config"]["dct_method"] = "INTEGER_ACCURATE"
+    atomic_write_json(rundir.path(accurate, rundir.CONFIG), saved)
+    for eager_limit in (pipeline.EAGER_LIMIT, 0):  # A few images, then as for many.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pipeline, "EAGER_LIMIT", eager_limit)
+            got = [p for _, p in predict_files(accurate, files)]
+        np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 def test_serving_model_is_plain_keras_and_matches_predict(finished_run, tmp_path):
