@@ -50,7 +50,7 @@ def evaluate_views(workdir: str, data_spec: str) -> tuple[dict, list[tuple[str, 
     config, model, result = load_run(workdir)
     splits = run_splits(config, data_spec)
     decoded = {
-        name: data.decoded_dataset(splits[name], config.image_size)
+        name: data.decoded_dataset(splits[name], config.image_size, dct_method=config.dct_method)
         for name in ("validation", "test")
     }
     rows = []

@@ -26,8 +26,12 @@ from catdog_tf.evaluate import load_run
 from catdog_tf.train.metrics import probabilities
 
 
-def load_image(path: str, image_size: tuple[int, int]) -> np.ndarray:
+def load_image(
+    path: str, image_size: tuple[int, int], dct_method: str = "INTEGER_FAST"
+) -> np.ndarray:
     """The image as the model sees it: read, decode, orient, resize, normalize; (1, H, W, 3).
+
+    ``dct_method`` is passed to :func:`catdog_tf.data.decode`: the run's own.
 
     Raises:
       DataSourceError: The file is missing, not an image, too large or does not decode.
@@ -38,7 +42,7 @@ def load_image(path: str, image_size: tuple[int, int]) -> np.ndarray:
     if header.problem:
         raise data.DataSourceError(f"{path}: {header.problem}")
     try:
-        decoded = data.decode(data.read(tf.constant(os.fsencode(path))))
+        decoded = data.decode(data.read(tf.constant(os.fsencode(path))), dct_method=dct_method)
     except tf.errors.OpError as e:
         raise data.DataSourceError(f"{path}: corrupt or truncated image data") from e
     image = data.resize(data.orient(decoded, tf.constant(header.orientation)), image_size)
@@ -167,7 +171,7 @@ def inspect_image(
     name = os.path.splitext(os.path.basename(image_path))[0]
     output_dir = output_dir or os.path.join(rundir.outputs_folder(workdir), "inspect", name)
     output_dir = rundir.check_output(output_dir, "--output", folder=True)
-    image = load_image(image_path, config.image_size)
+    image = load_image(image_path, config.image_size, config.dct_method)
     written = []
     for layer, maps in feature_maps(model, image).items():
         tiles = [_scaled(maps[..., c]) for c in range(min(max_maps, maps.shape[-1]))]

@@ -40,16 +40,16 @@ def cache_arg(
 
     A file cache is named by the split's fingerprint, the image size, the JPEG decoder's DCT
     and the shrunk size, so a cache of other images, or of other pixels, is never read as
-    this one. The process that
-    gets the cache's ``flock`` owns it: a tf.data lockfile found then was left by a killed run
-    (tf.data would refuse to write the cache forever) and is removed.
+    this one. The process that gets the cache's ``flock`` owns it: a tf.data lockfile found
+    then was left by a killed run (tf.data would refuse to write the cache forever) and is
+    removed.
     """
     if config.cache in ("", "memory"):
         return config.cache
     folder = config.cache if os.path.isabs(config.cache) else rundir.path(workdir, config.cache)
     os.makedirs(folder, exist_ok=True)
     name = f"{split}-{examples.fingerprint()}-{config.image_height}x{config.image_width}"
-    if config.dct_method != Config.dct_method:
+    if config.dct_method != Config.dct_method:  # The default's caches keep their names.
         name += f"-{config.dct_method.lower()}"
     if shrunk_to is not None:
         name += f"-shrunk-{shrunk_to[0]}x{shrunk_to[1]}"
