@@ -58,13 +58,13 @@ def drift_row(workdir: str) -> str:
         examples, config.image_size, cache="", dct_method=config.dct_method
     )
     pixels = np.concatenate([images for images, _ in data.eval_batches(decoded, 100)])
-    same_pixels = serving.predict(pixels.astype(np.float32), batch_size=100, verbose=0)
+    same_pixels = serving.predict(pixels.astype(np.float32), batch_size=100, verbose=0).reshape(-1)
     deployed = np.array([float(serving(load_image(path))[0, 0]) for path in paths])
     threshold = result["validation"]["best_threshold"]
     accuracy = [np.mean((p >= threshold) == labels) for p in (predicted, deployed)]
     return (
-        f"| {workdir} | {config.dct_method} | {spread(predicted, same_pixels.reshape(-1))} | "
-        f"{spread(same_pixels.reshape(-1), deployed)} | {spread(predicted, deployed)} | "
+        f"| {workdir} | {config.dct_method} | {spread(predicted, same_pixels)} | "
+        f"{spread(same_pixels, deployed)} | {spread(predicted, deployed)} | "
         f"{100 * accuracy[0]:.2f} / {100 * accuracy[1]:.2f} |"
     )
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from catdog_tf.defaults import IMAGE_SIZE
+from catdog_tf.defaults import DCT_METHOD, IMAGE_SIZE
 from catdog_tf.errors import ConfigError
 from catdog_tf.utils import is_number
 
@@ -87,7 +87,7 @@ class Config:
         IMAGE_SIZE[1], "Width images are resized to (the article: 125, a quarter of 500)."
     )
     dct_method: str = _field(
-        "INTEGER_FAST",
+        DCT_METHOD,
         "How JPEGs are decoded (``tf.io.decode_jpeg``'s ``dct_method``): ``INTEGER_FAST`` or "
         "``INTEGER_ACCURATE``, libjpeg's default integer DCT, the one PIL and most "
         "deployments decode with, so that an exported model sees the pixels training saw.",

@@ -27,11 +27,12 @@ from catdog_tf.train.metrics import probabilities
 
 
 def load_image(
-    path: str, image_size: tuple[int, int], dct_method: str = "INTEGER_FAST"
+    path: str, image_size: tuple[int, int], dct_method: str = data.DCT_METHOD
 ) -> np.ndarray:
     """The image as the model sees it: read, decode, orient, resize, normalize; (1, H, W, 3).
 
-    ``dct_method`` is passed to :func:`catdog_tf.data.decode`: the run's own.
+    The pipeline's own stages (:func:`catdog_tf.data.load_image`), with the run's
+    ``dct_method``.
 
     Raises:
       DataSourceError: The file is missing, not an image, too large or does not decode.
@@ -42,10 +43,15 @@ def load_image(
     if header.problem:
         raise data.DataSourceError(f"{path}: {header.problem}")
     try:
-        decoded = data.decode(data.read(tf.constant(os.fsencode(path))), dct_method=dct_method)
+        image = data.load_image(
+            tf.constant(os.fsencode(path)),
+            tf.constant(header.orientation),
+            image_size,
+            encoded=False,
+            dct_method=dct_method,
+        )
     except tf.errors.OpError as e:
         raise data.DataSourceError(f"{path}: corrupt or truncated image data") from e
-    image = data.resize(data.orient(decoded, tf.constant(header.orientation)), image_size)
     return data.normalize(image)[tf.newaxis].numpy()
 
 

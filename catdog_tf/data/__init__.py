@@ -21,6 +21,7 @@ from absl import logging
 from catdog_tf.data.header import Header, read_header, read_orientations
 from catdog_tf.data.pipeline import (
     AUGMENTATIONS,
+    DCT_METHOD,
     EAGER_LIMIT,
     IMAGE_SIZE,
     MIXES,
@@ -41,6 +42,7 @@ from catdog_tf.data.pipeline import (
     eval_batches,
     first_images,
     flip_shift,
+    load_image,
     mixup,
     normalize,
     orient,
@@ -72,6 +74,7 @@ __all__ = [
     "EAGER_LIMIT",
     "CAT",
     "DOG",
+    "DCT_METHOD",
     "IMAGE_SIZE",
     "MIXES",
     "SPLITS",
@@ -101,6 +104,7 @@ __all__ = [
     "list_folder",
     "list_kaggle_folder",
     "load",
+    "load_image",
     "load_tfds",
     "load_usable",
     "make_splits",

@@ -55,6 +55,7 @@ from catdog_tf.machine import usable_cores
 PARALLELISM = usable_cores()
 PREFETCH_BATCHES = 2
 IMAGE_SIZE = defaults.IMAGE_SIZE  # (height, width)
+DCT_METHOD = defaults.DCT_METHOD
 
 
 # Up to this many images, a command that only predicts runs the stages eagerly
@@ -68,7 +69,7 @@ def read(path: tf.Tensor) -> tf.Tensor:
     return tf.io.read_file(path)
 
 
-def decode(contents: tf.Tensor, ratio: int = 1, dct_method: str = "INTEGER_FAST") -> tf.Tensor:
+def decode(contents: tf.Tensor, ratio: int = 1, dct_method: str = DCT_METHOD) -> tf.Tensor:
     """Stage 2: decodes JPEG/PNG/GIF/BMP/WebP bytes into a uint8 RGB image.
 
     The format is taken from the content, not the file name, so a PNG named ``.jpg`` decodes.
@@ -493,7 +494,7 @@ def load_image(
     orientation: tf.Tensor,
     image_size: tuple[int, int],
     encoded: bool,
-    dct_method: str = "INTEGER_FAST",
+    dct_method: str = DCT_METHOD,
     rotated: bool = True,
 ) -> tf.Tensor:
     """Stages 1-3 for one image: read (unless ``encoded``), decode, orient, resize.
@@ -515,7 +516,7 @@ def _stage_inputs(examples: Examples) -> tuple[np.ndarray, np.ndarray, bool]:
 
 
 def decoded_images(
-    examples: Examples, image_size: tuple[int, int] = IMAGE_SIZE, dct_method: str = "INTEGER_FAST"
+    examples: Examples, image_size: tuple[int, int] = IMAGE_SIZE, dct_method: str = DCT_METHOD
 ) -> np.ndarray:
     """Stages 1-3 run eagerly, image by image: the uint8 images :func:`decoded_dataset` yields.
 
@@ -539,7 +540,7 @@ def decoded_dataset(
     image_size: tuple[int, int] = IMAGE_SIZE,
     cache: str = "memory",
     num_parallel_calls: int = PARALLELISM,
-    dct_method: str = "INTEGER_FAST",
+    dct_method: str = DCT_METHOD,
     chunk_size: int = 64,
 ) -> tf.data.Dataset:
     """Stages 1-4: (uint8 image, int32 label) pairs, decoded once, upright, and cached.
@@ -699,7 +700,7 @@ def eval_batches(decoded: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
 
 
 def first_images(
-    examples: Examples, image_size: tuple[int, int], n: int, dct_method: str = "INTEGER_FAST"
+    examples: Examples, image_size: tuple[int, int], n: int, dct_method: str = DCT_METHOD
 ) -> np.ndarray:
     """The first ``n`` images of ``examples`` as the model sees them: float32 in [0, 1].
 

@@ -49,7 +49,7 @@ def cache_arg(
     folder = config.cache if os.path.isabs(config.cache) else rundir.path(workdir, config.cache)
     os.makedirs(folder, exist_ok=True)
     name = f"{split}-{examples.fingerprint()}-{config.image_height}x{config.image_width}"
-    if config.dct_method != Config.dct_method:  # The default's caches keep their names.
+    if config.dct_method != data.DCT_METHOD:  # The default's caches keep their names.
         name += f"-{config.dct_method.lower()}"
     if shrunk_to is not None:
         name += f"-shrunk-{shrunk_to[0]}x{shrunk_to[1]}"
