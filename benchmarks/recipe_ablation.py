@@ -197,6 +197,12 @@ ROWS: dict[str, Row] = {
     # fast_progressive_wh with JPEGs decoded by libjpeg's default integer DCT, as PIL and
     # most deployments decode them (--baseline=wh_schedule_linear).
     "wh_accurate_dct": _wh("lr_schedule=linear", "dct_method=INTEGER_ACCURATE"),
+    # fast_progressive_wh with twice the optimizer steps for the same images and FLOPs:
+    # batches of 32, at the same peak rate (--baseline=wh_schedule_linear).
+    "wh_batch32": _wh("lr_schedule=linear", "batch_size=32"),
+    # fast_progressive_wh at a third more peak rate: the linear decay spends less of the run
+    # near the peak than the cosine the rate was chosen with (--baseline=wh_schedule_linear).
+    "wh_lr4e3": _wh("lr_schedule=linear", "learning_rate=0.004"),
     # wh_pool_first with label smoothing 0.2 instead of the recipe's 0.1 (--baseline=wh_pool_first).
     "wh_pool_first_ls02": _wh_best(),
     # wh_pool_first_ls02 trained by SGD with Nesterov momentum 0.9 instead of AdamW, peak
