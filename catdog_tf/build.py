@@ -76,6 +76,20 @@ def in_precision(model: keras.Model, config: Config, precision: str) -> keras.Mo
     return twin
 
 
+def compute_precision(model: keras.Model) -> str:
+    """The precision policy ``model`` computes in: that of its first layer with weights.
+
+    A loaded model's own ``dtype_policy`` says nothing: Keras saves each layer's policy, not
+    the model's. Nested models (a pretrained backbone) are looked into.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and layer.weights:
+            return compute_precision(layer)
+        if layer.weights:
+            return layer.dtype_policy.name
+    return model.dtype_policy.name
+
+
 def load_model_file(model_path: str, workdir: str, compile: bool = True) -> keras.Model:
     """Loads one of run ``workdir``'s Keras files (``model.keras``, ``serving.keras``).
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from catdog_tf import data, rundir, shipped
-from catdog_tf.build import load_model_file
+from catdog_tf.build import compute_precision, in_precision, load_model_file
 from catdog_tf.config import Config
 from catdog_tf.data import seen
 from catdog_tf.errors import ConfigError, OutputPathError, RunFilesError, first_line
@@ -45,8 +45,14 @@ def check_run(workdir: str) -> Config:
     return rundir.read_config(workdir)[0]
 
 
-def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
+def load_run(workdir: str, float32: bool = False) -> tuple[Config, keras.Model, dict[str, Any]]:
     """(config, best model, result) of a finished run.
+
+    Args:
+      workdir: A finished run directory.
+      float32: Compute in float32 even if the run trained in mixed precision, as its
+        exports (``serving.keras`` and every ``catdog-export`` format) do. By default the
+        model computes in its training precision, the one its ``result.json`` measured.
 
     Raises:
       FileNotFoundError: ``workdir`` has no finished run (no ``model.keras``/``result.json``).
@@ -61,6 +67,8 @@ def load_run(workdir: str) -> tuple[Config, keras.Model, dict[str, Any]]:
             f"{rundir.path(workdir, rundir.CONFIG)} says {config.image_size}: the two files "
             "are not of the same run"
         )
+    if float32 and compute_precision(model) != "float32":
+        model = in_precision(model, config, "float32")
     return config, model, rundir.read_result(workdir)
 
 
@@ -77,6 +85,7 @@ def evaluate_workdir(
     batch_size: int = 64,
     output: str | None = None,
     tta: bool = False,
+    float32: bool = False,
 ) -> dict[str, Any]:
     """Evaluates a run's best model on all of ``data_spec``, as a test split.
 
@@ -94,19 +103,24 @@ def evaluate_workdir(
         :func:`catdog_tf.rundir.check_output`.
       tta: Flip test-time augmentation (:func:`catdog_tf.train.steps.flip_averaged`); the
         run must have TTA metrics: trained with ``tta=true``, or given them by :func:`add_tta`.
+      float32: Compute in float32 as the run's exports do (:func:`load_run`); the default
+        report name ends in ``-float32``.
 
     Returns:
       The metrics of :func:`catdog_tf.train.metrics.evaluate_predictions`, plus ``data``,
       ``skipped_files``, ``left_out_seen`` (images of ``data_spec`` the run trained or chose
-      on, left out: :mod:`catdog_tf.data.seen`), ``threshold_from`` and ``tta``.
+      on, left out: :mod:`catdog_tf.data.seen`), ``threshold_from``, ``tta`` and
+      ``precision`` (the Keras policy the model computed in).
 
     Raises:
       ConfigError: ``tta`` for a run trained without it; every image was seen by the run.
     """
-    config, model, result = load_run(workdir)
+    config, model, result = load_run(workdir, float32)
     threshold = _validation_threshold(workdir, result, tta)
     # Checked before the work: a refused --output costs no evaluation.
-    report_file, predictions_file, mistakes_file = _report_files(workdir, data_spec, output, tta)
+    report_file, predictions_file, mistakes_file = _report_files(
+        workdir, data_spec, output, tta, float32
+    )
     examples, seen_part, skipped = images_unseen_and_seen(workdir, config, data_spec)
     left_out = len(seen_part)
     dataset = data.eval_batches(_decoded(examples, config), batch_size)
@@ -116,6 +130,7 @@ def evaluate_workdir(
         {
             "data": data_spec,
             "tta": tta,
+            "precision": compute_precision(model),
             "threshold_from": "validation split of the run" + (", flip-averaged" if tta else ""),
             "skipped_files": len(skipped),
             "left_out_seen": left_out,
@@ -207,7 +222,7 @@ def _validation_threshold(workdir: str, result: dict[str, Any], tta: bool) -> fl
 
 
 def _report_files(
-    workdir: str, data_spec: str, output: str | None, tta: bool
+    workdir: str, data_spec: str, output: str | None, tta: bool, float32: bool
 ) -> tuple[str, str, str]:
     """(report JSON, predictions CSV, mistakes PNG) of an evaluation, each checked.
 
@@ -219,7 +234,7 @@ def _report_files(
       OutputPathError: A file would land on a run's own files, a shipped model or the
         package, or a CSV/PNG of that name exists without its report.
     """
-    report = _default_output(workdir, data_spec, tta) if output is None else output
+    report = _default_output(workdir, data_spec, tta, float32) if output is None else output
     report = rundir.check_output(report, "--output")
     base = report.removesuffix(".json")
     sidecars = (f"{base}-predictions.csv", f"{base}-mistakes.png")
@@ -265,8 +280,8 @@ def _is_submission(path: str) -> bool:
 _NAME_BYTES = 120
 
 
-def _default_output(workdir: str, data_spec: str, tta: bool) -> str:
-    """``eval-<folder name>-<hash of its path>[-tta].json`` in the run's outputs folder.
+def _default_output(workdir: str, data_spec: str, tta: bool, float32: bool) -> str:
+    """``eval-<folder name>-<hash of its path>[-tta][-float32].json`` in the outputs folder.
 
     The hash keeps two folders of the same name (``a/test``, ``b/test``) apart; a long name
     is cut to fit the file system's limit.
@@ -275,7 +290,8 @@ def _default_output(workdir: str, data_spec: str, tta: bool) -> str:
     name = os.fsencode(name)[:_NAME_BYTES].decode("utf-8", "ignore")
     where = hashlib.blake2b(os.fsencode(os.path.abspath(data_spec)), digest_size=4).hexdigest()
     folder = rundir.outputs_folder(workdir)
-    return os.path.join(folder, f"eval-{name}-{where}{'-tta' if tta else ''}.json")
+    suffix = ("-tta" if tta else "") + ("-float32" if float32 else "")
+    return os.path.join(folder, f"eval-{name}-{where}{suffix}.json")
 
 
 def _all_of(parts: list[data.Examples]) -> data.Examples:
@@ -401,6 +417,7 @@ def predict_files(
     batch_size: int = 64,
     submission: str | None = None,
     tta: bool = False,
+    float32: bool = False,
 ) -> list[tuple[str, float | None]]:
     """Probability of dog for each image file (None for files that do not decode).
 
@@ -413,11 +430,13 @@ def predict_files(
       tta: Flip test-time augmentation: the probability of the mean of the image's and its
         mirror image's logits (:func:`catdog_tf.train.steps.flip_averaged`). Any run allows
         it: a probability needs no threshold chosen on flip-averaged validation logits.
+      float32: Compute in float32 as the run's exports do (:func:`load_run`): a model
+        trained in mixed precision then gives its exports' probabilities on the same pixels.
 
     Returns:
       ``(path, probability)`` per file, in input order.
     """
-    config, model, _ = load_run(workdir)
+    config, model, _ = load_run(workdir, float32)
     _warn_if_synthetic(workdir, config)
     if submission:
         submission = rundir.check_output(submission, "--submission")

@@ -168,3 +168,14 @@ def test_compare_links_finetune_to_its_bottleneck_run(tmp_path):
     )
     assert results[1]["config"]["optimizer"] == "auto"
     assert results[1]["bottleneck_features"] is None
+
+
+def test_a_saved_models_precision_is_read_from_its_layers_inside_the_backbone(tmp_path):
+    with build.precision_policy("mixed_bfloat16"):
+        model = models.build_model("mobilenetv2_finetune", input_shape=SHAPE, weights="none")
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    assert build.compute_precision(loaded) == "mixed_bfloat16"
+    twin = build.in_precision(loaded, config("mobilenetv2_finetune"), "float32")
+    assert build.compute_precision(twin) == "float32"

@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import make_image, make_kaggle_folder, tiny_config
 from PIL import Image, ImageOps
 
-from catdog_tf import card, compare, deploy, models, rundir
+from catdog_tf import build, card, compare, deploy, models, rundir
 from catdog_tf.cli.common import config_help
 from catdog_tf.config import Config, field_docs
 from catdog_tf.data import pipeline
@@ -104,6 +104,31 @@ def test_a_run_decoding_as_pil_does_predicts_on_pils_pixels(finished_run, finish
             patch.setattr(pipeline, "EAGER_LIMIT", eager_limit)
             got = [p for _, p in predict_files(accurate, files)]
         np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_float32_gives_a_bf16_runs_exports_probabilities(finished_run, finished_copy, tmp_path):
+    config, trained, _ = load_run(finished_run.workdir)
+    # The same run as if trained in bfloat16: every layer saved with that policy.
+    build.in_precision(trained, config, "mixed_bfloat16").save(
+        rundir.path(finished_copy, rundir.MODEL)
+    )
+    files = [make_image(str(tmp_path / f"{i}.jpg"), i % 2, seed=i) for i in range(3)]
+    exported = [p for _, p in predict_files(finished_run.workdir, files)]
+    in_bf16 = [p for _, p in predict_files(finished_copy, files)]
+    assert np.abs(np.subtract(in_bf16, exported)).max() > 1e-4
+    for eager_limit in (pipeline.EAGER_LIMIT, 0):  # A few images, then as for many.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pipeline, "EAGER_LIMIT", eager_limit)
+            got = [p for _, p in predict_files(finished_copy, files, float32=True)]
+        np.testing.assert_allclose(got, exported, atol=1e-6)
+    unseen = make_kaggle_folder(str(tmp_path / "unseen"), n_per_class=3, first=50)
+    plain = evaluate_workdir(finished_copy, unseen)
+    report = evaluate_workdir(finished_copy, unseen, float32=True)
+    assert (plain["precision"], report["precision"]) == ("mixed_bfloat16", "float32")
+    reference = evaluate_workdir(finished_run.workdir, unseen, output=str(tmp_path / "f.json"))
+    assert report["cross_entropy"] == pytest.approx(reference["cross_entropy"], abs=1e-6)
+    reports = [f for f in os.listdir(finished_copy) if f.startswith("eval-") and f.endswith("json")]
+    assert len(reports) == 2  # The float32 report is its own file.
 
 
 def test_serving_model_is_plain_keras_and_matches_predict(finished_run, tmp_path):

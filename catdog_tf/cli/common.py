@@ -69,6 +69,16 @@ def define_trained_run_flags() -> None:
     )
 
 
+def define_float32_flag() -> flags.FlagHolder[bool]:
+    """``--float32``: a mixed-precision model computing in float32, as its exports do."""
+    return flags.DEFINE_bool(
+        "float32",
+        False,
+        "Compute in float32 even if the model trained in mixed precision, as its exports do "
+        "(default: its training precision, the one its metrics were measured in).",
+    )
+
+
 def trained_run_from_flags() -> str:
     """The run directory ``--workdir`` or ``--weights`` names (exactly one must be given)."""
     from catdog_tf import shipped

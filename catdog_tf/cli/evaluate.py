@@ -7,6 +7,8 @@ splits (``--data`` only if its images have moved). Examples::
     catdog-eval --workdir=runs/conv3 --data=path/to/other/folder
     catdog-eval --weights=conv5_bn-fast --tta --data=path/to/other/folder
     catdog-eval --workdir=runs/conv3 --add_tta
+
+``--float32`` runs a model trained in mixed precision in float32, as its exports do.
 """
 
 import json
@@ -31,6 +33,7 @@ _ADD_TTA = flags.DEFINE_bool(
     "Choose the run's flip-TTA threshold on its own validation split and add the TTA "
     "metrics to its result.json (for runs trained without tta).",
 )
+_FLOAT32 = common.define_float32_flag()
 
 
 def main(argv: list[str]) -> None:
@@ -40,13 +43,18 @@ def main(argv: list[str]) -> None:
     del argv
     run_dir = common.trained_run_from_flags()
     if _ADD_TTA.value:
-        if _TTA.value or _OUTPUT.value:
-            raise ConfigError("--add_tta writes into the run's result.json: drop --tta/--output")
+        if _TTA.value or _OUTPUT.value or _FLOAT32.value:
+            raise ConfigError(
+                "--add_tta writes into the run's result.json, in its training precision: "
+                "drop --tta/--output/--float32"
+            )
         report = add_tta(run_dir, _DATA.value, _BATCH.value)
     elif _DATA.value is None:
         raise ConfigError("give --data=FOLDER to evaluate on (or --add_tta)")
     else:
-        report = evaluate_workdir(run_dir, _DATA.value, _BATCH.value, _OUTPUT.value, _TTA.value)
+        report = evaluate_workdir(
+            run_dir, _DATA.value, _BATCH.value, _OUTPUT.value, _TTA.value, _FLOAT32.value
+        )
     print(json.dumps(report, indent=2))
 
 

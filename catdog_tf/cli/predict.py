@@ -19,6 +19,7 @@ _BATCH = flags.DEFINE_integer("batch_size", 64, "Prediction batch size.", lower_
 _TTA = flags.DEFINE_bool(
     "tta", False, "Flip test-time augmentation: average the image's and its mirror's logits."
 )
+_FLOAT32 = common.define_float32_flag()
 
 
 def main(argv: list[str]) -> None:
@@ -29,7 +30,9 @@ def main(argv: list[str]) -> None:
     if len(argv) < 2:
         raise common.ConfigError("give at least one image file or folder")
     run_dir = common.trained_run_from_flags()
-    results = predict_files(run_dir, argv[1:], _BATCH.value, _SUBMISSION.value, tta=_TTA.value)
+    results = predict_files(
+        run_dir, argv[1:], _BATCH.value, _SUBMISSION.value, tta=_TTA.value, float32=_FLOAT32.value
+    )
     for path, prob in results:
         print(f"{display(path)}\t{'unreadable' if prob is None else f'{prob:.4f}'}")
 
