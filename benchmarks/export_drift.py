@@ -10,12 +10,14 @@ from the current folder, as the run was trained), three probabilities of each im
 - ``serving.keras`` on the image as a deployment loads it (PIL, resized inside the model):
   what ONNX and LiteRT give to float rounding.
 
-Their differences split the drift into the precision's part and the pixels' part. Usage::
+Their differences split the drift into the precision's part and the pixels' part. A fourth,
+``catdog-predict --float32``'s, should equal the second to float rounding. Usage::
 
     python benchmarks/export_drift.py --workdir=runs/a,runs/b
 
 Prints one Markdown table, each difference as largest / 99th percentile / mean, and the
-accuracy of the first and last at the run's validation threshold.
+accuracy of ``catdog-predict``, ``catdog-predict --float32`` and the deployed export at the
+run's validation threshold.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def drift_row(workdir: str) -> str:
     labels = np.array([int(row["label"]) for row in rows])
     serving = keras.saving.load_model(rundir.path(workdir, rundir.SERVING))
     predicted = np.array([p for _, p in predict_files(workdir, paths)])
+    in_float32 = np.array([p for _, p in predict_files(workdir, paths, float32=True)])
     examples = data.Examples(np.array(paths, dtype=object), labels, origin="test")
     decoded = data.decoded_dataset(
         examples, config.image_size, cache="", dct_method=config.dct_method
@@ -61,11 +64,11 @@ def drift_row(workdir: str) -> str:
     same_pixels = serving.predict(pixels.astype(np.float32), batch_size=100, verbose=0).reshape(-1)
     deployed = np.array([float(serving(load_image(path))[0, 0]) for path in paths])
     threshold = result["validation"]["best_threshold"]
-    accuracy = [np.mean((p >= threshold) == labels) for p in (predicted, deployed)]
+    accuracy = [np.mean((p >= threshold) == labels) for p in (predicted, in_float32, deployed)]
     return (
         f"| {workdir} | {config.dct_method} | {spread(predicted, same_pixels)} | "
-        f"{spread(same_pixels, deployed)} | {spread(predicted, deployed)} | "
-        f"{100 * accuracy[0]:.2f} / {100 * accuracy[1]:.2f} |"
+        f"{np.abs(in_float32 - same_pixels).max():.1e} | {spread(same_pixels, deployed)} | "
+        f"{spread(predicted, deployed)} | {' / '.join(f'{100 * a:.2f}' for a in accuracy)} |"
     )
 
 
@@ -75,9 +78,10 @@ def main(argv: list[str]) -> None:
         check_run(workdir)
     print(machine.probe().describe())
     print(
-        "\n| run | dct_method | precision: predict vs serving, same pixels | pixels: serving, "
-        "pipeline vs PIL | total: predict vs serving on PIL | accuracy: predict / serving "
-        "on PIL |\n|---|---|---|---|---|---|"
+        "\n| run | dct_method | precision: predict vs serving, same pixels | largest: predict "
+        "--float32 vs serving, same pixels | pixels: serving, pipeline vs PIL | total: predict "
+        "vs serving on PIL | accuracy: predict / predict --float32 / serving on PIL |\n"
+        "|---|---|---|---|---|---|---|"
     )
     for workdir in _WORKDIRS.value:
         print(drift_row(workdir), flush=True)

@@ -135,6 +135,8 @@ def test_train_eval_predict_end_to_end(tmp_path):
     assert out.returncode == 2 and "catdog-eval --add_tta" in out.stderr
     out = cli("evaluate", f"--workdir={workdir}", check=False)
     assert out.returncode == 2 and "give --data=FOLDER" in out.stderr
+    out = cli("evaluate", f"--workdir={workdir}", "--add_tta", "--float32", check=False)
+    assert out.returncode == 2 and "in its training precision" in out.stderr
     out = cli("evaluate", f"--workdir={workdir}", "--add_tta")
     added = json.loads(out.stdout[out.stdout.index("{") :])
     assert added["test_tta"]["n"] == 4
@@ -154,7 +156,8 @@ def test_train_eval_predict_end_to_end(tmp_path):
     rows = list(csv.reader(Path(submission).read_text().splitlines()))
     assert rows[0] == ["id", "label"] and [r[0] for r in rows[1:]] == ["1", "2", "3", "4"]
     assert all(0 <= float(r[1]) <= 1 for r in rows[1:])
-    out = cli("predict", f"--workdir={workdir}", "--tta", str(test1))
+    # A float32 run computes as its exports do already: --float32 changes nothing.
+    out = cli("predict", f"--workdir={workdir}", "--tta", "--float32", str(test1))
     printed = [line.split("\t")[1] for line in out.stdout.strip().splitlines()]
     expected = [p for _, p in predict_files(workdir, [str(test1)], tta=True)]
     assert printed[-1] == "unreadable" and expected[-1] is None
