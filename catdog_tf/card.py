@@ -39,7 +39,7 @@ def model_card(model_dir: str, name: str | None = None) -> str:
         _use(name),
         _training_data(result, config.seed),
         _evaluation(result, about.get("seeds", [])),
-        _formats(about.get("formats"), config.dct_method),
+        _formats(about.get("formats"), config.dct_method, about.get("precision", "")),
         _limitations(),
         _compute(config, result, about),
         f"## Framework versions\n\n- catdog_tf {about.get('catdog_tf_version', '?')}\n"
@@ -172,8 +172,12 @@ _PREDICT_PIXELS = {
 }
 
 
-def _formats(formats: dict[str, Any] | None, dct_method: str) -> str:
-    """Each exported format's accuracy and distance from ``serving.keras`` on the test split."""
+def _formats(formats: dict[str, Any] | None, dct_method: str, precision: str) -> str:
+    """Each exported format's accuracy and distance from ``serving.keras`` on the test split.
+
+    ``precision`` is the training precision as ``shipped.json`` records it; a mixed one is
+    the second reason ``catdog-predict`` differs from the exports.
+    """
     if not formats:
         return (
             "## Formats\n\n`catdog-export` writes SavedModel, ONNX, LiteRT (float and int8) and "
@@ -186,6 +190,13 @@ def _formats(formats: dict[str, Any] | None, dct_method: str) -> str:
         for name, f in formats["formats"].items()
     ]
     int8 = formats["formats"].get("litert_int8", {}).get("calibration")
+    why = "which moves a few images' P(dog) further"
+    if precision.startswith("mixed_"):
+        dtype = precision.split()[0].removeprefix("mixed_")
+        why = (
+            f"and computes in {dtype} as the model trained (with `--float32`, in float32 as the "
+            "exports do); both move a few images' P(dog) further"
+        )
     return (
         "## Formats\n\n"
         "`catdog-export --format=... --data=FOLDER` writes each; every one takes RGB images of "
@@ -194,7 +205,7 @@ def _formats(formats: dict[str, Any] | None, dct_method: str) -> str:
         f"{formats['threshold']}, beside `catdog-predict` "
         f"({formats['catdog_tf']['accuracy']:.4f}). On the same pixels a float export is "
         f"`serving.keras` to float rounding; `catdog-predict` {_PREDICT_PIXELS[dct_method]}, "
-        "which moves a few images' P(dog) further.\n\n"
+        f"{why}.\n\n"
         "| format | file | runtime | accuracy | largest P(dog) difference from serving.keras "
         "| from catdog-predict: largest / 99th percentile |\n"
         "|---|---|---|---:|---:|---:|\n"

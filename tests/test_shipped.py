@@ -187,6 +187,11 @@ def test_amend_adds_seeds_and_export_checks_to_the_card(finished_run, tmp_path):
     assert row in text
     assert "calibrated on 200 images the run trained or chose on" in text
     assert "(images trained x 3 x forward FLOPs)" in text
+    assert "--float32" not in text  # A float32 model computes as its exports do.
+    shipped.amend(target, precision="mixed_bfloat16 (auto), XLA off")
+    assert "computes in bfloat16 as the model trained (with `--float32`" in (
+        Path(target, rundir.MODEL_CARD).read_text()
+    )
 
 
 @pytest.mark.parametrize("sam_epochs", [0, 1])
