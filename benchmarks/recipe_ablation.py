@@ -206,6 +206,11 @@ ROWS: dict[str, Row] = {
     # fast_progressive_wh with more weight decay: 0.3 was chosen with a cosine decay
     # (--baseline=wh_schedule_linear).
     "wh_wd05": _wh("lr_schedule=linear", "weight_decay=0.5"),
+    # fast_progressive_wh with label smoothing 0.2 instead of 0.1 (--baseline=wh_schedule_linear).
+    "wh_ls02": _wh("lr_schedule=linear", "label_smoothing=0.2"),
+    # fast_progressive_wh with fewer epochs at half size and more at full size, at the same
+    # compute: 11 of 26 shrunk (--baseline=wh_schedule_linear).
+    "wh_26_11": _wh("lr_schedule=linear", "epochs=26", "low_res_epochs=11"),
     # wh_pool_first with label smoothing 0.2 instead of the recipe's 0.1 (--baseline=wh_pool_first).
     "wh_pool_first_ls02": _wh_best(),
     # wh_pool_first_ls02 trained by SGD with Nesterov momentum 0.9 instead of AdamW, peak
