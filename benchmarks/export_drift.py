@@ -28,13 +28,13 @@ from catdog_tf.cli import script  # isort: skip
 
 import csv
 
-import keras
 import numpy as np
 from absl import flags
 
 from catdog_tf import data, machine, rundir
+from catdog_tf.build import load_model_file
+from catdog_tf.deploy import served_probabilities
 from catdog_tf.evaluate import check_run, predict_files
-from catdog_tf.portable import load_image
 
 _WORKDIRS = flags.DEFINE_list("workdir", None, "Finished runs, comma-separated.")
 flags.mark_flag_as_required("workdir")
@@ -53,7 +53,8 @@ def drift_row(workdir: str) -> str:
         rows = list(csv.DictReader(f))
     paths = [row["path"] for row in rows]
     labels = np.array([int(row["label"]) for row in rows])
-    serving = keras.saving.load_model(rundir.path(workdir, rundir.SERVING))
+    serving_file = rundir.path(workdir, rundir.SERVING)
+    serving = load_model_file(serving_file, workdir)
     predicted = np.array([p for _, p in predict_files(workdir, paths)])
     in_float32 = np.array([p for _, p in predict_files(workdir, paths, float32=True)])
     examples = data.Examples(np.array(paths, dtype=object), labels, origin="test")
@@ -62,7 +63,7 @@ def drift_row(workdir: str) -> str:
     )
     pixels = np.concatenate([images for images, _ in data.eval_batches(decoded, 100)])
     same_pixels = serving.predict(pixels.astype(np.float32), batch_size=100, verbose=0).reshape(-1)
-    deployed = np.array([float(serving(load_image(path))[0, 0]) for path in paths])
+    deployed = served_probabilities(serving_file, workdir, paths)
     threshold = result["validation"]["best_threshold"]
     accuracy = [np.mean((p >= threshold) == labels) for p in (predicted, in_float32, deployed)]
     return (
