@@ -150,6 +150,7 @@ def test_a_config_saved_before_mixing_and_sam_existed_reads_as_neither():
 
 def test_a_sharpness_aware_step_applies_the_gradient_at_the_moved_weights():
     rho, rate = 0.05, 0.1
+    keras.utils.set_random_seed(0)  # Near-ties: see the Lookahead test.
     # conv4_bn without dropout: the same batch gives the same forward pass every time.
     plain = tiny_config(
         model="conv4_bn",
@@ -236,6 +237,11 @@ def test_moving_average_covers_every_weight_from_its_start(start):
 
 def test_lookahead_steps_the_average_every_k_steps_and_trains_on_from_it():
     decay, every = 0.6, 2
+    # Seeded: in a tiny ReLU and max-pooling net, some initial weights put a near-tie where
+    # a rounding difference (a fused kernel, NumPy's arithmetic against TensorFlow's) flips
+    # it and moves a whole channel's gradient by about 1e-3. Unseeded, such weights came up
+    # now and then; seeded, the comparison passes or fails for good.
+    keras.utils.set_random_seed(0)
     # conv4_bn without dropout: two runs of the same batches take the same steps. SGD, whose
     # step is proportional to the gradient: Adam's would turn a small difference in a
     # near-zero gradient into a whole step.
@@ -261,14 +267,13 @@ def test_lookahead_steps_the_average_every_k_steps_and_trains_on_from_it():
             average = [decay * a + (1 - decay) * w for a, w in zip(average, fast, strict=True)]
             for weight, value in zip(floats[0], average, strict=True):
                 weight.assign(value)
-        # A missed or extra Lookahead step moves weights by about 1e-2; two identical runs
-        # have differed by up to 2e-3 under load, cause not yet found.
+        # A missed or extra Lookahead step moves weights by about 1e-2.
         for got, want in zip(floats[1], floats[0], strict=True):
-            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
     with runs[1].averaged():
         inside = [w.numpy() for w in floats[1]]
     for got, want in zip(inside, average, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     # After step 5 (not a Lookahead step) the weights have moved on from the average.
     assert not all(np.allclose(a, w.numpy()) for a, w in zip(average, floats[1], strict=True))
 
@@ -278,6 +283,7 @@ def _one_step_each(*configs: Config) -> tuple[list[Steps], list[np.ndarray], lis
 
     Returns (the runs' steps, the trainable weights before, each run's after).
     """
+    keras.utils.set_random_seed(0)  # Near-ties: see the Lookahead test.
     runs = [Steps(c, resolve(c, train_images=64)) for c in configs]
     for steps in runs[1:]:
         steps.model.set_weights(runs[0].model.get_weights())
