@@ -211,6 +211,20 @@ ROWS: dict[str, Row] = {
     # fast_progressive_wh with fewer epochs at half size and more at full size, at the same
     # compute: 11 of 26 shrunk (--baseline=wh_schedule_linear).
     "wh_26_11": _wh("lr_schedule=linear", "epochs=26", "low_res_epochs=11"),
+    # fast_progressive_wh with the 12-channel whitening stem (6 of the 2x2 patches' 12
+    # principal components; 0.81x the FLOPs per image), the FLOPs saved spent on 7 more
+    # epochs (--baseline=wh_schedule_linear).
+    "wh_linear_stem12": _wh(
+        "lr_schedule=linear",
+        "epochs=36",
+        "low_res_epochs=19",
+        'model_kwargs={"whiten_components": 6}',
+    ),
+    # fast_progressive_wh with three image sizes at the same compute: 12 epochs at half
+    # size, 10 at three quarters, 9 full-size (--baseline=wh_schedule_linear).
+    "wh_linear_three_sizes": _wh(
+        "lr_schedule=linear", "epochs=31", "low_res_epochs=12", "mid_res_epochs=10"
+    ),
     # wh_pool_first with label smoothing 0.2 instead of the recipe's 0.1 (--baseline=wh_pool_first).
     "wh_pool_first_ls02": _wh_best(),
     # wh_pool_first_ls02 trained by SGD with Nesterov momentum 0.9 instead of AdamW, peak
