@@ -5,4 +5,4 @@ Subpackages: :mod:`catdog_tf.data` (sources and the tf.data pipeline), :mod:`cat
 :mod:`catdog_tf.compare` (the architecture comparison table).
 """
 
-__version__ = "0.29.0"
+__version__ = "0.30.0"
