@@ -239,8 +239,9 @@ def test_lookahead_steps_the_average_every_k_steps_and_trains_on_from_it():
     decay, every = 0.6, 2
     # Seeded: in a tiny ReLU and max-pooling net, some initial weights put a near-tie where
     # a rounding difference (a fused kernel, NumPy's arithmetic against TensorFlow's) flips
-    # it and moves a whole channel's gradient by about 1e-3. Unseeded, such weights came up
-    # now and then; seeded, the comparison passes or fails for good.
+    # it and moves a whole channel's gradient by about 1e-3. Unseeded, each process starts
+    # from other weights and meets such a tie now and then; seeded, the comparison is the
+    # same in every process.
     keras.utils.set_random_seed(0)
     # conv4_bn without dropout: two runs of the same batches take the same steps. SGD, whose
     # step is proportional to the gradient: Adam's would turn a small difference in a
