@@ -148,9 +148,24 @@ def test_a_config_saved_before_mixing_and_sam_existed_reads_as_neither():
     assert Config.from_dict(values).mix == "none" and Config.from_dict(values).sam_rho == 0
 
 
+def _lockstep_runs(*configs: Config) -> list[Steps]:
+    """Each config's ``Steps`` on 64 training images, all from the first's seeded weights.
+
+    Seeded: in a tiny ReLU and max-pooling net, some initial weights put a near-tie where a
+    rounding difference (a fused kernel, NumPy's arithmetic against TensorFlow's) flips it
+    and moves a whole channel's gradient by about 1e-3. Unseeded, each process starts from
+    other weights and meets such a tie now and then; seeded, a comparison is the same in
+    every process.
+    """
+    keras.utils.set_random_seed(0)
+    runs = [Steps(c, resolve(c, train_images=64)) for c in configs]
+    for steps in runs[1:]:
+        steps.model.set_weights(runs[0].model.get_weights())
+    return runs
+
+
 def test_a_sharpness_aware_step_applies_the_gradient_at_the_moved_weights():
     rho, rate = 0.05, 0.1
-    keras.utils.set_random_seed(0)  # Near-ties: see the Lookahead test.
     # conv4_bn without dropout: the same batch gives the same forward pass every time.
     plain = tiny_config(
         model="conv4_bn",
@@ -161,9 +176,7 @@ def test_a_sharpness_aware_step_applies_the_gradient_at_the_moved_weights():
     )
     sam = plain.replace(sam_rho=rho)
     # The third trains a sharpness-aware config in one of its plain epochs (sam_epochs).
-    runs = [Steps(c, resolve(c, train_images=64)) for c in (plain, sam, sam)]
-    for run in runs[1:]:
-        run.model.set_weights(runs[0].model.get_weights())
+    runs = _lockstep_runs(plain, sam, sam)
     start = runs[1].model.get_weights()
     rng = np.random.default_rng(0)
     images = tf.constant(rng.integers(0, 256, (16, 24, 32, 3)), tf.uint8)
@@ -237,21 +250,11 @@ def test_moving_average_covers_every_weight_from_its_start(start):
 
 def test_lookahead_steps_the_average_every_k_steps_and_trains_on_from_it():
     decay, every = 0.6, 2
-    # Seeded: in a tiny ReLU and max-pooling net, some initial weights put a near-tie where
-    # a rounding difference (a fused kernel, NumPy's arithmetic against TensorFlow's) flips
-    # it and moves a whole channel's gradient by about 1e-3. Unseeded, each process starts
-    # from other weights and meets such a tie now and then; seeded, the comparison is the
-    # same in every process.
-    keras.utils.set_random_seed(0)
     # conv4_bn without dropout: two runs of the same batches take the same steps. SGD, whose
     # step is proportional to the gradient: Adam's would turn a small difference in a
     # near-zero gradient into a whole step.
     plain = tiny_config(model="conv4_bn", model_kwargs={"dropout": 0.0}, optimizer="sgd")
-    runs = [
-        Steps(c, resolve(c, train_images=64))
-        for c in (plain, plain.replace(ema_decay=decay, lookahead_steps=every))
-    ]
-    runs[1].model.set_weights(runs[0].model.get_weights())
+    runs = _lockstep_runs(plain, plain.replace(ema_decay=decay, lookahead_steps=every))
     floats = [[w for w in r.model.weights if "float" in str(w.dtype)] for r in runs]
     rng = np.random.default_rng(0)
     average = None
@@ -284,10 +287,7 @@ def _one_step_each(*configs: Config) -> tuple[list[Steps], list[np.ndarray], lis
 
     Returns (the runs' steps, the trainable weights before, each run's after).
     """
-    keras.utils.set_random_seed(0)  # Near-ties: see the Lookahead test.
-    runs = [Steps(c, resolve(c, train_images=64)) for c in configs]
-    for steps in runs[1:]:
-        steps.model.set_weights(runs[0].model.get_weights())
+    runs = _lockstep_runs(*configs)
     before = [v.numpy() for v in runs[0].model.trainable_variables]
     rng = np.random.default_rng(0)
     images = tf.constant(rng.integers(0, 256, (16, 24, 32, 3)), tf.uint8)
